@@ -1,0 +1,57 @@
+# Activation × optimizer × depth study. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXP    ?= grid
+ARGS   ?=
+JOBS   ?= 1
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+DB     := sqlite:///$(CURDIR)/mlflow.db
+TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
+
+.PHONY: help install data sweep smoke test report ui bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "nvidia-smi found: installing TensorFlow's CUDA build"; \
+	  $(PY) -m pip install -q "$(subst tensorflow==,tensorflow[and-cuda]==,$(TF_PIN))"; fi
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned requirements and the package (once)
+
+data: $(STAMP) ## make Fashion-MNIST available (download, else Debian's dataset-fashion-mnist)
+	@$(PY) -m study.data || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's dataset-fashion-mnist with apt-get"; \
+	    (apt-get install -y -qq dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }) >/dev/null \
+	    && $(PY) -m study.data; \
+	  else exit 1; fi; }
+
+sweep: data ## run the grid preset EXP (default grid) with Hydra overrides ARGS, then the report
+	$(PY) -m study.train -m experiment=$(EXP) $(ARGS)
+
+smoke: $(STAMP) ## a 2-minute sweep on synthetic data (experiment=smoke)
+	$(PY) -m study.train -m experiment=smoke $(ARGS)
+
+test: data ## run the test suite (fast and slow tests)
+	$(PY) -m pytest -q $(ARGS)
+
+ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PORT= to change)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(DB) --host $(HOST) --port $(PORT)
+
+clean: ## remove Hydra output folders and caches (keeps .venv, mlflow.db and mlartifacts)
+	rm -rf outputs multirun .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+"""Activation × optimizer × depth study of plain CNNs: training, diagnostics, tracking, report."""
+
+__version__ = "0.1.0"

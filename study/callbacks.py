@@ -1,0 +1,193 @@
+"""Callbacks. Keras: per-epoch metric logging, divergence detection, diagnostics logging.
+Hydra: one MLflow parent run per multirun (`MlflowSweepCallback`), created before any job starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from pathlib import Path
+
+import keras
+from hydra.experimental.callback import Callback
+import numpy as np
+import pandas as pd
+
+from study import diagnostics as diag
+from study import tracking
+
+SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, number of cells
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy` (step = epoch) in one batch."""
+
+    def __init__(self, run: tracking.RunLogger):
+        super().__init__()
+        self.run = run
+        self.epochs_done = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {}
+        for k, v in (logs or {}).items():
+            split, name = ("val", k[4:]) if k.startswith("val_") else ("train", k)
+            if name in ("loss", "accuracy"):
+                values[f"{split}/{name}"] = float(v)
+        self.run.metrics(values, step=epoch)
+        self.run.flush()
+        self.epochs_done = epoch + 1
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss; the run is then a result, `diverged`."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_at: int | None = None
+        self._step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = self._step
+            self.model.stop_training = True
+        self._step += 1
+
+
+class DiagnosticsLogger(keras.callbacks.Callback):
+    """Reads the train step's statistics vector every step; logs scalars to MLflow every
+    `log_every` steps; at the end writes the step-level table and the per-run summary."""
+
+    def __init__(self, run: tracking.RunLogger, log_every: int, steps_per_epoch: int,
+                 vanishing_below: float, exploding_above: float):
+        super().__init__()
+        self.run, self.log_every, self.steps_per_epoch = run, max(1, log_every), steps_per_epoch
+        self.vanishing_below, self.exploding_above = vanishing_below, exploding_above
+        self.rows: list[np.ndarray] = []
+        self.summary: dict[str, float] = {}
+        self.verdict = "healthy"
+
+    def on_train_batch_end(self, batch, logs=None):
+        vec = self.model._diag_vars.latest.numpy()
+        step = len(self.rows)
+        self.rows.append(vec)
+        if step % self.log_every == 0:
+            self.run.metrics({s.key: v for s, v in zip(self.model.diag_stats, vec)}, step=step)
+
+    def on_train_end(self, logs=None):
+        if not self.rows:
+            return
+        table = np.vstack(self.rows)
+        keys = [s.key for s in self.model.diag_stats]
+        hidden = [l.name for l in self.model._diag_layers if l.name != "logits"]
+        first, last = keys.index(f"grad/{hidden[0]}/l2"), keys.index(f"grad/{hidden[-1]}/l2")
+        n_last = len(table) % self.steps_per_epoch or self.steps_per_epoch
+        last_epoch = table[-n_last:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r_init = float(table[0, first] / table[0, last])
+            r_final = float(np.mean(last_epoch[:, first]) / np.mean(last_epoch[:, last]))
+        nonfinite_step = int(self.model._diag_vars.first_nonfinite_step.numpy())
+        self.summary = {"diag/ratio_first_last_init": r_init, "diag/ratio_first_last_final": r_final,
+                        "diag/nonfinite_total": float(np.nansum(table[:, keys.index("grad/nonfinite")]))}
+        if nonfinite_step >= 0:
+            self.summary["diag/first_nonfinite_step"] = nonfinite_step
+        self.verdict = verdict(r_init, r_final, nonfinite_step >= 0, self.vanishing_below, self.exploding_above)
+        self.run.metrics(self.summary, step=len(table) - 1)
+        self.run.flush()
+
+    def table(self) -> pd.DataFrame:
+        """Long table: step, epoch, layer, layer_index, stat, value (one row per step × statistic)."""
+        stats = self.model.diag_stats
+        values = np.vstack(self.rows) if self.rows else np.zeros((0, len(stats)))
+        steps = np.repeat(np.arange(len(values)), len(stats))
+        return pd.DataFrame({
+            "step": steps.astype("int64"),
+            "epoch": (steps // self.steps_per_epoch).astype("int64"),
+            "group": np.tile([s.group for s in stats], len(values)),
+            "layer": np.tile([s.layer for s in stats], len(values)),
+            "layer_index": np.tile([s.layer_index for s in stats], len(values)).astype("int64"),
+            "stat": np.tile([s.stat for s in stats], len(values)),
+            "value": values.reshape(-1).astype("float64"),
+        })
+
+
+def verdict(r_init: float, r_final: float, nonfinite: bool, vanishing_below: float, exploding_above: float) -> str:
+    """exploding: a non-finite gradient, or a first/last ratio above `exploding_above`;
+    vanishing: a ratio (at initialisation or over the last epoch) below `vanishing_below`."""
+    ratios = [r for r in (r_init, r_final) if not math.isnan(r)]
+    if nonfinite or any(r > exploding_above for r in ratios):
+        return "exploding"
+    if any(r < vanishing_below for r in ratios):
+        return "vanishing"
+    return "healthy"
+
+
+def read_sweep_file(sweep_dir: str | Path) -> dict | None:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def grid_cells(config) -> list[list[str]] | None:
+    """The override list of every cell of a basic-sweeper multirun (None for other sweepers)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+        return None
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    overrides = OverridesParser.create().parse_overrides(params + task)
+    return BasicSweeper.split_arguments(overrides, None)[0]
+
+
+class MlflowSweepCallback(Callback):
+    """Hydra callback: before any job, checks every cell's config, creates the store, the
+    experiment and the sweep's parent run; at the end, closes the parent run with a summary."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        from study.train import check
+
+        cells = grid_cells(config)
+        if cells is not None:
+            loader = GlobalHydra.instance().config_loader()
+            for overrides in cells:
+                check(loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides)))
+        t = config.tracking
+        c = tracking.client(t.uri)
+        exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.artifact_location))
+        sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        name = config.get("experiment_name") or "sweep"
+        run = c.create_run(exp_id, run_name=f"{name}-{sweep_id}", tags={
+            "sweep_id": sweep_id, "role": "sweep", "preset": str(name), **tracking.environment_tags()})
+        info = {"sweep_id": sweep_id, "parent_run_id": run.info.run_id, "experiment_id": exp_id,
+                "n_cells": len(cells) if cells is not None else None, "started": time.time()}
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
+        print(f"[sweep {sweep_id}] {info['n_cells'] or '?'} cells -> {tracking.redact(t.uri)} "
+              f"experiment {t.experiment!r}, parent run {run.info.run_id}", flush=True)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        info = read_sweep_file(config.hydra.sweep.dir)
+        if info is None:
+            return
+        c = tracking.client(config.tracking.uri)
+        children = c.search_runs([info["experiment_id"]], f"tags.sweep_id = '{info['sweep_id']}' "
+                                 f"and tags.role = 'cell'", max_results=50000)
+        outcomes = [r.data.tags.get("outcome", "unknown") for r in children]
+        counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
+        wall = time.time() - info["started"]
+        run = tracking.RunLogger(c, info["parent_run_id"])
+        run.tags({f"cells_{o}": n for o, n in counts.items()} | {"cells": len(children)})
+        run.metrics({"sweep/wall_time_s": wall, "sweep/cells": len(children)}, step=0)
+        run.end("FINISHED")
+        print(f"[sweep {info['sweep_id']}] done in {wall:.0f} s: "
+              + ", ".join(f"{n} {o}" for o, n in counts.items()), flush=True)
+        if counts.get("failed"):
+            raise SystemExit(f"[sweep {info['sweep_id']}] {counts['failed']} cell(s) failed; "
+                             "their tracebacks are artifacts of their runs (traceback.txt)")

@@ -1,0 +1,197 @@
+"""Vanishing / exploding gradient diagnostics: per-layer statistics and the train step computing them.
+
+Plain functions compute the statistics from tensors (`weight_stats`, `activation_stats`) and from a
+model and a batch (`batch_statistics`); `DiagnosticModel.train_step` calls the same functions in
+graph at every step and writes them into one vector variable that a Keras callback reads.
+
+Levels: `off` (Keras's own train step), `default` (weight-gradient and weight statistics per weight
+layer, global gradient norm, non-finite count), `full` (adds, per activation output h_l, the
+back-propagated gradient norm ||dL/dh_l||, mean, std, saturation or zero / dead fractions).
+Weight statistics use each layer's kernel W_l (not its bias).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from study.activations import BOUNDED, RELU_FAMILY
+
+LEVELS = ("off", "default", "full")
+WEIGHT_STATS = ("l2", "rms", "max", "small_frac")  # of the weight gradient dL/dW_l
+SATURATION_MARGIN = 0.01  # "within 1% of the bound": sigmoid < 0.01 or > 0.99; tanh |h| > 0.99
+
+
+def weight_grad_stats(g: tf.Tensor, threshold: float) -> list[tf.Tensor]:
+    """[||g||_2, RMS(g), max|g|, fraction of entries with |g| < threshold]."""
+    g = tf.cast(g, tf.float32)
+    l2 = tf.norm(g)
+    n = tf.cast(tf.size(g), tf.float32)
+    return [l2, l2 / tf.sqrt(n), tf.reduce_max(tf.abs(g)),
+            tf.reduce_mean(tf.cast(tf.abs(g) < threshold, tf.float32))]
+
+
+def activation_stats(h: tf.Tensor, activation: str) -> dict[str, tf.Tensor]:
+    """Mean and std of h; saturation fraction for bounded activations; for the ReLU family the
+    fraction of entries <= 0 and of dead channels (<= 0 for every example and position)."""
+    h = tf.cast(h, tf.float32)
+    out = {"mean": tf.reduce_mean(h), "std": tf.math.reduce_std(h)}
+    if activation in BOUNDED:
+        lo, hi = BOUNDED[activation]
+        margin = SATURATION_MARGIN * (hi - lo) / (2.0 if lo < 0 else 1.0)
+        sat = (h <= lo + margin) | (h >= hi - margin)
+        out["saturation"] = tf.reduce_mean(tf.cast(sat, tf.float32))
+    elif activation in RELU_FAMILY:
+        inactive = h <= 0.0
+        out["zero_frac"] = tf.reduce_mean(tf.cast(inactive, tf.float32))
+        per_channel = tf.reduce_all(tf.reshape(inactive, [-1, tf.shape(h)[-1]]), axis=0)
+        out["dead_frac"] = tf.reduce_mean(tf.cast(per_channel, tf.float32))
+    return out
+
+
+def activation_stat_names(activation: str) -> tuple[str, ...]:
+    if activation in BOUNDED:
+        return ("mean", "std", "saturation")
+    if activation in RELU_FAMILY:
+        return ("mean", "std", "zero_frac", "dead_frac")
+    return ("mean", "std")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One entry of the statistics vector; `key` is its MLflow metric name."""
+
+    key: str
+    group: str  # grad | weight | backprop | act | global
+    layer: str
+    layer_index: int
+    stat: str
+
+
+def weight_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Conv and dense layers in network order (the ones diagnostics follow)."""
+    return [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+
+
+def activation_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [l for l in model.layers if l.name.startswith("act_")]
+
+
+def layout(model: keras.Model, level: str, activation: str) -> list[Stat]:
+    """The ordered list of statistics the train step computes at `level`."""
+    stats = [Stat("grad/global_norm", "global", "", 0, "global_norm"),
+             Stat("grad/nonfinite", "global", "", 0, "nonfinite")]
+    for i, layer in enumerate(weight_layers(model), start=1):
+        stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in WEIGHT_STATS]
+        stats += [Stat(f"weight/{layer.name}/{s}", "weight", layer.name, i, s) for s in ("l2", "update_ratio")]
+    if level == "full":
+        for i, layer in enumerate(activation_layers(model), start=1):
+            name = layer.name.removeprefix("act_")
+            stats.append(Stat(f"backprop/{name}/l2", "backprop", name, i, "l2"))
+            stats += [Stat(f"act/{name}/{s}", "act", name, i, s) for s in activation_stat_names(activation)]
+    return stats
+
+
+def _compute(model, x, y, acts_on: bool, training: bool):
+    """Forward + backward in one tape; returns loss, y_pred, grads of the trainable weights,
+    grads of the activation outputs h_l, the h_l, and the factor that undoes loss scaling."""
+    with tf.GradientTape() as tape:
+        outs = model._diag_probe(x, training=training) if acts_on else model(x, training=training)
+        acts, y_pred = (outs[:-1], outs[-1]) if acts_on else ([], outs)
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, training=training)
+        scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
+    grads = tape.gradient(scaled, list(model.trainable_weights) + list(acts))
+    inv = 1.0
+    if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        inv = 1.0 / tf.cast(model.optimizer.dynamic_scale, tf.float32)
+    n = len(model.trainable_weights)
+    return loss, y_pred, grads[:n], grads[n:], acts, inv
+
+
+class DiagnosticModel(keras.Model):
+    """A functional Keras model whose train step also computes the diagnostic statistics."""
+
+    def enable_diagnostics(self, level: str, activation: str, small_grad_threshold: float = 1e-8):
+        if level not in LEVELS:
+            from study.errors import unknown
+
+            raise unknown("diagnostics level", level, LEVELS)
+        self._diag_level = level
+        self._diag_activation = activation
+        self._diag_threshold = small_grad_threshold
+        if level == "off":
+            return
+        self._diag_layers = weight_layers(self)
+        act_outputs = [l.output for l in activation_layers(self)] if level == "full" else []
+        self._diag_acts_on = bool(act_outputs)
+        if act_outputs:  # the same layers, also returning every activation output h_l
+            self._diag_probe = keras.Model(self.inputs, act_outputs + list(self.outputs))
+        self.diag_stats = layout(self, level, activation)
+        holder = type("DiagVariables", (), {})()  # a plain object: Keras does not track these
+        holder.latest = tf.Variable(tf.zeros(len(self.diag_stats)), trainable=False)
+        holder.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        object.__setattr__(self, "_diag_vars", holder)
+
+    @property
+    def diag_level(self) -> str:
+        return getattr(self, "_diag_level", "off")
+
+    def diag_vector(self, grads, grads_h, acts, inv, before) -> tf.Tensor:
+        """The statistics vector in `layout` order (`before`: kernels before the update)."""
+        grads = [None if g is None else tf.cast(g, tf.float32) * inv for g in grads]
+        finite = [g for g in grads if g is not None]
+        values = [tf.linalg.global_norm(finite),
+                  tf.cast(tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in finite]), tf.float32)]
+        by_var = {id(v): g for v, g in zip(self.trainable_weights, grads)}
+        for layer, w_before in zip(self._diag_layers, before):
+            g = by_var[id(layer.kernel)]
+            values += weight_grad_stats(g, self._diag_threshold)
+            w_norm = tf.norm(tf.cast(w_before, tf.float32))
+            delta = tf.norm(tf.cast(layer.kernel.value, tf.float32) - tf.cast(w_before, tf.float32))
+            values += [w_norm, tf.math.divide_no_nan(delta, w_norm)]
+        names = activation_stat_names(self._diag_activation)
+        for h, gh in zip(acts, grads_h):
+            values.append(tf.norm(tf.cast(gh, tf.float32) * inv))
+            st = activation_stats(h, self._diag_activation)
+            values += [st[n] for n in names]
+        return tf.stack(values)
+
+    def train_step(self, data):
+        if self.diag_level == "off":
+            return super().train_step(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        kernels = [l.kernel for l in self._diag_layers]
+        loss, y_pred, grads, grads_h, acts, inv = _compute(self, x, y, self._diag_acts_on, training=True)
+        self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+        before = [tf.identity(k.value) for k in kernels]
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        vec = self.diag_vector(grads, grads_h, acts, inv, before)
+        v = self._diag_vars
+        v.latest.assign(vec)
+        step = tf.cast(self.optimizer.iterations, tf.int64) - 1
+        bad = (v.first_nonfinite_step < 0) & ((vec[1] > 0) | ~tf.math.is_finite(loss))
+        v.first_nonfinite_step.assign(tf.where(bad, step, v.first_nonfinite_step))
+        return self.compute_metrics(x, y, y_pred, sample_weight=None)
+
+
+def batch_statistics(model: DiagnosticModel, x, y) -> dict[str, float]:
+    """The train step's statistics for one batch, without updating the model (update ratio 0).
+
+    Uses training-mode forward passes (as the train step does) but applies no update; for use in
+    tests, at initialisation and by other tools."""
+    kernels = [l.kernel for l in model._diag_layers]
+    _, _, grads, grads_h, acts, inv = _compute(
+        model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), model._diag_acts_on, training=True)
+    before = [k.value for k in kernels]
+    vec = model.diag_vector(grads, grads_h, acts, inv, before).numpy()
+    return {s.key: float(v) for s, v in zip(model.diag_stats, vec)}
+
+
+def first_last_ratio(values: dict[str, float], model: DiagnosticModel) -> float:
+    """||dL/dW|| of the first hidden weight layer over the last hidden one (logits excluded)."""
+    hidden = [l.name for l in model._diag_layers if l.name != "logits"]
+    first, last = values[f"grad/{hidden[0]}/l2"], values[f"grad/{hidden[-1]}/l2"]
+    return float(np.float64(first) / np.float64(last)) if last > 0 else float("inf")

@@ -1,0 +1,141 @@
+"""Model builders: a plain CNN (and an MLP), from plain typed arguments.
+
+Layer names are part of the contract with the diagnostics and the report: weight layers are
+`conv_01` ... `conv_NN`, then `dense_01` ... in the head and `logits`; each activation layer is
+named after the layer it follows with `act_` (`act_conv_03`). Indices count from the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+
+from study import activations
+from study.errors import ConfigError, unknown
+
+INITIALIZERS = {
+    "glorot_uniform": lambda std: keras.initializers.GlorotUniform(),
+    "glorot_normal": lambda std: keras.initializers.GlorotNormal(),
+    "he_normal": lambda std: keras.initializers.HeNormal(),
+    "he_uniform": lambda std: keras.initializers.HeUniform(),
+    "lecun_normal": lambda std: keras.initializers.LecunNormal(),
+    "small_normal": lambda std: keras.initializers.RandomNormal(stddev=std),
+}
+MAX_POOLS = 2  # 28 -> 14 -> 7: every depth from 1 to 32 (and more) stays valid on 28×28 inputs
+
+
+@dataclass
+class ModelSpec:
+    """Everything a builder needs; `train.py` fills it from the Hydra config."""
+
+    depth: int = 4
+    width: int = 16
+    kernel_size: int = 3
+    activation: str = "relu"
+    activation_params: dict = field(default_factory=dict)
+    init: str = "glorot_uniform"
+    init_std: float = 0.01
+    batch_norm: bool = False
+    dropout: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    head_units: list[int] = field(default_factory=list)
+    kind: str = "cnn"
+
+
+def check(spec: ModelSpec) -> None:
+    """Fail before training, naming the bad value and the valid choices."""
+    if spec.kind not in BUILDERS:
+        raise unknown("model", spec.kind, BUILDERS)
+    activations.check(spec.activation, spec.activation_params)
+    if spec.init not in INITIALIZERS:
+        raise unknown("initializer", spec.init, INITIALIZERS)
+    if not isinstance(spec.depth, int) or spec.depth < 1:
+        raise ConfigError(f"model.depth={spec.depth!r} must be an integer >= 1")
+    if spec.width < 1 or spec.kernel_size < 1:
+        raise ConfigError(f"model.width={spec.width} and model.kernel_size={spec.kernel_size} must be >= 1")
+    if not 0.0 <= spec.dropout < 1.0:
+        raise ConfigError(f"model.dropout={spec.dropout} must be in [0, 1)")
+    if spec.l1 < 0 or spec.l2 < 0:
+        raise ConfigError(f"model.l1={spec.l1} and model.l2={spec.l2} must be >= 0")
+    if any(u < 1 for u in spec.head_units):
+        raise ConfigError(f"model.head_units={list(spec.head_units)} must all be >= 1")
+
+
+def _regularizer(spec: ModelSpec):
+    if spec.l1 == 0 and spec.l2 == 0:
+        return None
+    return keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2)
+
+
+def _stage_ends(depth: int) -> set[int]:
+    """Conv indices (1-based) after which a 2×2 max pool halves the resolution."""
+    stages = min(MAX_POOLS + 1, depth)
+    return {round(depth * s / stages) for s in range(1, stages)}
+
+
+def _block(x, layer, name: str, spec: ModelSpec):
+    x = layer(x)
+    if spec.batch_norm:
+        x = keras.layers.BatchNormalization(name=f"bn_{name}")(x)
+    return activations.make(spec.activation, f"act_{name}", spec.activation_params)(x)
+
+
+def _head(x, spec: ModelSpec, num_classes: int):
+    for i, units in enumerate(spec.head_units, start=1):
+        if spec.dropout:
+            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i:02d}")(x)
+        dense = keras.layers.Dense(
+            units, kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_regularizer=_regularizer(spec), name=f"dense_{i:02d}",
+        )
+        x = _block(x, dense, f"dense_{i:02d}", spec)
+    if spec.dropout:
+        x = keras.layers.Dropout(spec.dropout, name="dropout_logits")(x)
+    return keras.layers.Dense(
+        num_classes, kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+        kernel_regularizer=_regularizer(spec), name="logits",
+    )(x)
+
+
+def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """`depth` conv layers ('same' padding) with `width` filters, doubled after each of at most
+    two 2×2 max pools (placed to split the depth into equal stages); global average pooling;
+    optional dense head layers with the same activation; a linear `logits` layer."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x, filters, ends = inputs, spec.width, _stage_ends(spec.depth)
+    for i in range(1, spec.depth + 1):
+        conv = keras.layers.Conv2D(
+            filters, spec.kernel_size, padding="same",
+            kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_regularizer=_regularizer(spec), name=f"conv_{i:02d}",
+        )
+        x = _block(x, conv, f"conv_{i:02d}", spec)
+        if i in ends:
+            x = keras.layers.MaxPooling2D(2, name=f"pool_{i:02d}")(x)
+            filters *= 2
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, _head(x, spec, num_classes), name=f"cnn_d{spec.depth}")
+
+
+def build_mlp(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """`depth` dense hidden layers of `width` units on the flattened image, then `logits`."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    for i in range(1, spec.depth + 1):
+        dense = keras.layers.Dense(
+            spec.width, kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_regularizer=_regularizer(spec), name=f"dense_{i:02d}",
+        )
+        x = _block(x, dense, f"dense_{i:02d}", spec)
+    spec_no_head = ModelSpec(**{**spec.__dict__, "head_units": []})
+    return keras.Model(inputs, _head(x, spec_no_head, num_classes), name=f"mlp_d{spec.depth}")
+
+
+BUILDERS = {"cnn": build_cnn, "mlp": build_mlp}
+
+
+def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    check(spec)
+    return BUILDERS[spec.kind](spec, input_shape, num_classes)

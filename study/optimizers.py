@@ -1,0 +1,69 @@
+"""Optimizer registry and learning-rate schedules, from plain arguments.
+
+Each optimizer's YAML (conf/optimizer/<name>.yaml) carries its own default learning rate, so a
+grid over optimizers compares each at a sensible step size. Schedules are given in epochs and
+converted to steps here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from study.errors import ConfigError, unknown
+
+OPTIMIZERS = {
+    "sgd": lambda lr, p, kw: keras.optimizers.SGD(lr, **kw),
+    "momentum": lambda lr, p, kw: keras.optimizers.SGD(lr, momentum=p.get("momentum", 0.9), **kw),
+    "nesterov": lambda lr, p, kw: keras.optimizers.SGD(lr, momentum=p.get("momentum", 0.9), nesterov=True, **kw),
+    "adagrad": lambda lr, p, kw: keras.optimizers.Adagrad(lr, **kw),
+    "rmsprop": lambda lr, p, kw: keras.optimizers.RMSprop(lr, rho=p.get("rho", 0.9), **kw),
+    "adam": lambda lr, p, kw: keras.optimizers.Adam(lr, beta_1=p.get("beta_1", 0.9), beta_2=p.get("beta_2", 0.999), **kw),
+    "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, weight_decay=p.get("weight_decay", 0.004), **kw),
+    "nadam": lambda lr, p, kw: keras.optimizers.Nadam(lr, **kw),
+}
+PARAMS = {"momentum": {"momentum"}, "nesterov": {"momentum"}, "rmsprop": {"rho"},
+          "adam": {"beta_1", "beta_2"}, "adamw": {"weight_decay"}}
+SCHEDULES = ("constant", "exponential", "step", "cosine")
+
+
+def check(name: str, learning_rate: float, params: dict, schedule: str, clipnorm, clipvalue) -> None:
+    """Fail before training, naming the bad value and the valid choices."""
+    if name not in OPTIMIZERS:
+        raise unknown("optimizer", name, OPTIMIZERS)
+    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise ConfigError(f"optimizer.learning_rate={learning_rate!r} must be a number > 0")
+    extra = set(params) - PARAMS.get(name, set())
+    if extra:
+        raise ConfigError(f"optimizer {name!r} takes no parameter {sorted(extra)}; "
+                          f"valid: {sorted(PARAMS.get(name, set())) or ['none']}")
+    if schedule not in SCHEDULES:
+        raise unknown("schedule", schedule, SCHEDULES)
+    for what, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
+        if v is not None and not v > 0:
+            raise ConfigError(f"optimizer.{what}={v} must be > 0 or null")
+
+
+def schedule(name: str, learning_rate: float, steps_per_epoch: int, epochs: int, *,
+             decay_rate: float = 0.5, decay_epochs: float = 1.0, alpha: float = 0.0):
+    """A learning rate (float) or a Keras schedule; `decay_epochs` is the period of exponential
+    and step decay, `alpha` the final fraction of the cosine schedule."""
+    decay_steps = max(1, int(math.ceil(decay_epochs * steps_per_epoch)))
+    if name == "constant":
+        return learning_rate
+    if name == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate)
+    if name == "step":
+        return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate, staircase=True)
+    if name == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps_per_epoch * epochs), alpha=alpha)
+    raise unknown("schedule", name, SCHEDULES)
+
+
+def build(name: str, learning_rate, params: dict | None = None, *, clipnorm=None, clipvalue=None):
+    """An optimizer; `learning_rate` may be a float or a Keras schedule."""
+    if name not in OPTIMIZERS:
+        raise unknown("optimizer", name, OPTIMIZERS)
+    clip = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)) if v is not None}
+    return OPTIMIZERS[name](learning_rate, params or {}, clip)

@@ -1,0 +1,154 @@
+"""MLflow tracking: stores, experiments, runs, params, batched metrics, artifacts, fingerprints.
+
+Everything goes through an explicit `MlflowClient(uri)` (no global fluent state), so several stores
+can be used in one process and tests point runs at a temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
+MAX_PARAMS_PER_BATCH = 100
+# Keys left out of the config fingerprint: where results go and how they are launched, not what runs.
+NON_SEMANTIC = ("tracking", "hydra", "train.verbose", "train.callbacks", "train.threads")
+
+
+def default_uri() -> str:
+    return f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+
+
+def redact(text: str) -> str:
+    """Hide `user:password@` credentials inside URIs."""
+    return re.sub(r"(://)[^/@\s:]+(:[^/@\s]*)?@", r"\1***@", str(text))
+
+
+def artifact_location(uri: str, explicit: str | None = None) -> str | None:
+    """Where a new experiment keeps artifacts: explicit, next to a SQLite file, or the server's."""
+    if explicit:
+        return Path(explicit).resolve().as_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def client(uri: str) -> MlflowClient:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(c: MlflowClient, name: str, artifacts: str | None) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=artifacts)
+    except Exception:  # created meanwhile by another process
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """{'model': {'depth': 8}} -> {'model.depth': 8}; lists stay values."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def fingerprint(flat: dict[str, object]) -> str:
+    """Hash of the semantic config: what is trained, not where it is logged or how it is launched."""
+    keep = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "git_commit": git_commit(),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({os.cpu_count()} cores)",
+        "host": platform.node(),
+    }
+
+
+class RunLogger:
+    """One MLflow run: batched metrics (<= 1000 per request), params, tags, artifacts."""
+
+    def __init__(self, c: MlflowClient, run_id: str):
+        self.client, self.run_id = c, run_id
+        self._pending: list[Metric] = []
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, int(step)) for k, v in values.items()]
+        if len(self._pending) >= MAX_METRICS_PER_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:MAX_METRICS_PER_BATCH], self._pending[MAX_METRICS_PER_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def params(self, values: dict[str, object]) -> None:
+        items = [Param(k, redact(_param_str(v))[:6000]) for k, v in sorted(values.items())]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+
+    def tags(self, values: dict[str, object]) -> None:
+        items = [RunTag(k, redact(str(v))) for k, v in values.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=items[i:i + MAX_PARAMS_PER_BATCH])
+
+    def text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def artifact(self, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def end(self, status: str) -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status)
+
+
+def _param_str(v: object) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return json.dumps(list(v))
+    return "null" if v is None else str(v)

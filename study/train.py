@@ -1,0 +1,225 @@
+"""Entry point: `python -m study.train` (Hydra) and the task function `train(cfg) -> dict`.
+
+One call of `train` is one grid cell: check the config, seed, load data, build model and optimizer,
+fit with the diagnostic train step, evaluate on the test set, record everything in one MLflow run.
+Only this module (and the factories it calls with plain arguments) reads the Hydra config.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from study import data, models, optimizers, tracking  # noqa: E402
+from study import diagnostics as diag  # noqa: E402
+from study.errors import ConfigError, unknown  # noqa: E402
+
+log = logging.getLogger("study")
+if not OmegaConf.has_resolver("repo_root"):
+    OmegaConf.register_new_resolver("repo_root", lambda: str(tracking.REPO_ROOT))
+
+
+def model_spec(cfg: DictConfig) -> models.ModelSpec:
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    act_params = (m.pop("activation_params") or {})
+    unknown_keys = set(act_params) - set(models.activations.ACTIVATIONS)
+    if unknown_keys:
+        raise unknown("activation in model.activation_params", sorted(unknown_keys)[0], models.activations.ACTIVATIONS)
+    m["activation_params"] = act_params.get(m["activation"]) or {}
+    m["head_units"] = list(m.get("head_units") or [])
+    fields = models.ModelSpec.__dataclass_fields__
+    extra = set(m) - set(fields)
+    if extra:
+        raise ConfigError(f"unknown model option(s) {sorted(extra)}; valid: {sorted(fields)}")
+    return models.ModelSpec(**m)
+
+
+def check(cfg: DictConfig) -> None:
+    """Every check that needs no data: fails before training, naming value and valid choices."""
+    models.check(model_spec(cfg))
+    o = cfg.optimizer
+    optimizers.check(o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name,
+                     o.get("clipnorm"), o.get("clipvalue"))
+    if cfg.data.name not in data.DATASETS:
+        raise unknown("dataset", cfg.data.name, data.DATASETS)
+    if cfg.diagnostics.level not in diag.LEVELS:
+        raise unknown("diagnostics level", cfg.diagnostics.level, diag.LEVELS)
+    bs = cfg.train.batch_size
+    if not (bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
+        raise ConfigError(f"train.batch_size={bs!r} must be 'full' (batch gradient descent), "
+                          "1 (stochastic) or an integer N > 1 (mini-batch)")
+    if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
+
+
+def batch_size(cfg: DictConfig, n_train: int) -> int:
+    bs = n_train if cfg.train.batch_size == "full" else int(cfg.train.batch_size)
+    if bs > n_train:
+        raise ConfigError(f"train.batch_size={bs} is larger than the training set ({n_train} examples of "
+                          f"{cfg.data.name!r}); use at most {n_train} or 'full'")
+    return bs
+
+
+def setup_keras(cfg: DictConfig) -> None:
+    """Fresh Keras state and seeds for every cell (launchers may reuse worker processes)."""
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(int(cfg.seed))
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.get("mixed_precision") else "float32")
+
+
+def _cell_context(cfg: DictConfig) -> dict:
+    """Sweep id, parent run, cell index and count when running inside a Hydra multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from study.callbacks import read_sweep_file
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hc = HydraConfig.get()
+    info = read_sweep_file(hc.sweep.dir) or {}
+    return {**info, "index": int(hc.job.num)}
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train and evaluate one cell, recorded as one MLflow run; returns its final metrics."""
+    import keras
+    from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger
+
+    t0 = time.time()
+    check(cfg)
+    setup_keras(cfg)
+    d = cfg.data
+    splits = data.load(d.name, seed=int(cfg.seed), val_fraction=d.val_fraction, train_subset=d.get("train_subset"),
+                       test_subset=d.get("test_subset"), options=OmegaConf.to_container(d.options) if "options" in d else {})
+    bs = batch_size(cfg, len(splits.x_train))
+    steps_per_epoch = math.ceil(len(splits.x_train) / bs)
+
+    ctx = _cell_context(cfg)
+    t = cfg.tracking
+    c = tracking.client(t.uri)
+    exp_id = ctx.get("experiment_id") or tracking.ensure_experiment(
+        c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location")))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    flat = tracking.flatten(resolved)
+    tags = {"role": "cell" if ctx else "single", "fingerprint": tracking.fingerprint(flat),
+            **tracking.environment_tags(), "outcome": "running"}
+    if ctx:
+        tags |= {"mlflow.parentRunId": ctx["parent_run_id"], "sweep_id": ctx["sweep_id"], "cell_index": ctx["index"]}
+    run_info = c.create_run(exp_id, run_name=t.run_name, tags=tags).info
+    run = tracking.RunLogger(c, run_info.run_id)
+    where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
+    print(f"{where}{t.run_name} start: activation={cfg.model.activation} optimizer={cfg.optimizer.name} "
+          f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})", flush=True)
+    try:
+        run.params(flat | {"train.batch_size_resolved": bs, "train.steps_per_epoch": steps_per_epoch})
+        run.text(OmegaConf.to_yaml(resolved), "config.yaml")
+        result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, (DiagnosticsLogger, DivergenceGuard, EpochLogger))
+        result["time/wall_s"] = time.time() - t0
+        run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
+        run.tags({"outcome": result["outcome"], "gradient_verdict": result["gradient_verdict"]})
+        run.end("FINISHED")
+    except BaseException as err:
+        run.flush()
+        run.text(traceback.format_exc(), "traceback.txt")
+        run.tags({"outcome": "failed", "error": f"{type(err).__name__}: {err}"[:5000]})
+        run.end("FAILED" if isinstance(err, Exception) else "KILLED")
+        print(f"{where}{t.run_name} FAILED: {type(err).__name__}: {err}", flush=True)
+        raise
+    result["run_id"] = run_info.run_id
+    print(f"{where}{t.run_name} {result['outcome']}: test/accuracy={result['test/accuracy']:.4f} "
+          f"in {result['time/wall_s']:.1f} s (gradients {result['gradient_verdict']})", flush=True)
+    return result
+
+
+def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, cb_classes) -> dict:
+    import keras
+
+    DiagnosticsLogger, DivergenceGuard, EpochLogger = cb_classes
+    spec = model_spec(cfg)
+    base = models.build(spec, splits.input_shape, splits.num_classes)
+    model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
+    s, o = cfg.schedule, cfg.optimizer
+    lr = optimizers.schedule(s.name, float(o.learning_rate), steps_per_epoch, int(cfg.train.epochs),
+                             decay_rate=s.get("decay_rate", 0.5), decay_epochs=s.get("decay_epochs", 1.0),
+                             alpha=s.get("alpha", 0.0))
+    opt = optimizers.build(o.name, lr, dict(o.get("params") or {}), clipnorm=o.get("clipnorm"), clipvalue=o.get("clipvalue"))
+    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=False)
+    dc = cfg.diagnostics
+    model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold))
+    guard, epochs = DivergenceGuard(), EpochLogger(run)
+    callbacks = [guard, epochs]
+    diag_cb = None
+    if dc.level != "off":
+        total = steps_per_epoch * int(cfg.train.epochs)
+        every = max(1, total // 50) if dc.log_every_n_steps == "auto" else int(dc.log_every_n_steps)
+        diag_cb = DiagnosticsLogger(run, every, steps_per_epoch, float(dc.vanishing_below), float(dc.exploding_above))
+        callbacks.insert(0, diag_cb)
+    callbacks += [hydra.utils.instantiate(cb) for cb in (cfg.train.get("callbacks") or [])]
+    verbose = cfg.train.verbose
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 0
+    seed = int(cfg.seed)
+    t_fit = time.time()
+    model.fit(data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=seed), epochs=int(cfg.train.epochs),
+              validation_data=data.pipeline(splits.x_val, splits.y_val, 1024) if len(splits.x_val) else None,
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles, seeded
+    fit_s = time.time() - t_fit
+    test = model.evaluate(data.pipeline(splits.x_test, splits.y_test, 1024), verbose=0, return_dict=True)
+    result = {"test/loss": float(test["loss"]), "test/accuracy": float(test["accuracy"]),
+              "time/fit_s": fit_s, "time/epoch_s": fit_s / max(1, epochs.epochs_done),
+              "epochs_done": epochs.epochs_done}
+    diverged = guard.diverged_at is not None
+    result["outcome"] = "diverged" if diverged else "finished"
+    result["gradient_verdict"] = diag_cb.verdict if diag_cb else "unknown"
+    if diverged:
+        result["train/diverged_at_step"] = guard.diverged_at
+    if diag_cb is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "diagnostics.parquet"
+            diag_cb.table().to_parquet(path, index=False)
+            run.artifact(path)
+        result |= diag_cb.summary
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    """Single run: errors exit non-zero. Multirun: a failing cell is recorded (run FAILED with its
+    traceback) and the sweep goes on; the sweep callback reports failures at the end."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return train(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if multirun:
+            return {"outcome": "invalid", "error": str(err)}
+        raise SystemExit(2) from None
+    except Exception as err:
+        if multirun:
+            return {"outcome": "failed", "error": f"{type(err).__name__}: {err}"}
+        raise
+
+
+if __name__ == "__main__":
+    main()
