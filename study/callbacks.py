@@ -113,6 +113,31 @@ class DiagnosticsLogger(keras.callbacks.Callback):
         })
 
 
+class HistogramLogger(keras.callbacks.Callback):
+    """Histograms of activations, back-propagated and weight gradients per layer on a fixed probe
+    batch, at step 0 (initialisation) and at the end of the given epochs (1-based)."""
+
+    def __init__(self, x_probe, y_probe, epochs: set[int], steps_per_epoch: int):
+        super().__init__()
+        self.x, self.y, self.epochs, self.steps_per_epoch = x_probe, y_probe, epochs, steps_per_epoch
+        self.rows: list[dict] = []
+
+    def _record(self, epoch: int) -> None:
+        step = epoch * self.steps_per_epoch
+        for row in diag.histograms(diag.probe_tensors(self.model, self.x, self.y)):
+            self.rows.append({"step": step, "epoch": epoch, **row})
+
+    def on_train_begin(self, logs=None):
+        self._record(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.epochs or (self.model.stop_training and self.rows[-1]["epoch"] != epoch + 1):
+            self._record(epoch + 1)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
 def verdict(r_init: float, r_final: float, nonfinite: bool, vanishing_below: float, exploding_above: float) -> str:
     """exploding: a non-finite gradient, or a first/last ratio above `exploding_above`;
     vanishing: a ratio (at initialisation or over the last epoch) below `vanishing_below`."""
@@ -148,6 +173,16 @@ class MlflowSweepCallback(Callback):
     experiment and the sweep's parent run; at the end, closes the parent run with a summary."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        # Hydra turns a callback's exception into a warning and goes on: stop the sweep instead.
+        try:
+            self._start(config)
+        except Exception as err:
+            import sys
+
+            print(f"error: {tracking.redact(str(err))}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    def _start(self, config) -> None:
         from hydra.core.global_hydra import GlobalHydra
 
         from study.train import check
@@ -188,6 +223,8 @@ class MlflowSweepCallback(Callback):
         run.end("FINISHED")
         print(f"[sweep {info['sweep_id']}] done in {wall:.0f} s: "
               + ", ".join(f"{n} {o}" for o, n in counts.items()), flush=True)
-        if counts.get("failed"):
-            raise SystemExit(f"[sweep {info['sweep_id']}] {counts['failed']} cell(s) failed; "
-                             "their tracebacks are artifacts of their runs (traceback.txt)")
+        missing = (info["n_cells"] or len(children)) - len(children)
+        if counts.get("failed") or missing:
+            raise SystemExit(f"[sweep {info['sweep_id']}] {counts.get('failed', 0)} cell(s) failed "
+                             f"(tracebacks: artifact traceback.txt of their runs), {missing} cell(s) not run "
+                             "(invalid values, printed above)")

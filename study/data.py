@@ -40,6 +40,8 @@ class Splits:
     y_test: np.ndarray
     num_classes: int
     name: str
+    x_probe: np.ndarray  # the first examples of the unshuffled training data: the same for every seed
+    y_probe: np.ndarray
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -136,6 +138,7 @@ def load(
     train_subset: int | None = None,
     test_subset: int | None = None,
     options: dict | None = None,
+    probe_size: int = 256,
 ) -> Splits:
     """Load a dataset, shuffle the training data by `seed`, split off validation, subset."""
     if name not in DATASETS:
@@ -143,6 +146,7 @@ def load(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction={val_fraction} must be in [0, 1)")
     x_tr, y_tr, x_te, y_te, num_classes = _raw(name, json.dumps(options or {}, sort_keys=True))
+    x_probe, y_probe = x_tr[:probe_size], y_tr[:probe_size]
     order = np.random.default_rng(seed).permutation(len(x_tr))
     x_tr, y_tr = x_tr[order], y_tr[order]
     n_val = int(round(val_fraction * len(x_tr)))
@@ -158,7 +162,7 @@ def load(
     f32, i32 = np.float32, np.int32
     return Splits(
         x_tr.astype(f32), y_tr.astype(i32), x_val.astype(f32), y_val.astype(i32),
-        x_te.astype(f32), y_te.astype(i32), num_classes, name,
+        x_te.astype(f32), y_te.astype(i32), num_classes, name, x_probe.astype(f32), y_probe.astype(i32),
     )
 
 

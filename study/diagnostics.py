@@ -195,3 +195,43 @@ def first_last_ratio(values: dict[str, float], model: DiagnosticModel) -> float:
     hidden = [l.name for l in model._diag_layers if l.name != "logits"]
     first, last = values[f"grad/{hidden[0]}/l2"], values[f"grad/{hidden[-1]}/l2"]
     return float(np.float64(first) / np.float64(last)) if last > 0 else float("inf")
+
+
+# Histogram bins, shared by every cell so histograms compare across cells: activations on a linear
+# scale, gradients as log10 |g| (zeros counted in their own bin, with bin_left = bin_right = -inf).
+ACT_BINS = np.linspace(-4.0, 4.0, 161)
+LOG_GRAD_BINS = np.linspace(-14.0, 2.0, 161)
+
+
+def probe_tensors(model: DiagnosticModel, x, y) -> dict[str, list[tuple[str, int, np.ndarray]]]:
+    """Activation outputs h_l, back-propagated gradients dL/dh_l and weight gradients dL/dW_l on a
+    probe batch, in inference mode (no dropout, no batch-norm update), without updating the model."""
+    _, _, grads, grads_h, acts, inv = _compute(
+        model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True, training=False)
+    by_var = {id(v): g for v, g in zip(model.trainable_weights, grads)}
+    names = [l.name.removeprefix("act_") for l in activation_layers(model)]
+    return {
+        "activation": [(n, i, np.asarray(h, np.float64)) for i, (n, h) in enumerate(zip(names, acts), 1)],
+        "backprop": [(n, i, np.asarray(g, np.float64) * float(inv)) for i, (n, g) in enumerate(zip(names, grads_h), 1)],
+        "weight_grad": [(l.name, i, np.asarray(by_var[id(l.kernel)], np.float64) * float(inv))
+                        for i, l in enumerate(model._diag_layers, 1)],
+    }
+
+
+def histograms(tensors: dict[str, list[tuple[str, int, np.ndarray]]]) -> list[dict]:
+    """Rows (quantity, layer, layer_index, bin_left, bin_right, count) on the shared bins."""
+    rows = []
+    for quantity, items in tensors.items():
+        for layer, index, t in items:
+            t = t[np.isfinite(t)].ravel()
+            if quantity == "activation":
+                edges, values = ACT_BINS, np.clip(t, ACT_BINS[0], ACT_BINS[-1])
+            else:
+                nz = t[t != 0]
+                rows.append(dict(quantity=quantity, layer=layer, layer_index=index, bin_left=-np.inf,
+                                 bin_right=-np.inf, count=int(t.size - nz.size)))
+                edges, values = LOG_GRAD_BINS, np.clip(np.log10(np.abs(nz)), LOG_GRAD_BINS[0], LOG_GRAD_BINS[-1])
+            counts, _ = np.histogram(values, bins=edges)
+            rows += [dict(quantity=quantity, layer=layer, layer_index=index, bin_left=float(lo),
+                          bin_right=float(hi), count=int(c)) for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    return rows

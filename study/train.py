@@ -100,14 +100,15 @@ def _cell_context(cfg: DictConfig) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Train and evaluate one cell, recorded as one MLflow run; returns its final metrics."""
     import keras
-    from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger
+    from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger
 
     t0 = time.time()
     check(cfg)
     setup_keras(cfg)
     d = cfg.data
     splits = data.load(d.name, seed=int(cfg.seed), val_fraction=d.val_fraction, train_subset=d.get("train_subset"),
-                       test_subset=d.get("test_subset"), options=OmegaConf.to_container(d.options) if "options" in d else {})
+                       test_subset=d.get("test_subset"), options=OmegaConf.to_container(d.options) if "options" in d else {},
+                       probe_size=int(cfg.diagnostics.get("probe_size", 256)))
     bs = batch_size(cfg, len(splits.x_train))
     steps_per_epoch = math.ceil(len(splits.x_train) / bs)
 
@@ -130,7 +131,7 @@ def train(cfg: DictConfig) -> dict:
     try:
         run.params(flat | {"train.batch_size_resolved": bs, "train.steps_per_epoch": steps_per_epoch})
         run.text(OmegaConf.to_yaml(resolved), "config.yaml")
-        result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, (DiagnosticsLogger, DivergenceGuard, EpochLogger))
+        result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, (DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger))
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
         run.tags({"outcome": result["outcome"], "gradient_verdict": result["gradient_verdict"]})
@@ -151,7 +152,7 @@ def train(cfg: DictConfig) -> dict:
 def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, cb_classes) -> dict:
     import keras
 
-    DiagnosticsLogger, DivergenceGuard, EpochLogger = cb_classes
+    DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger = cb_classes
     spec = model_spec(cfg)
     base = models.build(spec, splits.input_shape, splits.num_classes)
     model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
@@ -172,6 +173,12 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, cb_classes) -> dict
         every = max(1, total // 50) if dc.log_every_n_steps == "auto" else int(dc.log_every_n_steps)
         diag_cb = DiagnosticsLogger(run, every, steps_per_epoch, float(dc.vanishing_below), float(dc.exploding_above))
         callbacks.insert(0, diag_cb)
+    hist_cb = None
+    if dc.level == "full":
+        n_epochs = int(cfg.train.epochs)
+        at = set(dc.histogram_epochs) if dc.get("histogram_epochs") is not None else {n_epochs}
+        hist_cb = HistogramLogger(splits.x_probe, splits.y_probe, at, steps_per_epoch)
+        callbacks.append(hist_cb)
     callbacks += [hydra.utils.instantiate(cb) for cb in (cfg.train.get("callbacks") or [])]
     verbose = cfg.train.verbose
     if verbose == "auto":
@@ -191,11 +198,12 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, cb_classes) -> dict
     result["gradient_verdict"] = diag_cb.verdict if diag_cb else "unknown"
     if diverged:
         result["train/diverged_at_step"] = guard.diverged_at
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cb in (("diagnostics", diag_cb), ("histograms", hist_cb)):
+            if cb is not None:
+                cb.table().to_parquet(Path(tmp) / f"{name}.parquet", index=False)
+                run.artifact(Path(tmp) / f"{name}.parquet")
     if diag_cb is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "diagnostics.parquet"
-            diag_cb.table().to_parquet(path, index=False)
-            run.artifact(path)
         result |= diag_cb.summary
     return result
 

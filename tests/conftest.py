@@ -1,0 +1,48 @@
+"""Shared fixtures: Hydra's compose API on the real conf/, a temporary MLflow SQLite store."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+import study.train  # noqa: E402,F401  (registers the repo_root resolver)
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["data=synthetic", "data.options.n_train=256", "data.options.n_test=64", "data.options.image_size=12",
+        "model.width=4", "model.depth=2", "train.epochs=1", "train.batch_size=32", "train.verbose=0"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh SQLite tracking URI and its client."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    return uri, MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture
+def make_cfg(store):
+    """compose(overrides) -> the resolved config of one cell, tracked in the temporary store."""
+
+    def make(*overrides, tiny=True):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("config", overrides=(TINY if tiny else []) + [f"tracking.uri={store[0]}", *overrides])
+
+    return make
+
+
+def run_cli(args, tmp_path, extra_env=None, timeout=600):
+    """`python -m study.train ARGS` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(extra_env or {})}
+    return subprocess.run([sys.executable, "-m", "study.train", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def runs(client, experiment="activation-study"):
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=10000)

@@ -1,0 +1,16 @@
+"""Importable helpers for subprocess tests (PYTHONPATH=tests)."""
+
+import keras
+
+
+class FailOnDepth(keras.callbacks.Callback):
+    """A user's Keras callback with a bug that shows only in networks of a given depth."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self.depth = depth
+
+    def on_train_batch_end(self, batch, logs=None):
+        convs = [l for l in self.model.layers if isinstance(l, keras.layers.Conv2D)]
+        if len(convs) == self.depth:
+            raise RuntimeError(f"user callback bug at depth {self.depth}")

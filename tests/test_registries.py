@@ -1,0 +1,88 @@
+"""Every registry entry builds and trains a step; schedules give the documented values."""
+
+import keras
+import numpy as np
+import pytest
+
+from study import activations, models, optimizers
+
+
+def _tiny_step(activation="relu", optimizer="adam", lr=0.01, params=None):
+    keras.utils.set_random_seed(0)
+    m = models.build(models.ModelSpec(depth=2, width=4, activation=activation), (12, 12, 1), 3)
+    m.compile(optimizer=optimizers.build(optimizer, lr, params),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32)
+    y = np.arange(16) % 3
+    before = [w.numpy().copy() for w in m.trainable_weights]
+    loss = m.train_on_batch(x, y)
+    changed = any(not np.allclose(a, w.numpy()) for a, w in zip(before, m.trainable_weights))
+    return float(loss), changed
+
+
+@pytest.mark.parametrize("name", sorted(activations.ACTIVATIONS))
+def test_every_activation_builds_and_trains_a_step(name):
+    loss, changed = _tiny_step(activation=name)
+    assert np.isfinite(loss) and changed
+
+
+@pytest.mark.parametrize("name", sorted(optimizers.OPTIMIZERS))
+def test_every_optimizer_builds_and_trains_a_step(name):
+    loss, changed = _tiny_step(optimizer=name)
+    assert np.isfinite(loss) and changed
+
+
+def test_activation_parameters_reach_the_layer():
+    assert activations.make("leaky_relu", "a", {"alpha": 0.2}).negative_slope == pytest.approx(0.2)
+    assert activations.make("elu", "a", {"alpha": 0.5}).alpha == pytest.approx(0.5)
+    x = np.array([[-1.0, 2.0]], np.float32)
+    np.testing.assert_allclose(activations.make("leaky_relu", "a", {"alpha": 0.2})(x), [[-0.2, 2.0]], rtol=1e-6)
+
+
+def test_momentum_and_nesterov_defaults():
+    opt = optimizers.build("momentum", 0.01)
+    assert opt.momentum == pytest.approx(0.9) and not opt.nesterov
+    assert optimizers.build("nesterov", 0.01).nesterov
+
+
+def test_gradient_clipping_is_applied():
+    opt = optimizers.build("sgd", 1.0, clipnorm=0.5)
+    assert opt.clipnorm == 0.5
+    v = keras.Variable(np.zeros(4, np.float32))
+    opt.apply_gradients([(np.full(4, 10.0, np.float32), v)])
+    assert np.linalg.norm(v.numpy()) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_schedules():
+    spe, epochs, lr = 10, 4, 0.1
+    exp = optimizers.schedule("exponential", lr, spe, epochs, decay_rate=0.5, decay_epochs=1)
+    step = optimizers.schedule("step", lr, spe, epochs, decay_rate=0.1, decay_epochs=2)
+    cos = optimizers.schedule("cosine", lr, spe, epochs)
+    assert optimizers.schedule("constant", lr, spe, epochs) == lr
+    assert float(exp(10)) == pytest.approx(0.05) and float(exp(5)) == pytest.approx(0.1 * 0.5 ** 0.5)
+    assert float(step(19)) == pytest.approx(0.1) and float(step(20)) == pytest.approx(0.01)
+    assert float(cos(0)) == pytest.approx(0.1) and float(cos(20)) == pytest.approx(0.05) and float(cos(40)) == pytest.approx(0.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5, 8, 16, 32])
+def test_cnn_depths_valid_on_28x28(depth):
+    m = models.build(models.ModelSpec(depth=depth, width=4), (28, 28, 1), 10)
+    convs = [l for l in m.layers if isinstance(l, keras.layers.Conv2D)]
+    pools = [l for l in m.layers if isinstance(l, keras.layers.MaxPooling2D)]
+    assert len(convs) == depth and len(pools) == min(2, depth - 1)
+    assert m.output_shape == (None, 10)
+    assert [l.name for l in convs] == [f"conv_{i:02d}" for i in range(1, depth + 1)]
+
+
+def test_cnn_options_batch_norm_dropout_regularisation_head():
+    spec = models.ModelSpec(depth=3, width=4, batch_norm=True, dropout=0.5, l2=1e-3, head_units=[8], init="he_normal")
+    m = models.build(spec, (28, 28, 1), 10)
+    names = [l.name for l in m.layers]
+    assert "bn_conv_01" in names and "dense_01" in names and "act_dense_01" in names and "dropout_01" in names
+    assert len(m.losses) == 5  # an L2 penalty per conv and dense kernel
+    assert isinstance(m.get_layer("conv_01").kernel_initializer, keras.initializers.HeNormal)
+
+
+def test_mlp_builder():
+    m = models.build(models.ModelSpec(kind="mlp", depth=5, width=16, activation="tanh"), (8, 8, 1), 10)
+    assert [l.name for l in m.layers if isinstance(l, keras.layers.Dense)] == [f"dense_{i:02d}" for i in range(1, 6)] + ["logits"]

@@ -1,0 +1,60 @@
+"""Hydra multiruns into a real SQLite store, run as a user runs them (subprocess)."""
+
+import pytest
+
+from conftest import run_cli, runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_multirun_one_parent_and_eight_finished_children(tmp_path):
+    proc = run_cli(["-m", "experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    all_runs = runs(client)
+    parents = [r for r in all_runs if r.data.tags.get("role") == "sweep"]
+    children = [r for r in all_runs if r.data.tags.get("role") == "cell"]
+    assert len(parents) == 1 and len(children) == 8 and len(all_runs) == 9
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["cells_finished"] == "8"
+    cells = set()
+    for r in children:
+        assert r.info.status == "FINISHED" and r.data.tags["outcome"] == "finished"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
+        p = r.data.params
+        cells.add((p["model.activation"], p["optimizer.name"], p["model.depth"]))
+        assert r.info.run_name == f"{p['model.activation']}-{p['optimizer.name']}-d{p['model.depth']}-s0"
+        assert {"test/accuracy", "test/loss", "train/loss", "val/accuracy", "time/wall_s"} <= set(r.data.metrics)
+    assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
+    assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
+    proc = run_cli(["-m", "experiment=smoke", "model.activation=relu", "optimizer=adam", "model.depth=2,4",
+                    "train.epochs=1", "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
+                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode != 0 and "1 cell(s) failed" in proc.stderr + proc.stdout and "0 cell(s) not run" in proc.stderr + proc.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    by_depth = {r.data.params.get("model.depth"): r for r in runs(client) if r.data.tags.get("role") == "cell"}
+    failed, ok = by_depth["2"], by_depth["4"]
+    assert failed.info.status == "FAILED" and failed.data.tags["outcome"] == "failed"
+    assert "user callback bug at depth 2" in failed.data.tags["error"]
+    trace = client.download_artifacts(failed.info.run_id, "traceback.txt")
+    assert "RuntimeError: user callback bug at depth 2" in open(trace).read()
+    assert ok.info.status == "FINISHED" and "test/accuracy" in ok.data.metrics  # ran after the failure
+    (parent,) = [r for r in runs(client) if r.data.tags.get("role") == "sweep"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["cells_failed"] == "1"
+
+
+def test_an_invalid_cell_stops_the_sweep_before_any_training(tmp_path):
+    proc = run_cli(["-m", "experiment=smoke", "model.activation=relu,reluu",
+                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode != 0
+    assert "unknown activation 'reluu'" in proc.stderr and "valid choices" in proc.stderr
+    assert "start:" not in proc.stdout

@@ -1,0 +1,78 @@
+"""train(cfg): what one cell records; invalid values; determinism; divergence."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli, runs
+from study.errors import ConfigError
+from study.train import train
+
+
+def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
+    result = train(make_cfg("model.activation=tanh", "optimizer=momentum", "train.epochs=2"))
+    _, client = store
+    (run,) = runs(client)
+    assert run.info.status == "FINISHED" and run.info.run_name == "tanh-momentum-d2-s0"
+    p, t, m = run.data.params, run.data.tags, run.data.metrics
+    assert p["model.activation"] == "tanh" and p["model.depth"] == "2" and p["optimizer.name"] == "momentum"
+    assert p["optimizer.learning_rate"] == "0.01" and p["train.batch_size"] == "32" and p["seed"] == "0"
+    assert t["outcome"] == "finished" and t["gradient_verdict"] in {"healthy", "vanishing", "exploding"}
+    assert {"git_commit", "tensorflow_version", "keras_version", "device", "fingerprint"} <= set(t)
+    assert "mlflow.parentRunId" not in t
+    for key in ("test/loss", "test/accuracy", "time/wall_s", "grad/conv_01/l2", "grad/global_norm"):
+        assert key in m
+    assert m["test/accuracy"] == pytest.approx(result["test/accuracy"])
+    history = client.get_metric_history(run.info.run_id, "val/accuracy")
+    assert [h.step for h in history] == [0, 1]
+    for key in ("train/loss", "train/accuracy", "val/loss"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "diagnostics.parquet"} <= artifacts
+    table = pd.read_parquet(client.download_artifacts(run.info.run_id, "diagnostics.parquet"))
+    assert list(table.columns) == ["step", "epoch", "group", "layer", "layer_index", "stat", "value"]
+    assert table["step"].max() + 1 == int(p["train.steps_per_epoch"]) * 2
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.activation=reluu", ["reluu", "sigmoid", "leaky_relu", "softsign"]),
+    ("optimizer.name=adamax", ["adamax", "sgd", "nadam"]),
+    ("model.depth=0", ["model.depth=0", ">= 1"]),
+    ("optimizer.learning_rate=0", ["learning_rate=0", "> 0"]),
+    ("optimizer.learning_rate=-0.1", ["learning_rate=-0.1"]),
+    ("train.batch_size=100000", ["batch_size=100000", "230"]),
+    ("train.batch_size=big", ["batch_size='big'", "full"]),
+    ("data.name=cifar10", ["cifar10", "fashion_mnist", "synthetic"]),
+    ("schedule.name=linear", ["linear", "cosine"]),
+])
+def test_invalid_values_fail_before_training_naming_value_and_choices(make_cfg, store, override, words):
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg(override))
+    assert all(w in str(err.value) for w in words), str(err.value)
+    assert runs(store[1]) == []  # nothing started
+
+
+def test_invalid_value_on_the_command_line_exits_non_zero(tmp_path):
+    proc = run_cli(["model.activation=reluu", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
+    assert proc.returncode != 0
+    assert "unknown activation 'reluu'" in proc.stderr and "valid choices" in proc.stderr
+
+
+def test_same_config_twice_gives_identical_metrics(make_cfg):
+    cfg = make_cfg("train.deterministic=true", "train.epochs=2", "model.activation=elu")
+    a, b = train(cfg), train(cfg)
+    for key in ("test/loss", "test/accuracy", "diag/ratio_first_last_init", "diag/ratio_first_last_final"):
+        assert a[key] == b[key], key
+
+
+def test_diverging_run_is_recorded_as_a_result(make_cfg, store):
+    result = train(make_cfg("optimizer=sgd", "optimizer.learning_rate=1e4", "model.activation=leaky_relu", "train.epochs=3"))
+    _, client = store
+    (run,) = runs(client)
+    assert result["outcome"] == "diverged" and run.info.status == "FINISHED"
+    assert run.data.tags["outcome"] == "diverged" and run.data.tags["gradient_verdict"] == "exploding"
+    assert run.data.metrics["diag/first_nonfinite_step"] >= 0
+    loss = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(loss) == 1 and not math.isfinite(loss[0].value)  # stopped in the first epoch, metrics kept
+    assert "test/accuracy" in run.data.metrics
