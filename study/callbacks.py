@@ -81,8 +81,7 @@ class DiagnosticsLogger(keras.callbacks.Callback):
             return
         table = np.vstack(self.rows)
         keys = [s.key for s in self.model.diag_stats]
-        hidden = [l.name for l in self.model._diag_layers if l.name != "logits"]
-        first, last = keys.index(f"grad/{hidden[0]}/l2"), keys.index(f"grad/{hidden[-1]}/l2")
+        first, last = (keys.index(k) for k in diag.ratio_keys(self.model))
         n_last = len(table) % self.steps_per_epoch or self.steps_per_epoch
         last_epoch = table[-n_last:]
         with np.errstate(divide="ignore", invalid="ignore"):

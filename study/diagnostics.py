@@ -106,7 +106,8 @@ def _compute(model, x, y, acts_on: bool, training: bool):
     grads = tape.gradient(scaled, list(model.trainable_weights) + list(acts))
     inv = 1.0
     if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
-        inv = 1.0 / tf.cast(model.optimizer.dynamic_scale, tf.float32)
+        opt = model.optimizer  # scale_loss uses the initial scale until the optimizer is built
+        inv = 1.0 / tf.cast(opt.dynamic_scale if opt.built else opt.initial_scale, tf.float32)
     n = len(model.trainable_weights)
     return loss, y_pred, grads[:n], grads[n:], acts, inv
 
@@ -190,10 +191,18 @@ def batch_statistics(model: DiagnosticModel, x, y) -> dict[str, float]:
     return {s.key: float(v) for s, v in zip(model.diag_stats, vec)}
 
 
-def first_last_ratio(values: dict[str, float], model: DiagnosticModel) -> float:
-    """||dL/dW|| of the first hidden weight layer over the last hidden one (logits excluded)."""
+def ratio_keys(model: DiagnosticModel) -> tuple[str, str]:
+    """The statistics whose ratio is the vanishing / exploding signature: the size-normalised
+    gradient norm ||dL/dW_l|| / sqrt(#entries of W_l) (the RMS) of the first hidden weight layer
+    and of the last one (logits excluded). Normalising by size matters: the first conv kernel has
+    one input channel, the last up to 32, so raw norms differ by ~10× with no vanishing at all."""
     hidden = [l.name for l in model._diag_layers if l.name != "logits"]
-    first, last = values[f"grad/{hidden[0]}/l2"], values[f"grad/{hidden[-1]}/l2"]
+    return f"grad/{hidden[0]}/rms", f"grad/{hidden[-1]}/rms"
+
+
+def first_last_ratio(values: dict[str, float], model: DiagnosticModel) -> float:
+    """First over last hidden layer's RMS weight gradient (see `ratio_keys`)."""
+    first, last = (values[k] for k in ratio_keys(model))
     return float(np.float64(first) / np.float64(last)) if last > 0 else float("inf")
 
 

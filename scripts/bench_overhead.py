@@ -1,0 +1,98 @@
+"""Overhead of the diagnostics: median time per epoch of (a) plain Keras `model.fit`, (b) the harness
+with diagnostics=default, (c) with diagnostics=full; same model, data and batch size, in one process,
+alternating repetitions (a b c a b c ...), the first (tracing) epoch of every fit left out.
+
+Writes reports/benchmarks/overhead.json; the last line printed is `overhead default=<b/a> full=<c/a>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+from study import data, diagnostics as diag, models, tracking  # noqa: E402
+from study.callbacks import DiagnosticsLogger, HistogramLogger  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):  # last in the list: includes the other callbacks' work
+        self.times.append(time.perf_counter() - self.t)
+
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+
+def one_fit(variant: str, args, splits, run: tracking.RunLogger) -> list[float]:
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    spec = models.ModelSpec(depth=args.depth, width=args.width, activation=args.activation)
+    model = models.build(spec, splits.input_shape, splits.num_classes)
+    timer, callbacks = EpochTimer(), []
+    if variant != "plain":
+        model = diag.DiagnosticModel(model.inputs, model.outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps = -(-len(splits.x_train) // args.batch_size)
+    if variant != "plain":
+        model.enable_diagnostics(variant, args.activation)
+        callbacks.append(DiagnosticsLogger(run, max(1, steps * args.epochs // 50), steps, 1e-2, 1e2))
+    if variant == "full":
+        callbacks.append(HistogramLogger(splits.x_probe, splits.y_probe, {args.epochs}, steps))
+    ds = data.pipeline(splits.x_train, splits.y_train, args.batch_size, shuffle_seed=0)
+    val = data.pipeline(splits.x_val, splits.y_val, 1024)
+    model.fit(ds, validation_data=val, epochs=args.epochs, verbose=0, callbacks=[*callbacks, timer], shuffle=False)
+    return timer.times[1:]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--train-subset", type=int, default=3072)
+    p.add_argument("--depth", type=int, default=8)
+    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=3, help="per fit; the first is left out")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "overhead.json"))
+    args = p.parse_args()
+    splits = data.load(args.dataset, seed=0, train_subset=args.train_subset)
+    variants = ("plain", "default", "full")
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        c = tracking.client(uri)
+        exp = tracking.ensure_experiment(c, "bench", tracking.artifact_location(uri))
+        run = tracking.RunLogger(c, c.create_run(exp).info.run_id)
+        for rep in range(args.reps):
+            for v in variants:
+                times[v] += one_fit(v, args, splits, run)
+                print(f"rep {rep + 1}/{args.reps} {v:8s} epoch times {['%.2f' % t for t in times[v][-(args.epochs - 1):]]}",
+                      flush=True)
+        run.flush()
+    med = {v: statistics.median(t) for v, t in times.items()}
+    result = {"median_epoch_s": med, "default_over_plain": med["default"] / med["plain"],
+              "full_over_plain": med["full"] / med["plain"], "epoch_times_s": times, "config": vars(args),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "tensorflow": __import__("tensorflow").__version__}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"median epoch: plain {med['plain']:.3f} s, default {med['default']:.3f} s, full {med['full']:.3f} s")
+    print(f"overhead default={result['default_over_plain']:.2f} full={result['full_over_plain']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Diagnostic statistics against independent computations, known answers and known results."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from study import data, diagnostics as diag, models
+from study.callbacks import verdict
+
+
+def _model(activation="tanh", depth=3, width=4, init="glorot_uniform", shape=(10, 10, 1), level="full",
+           optimizer=None, head_units=(), classes=3):
+    keras.utils.set_random_seed(1)
+    base = models.build(models.ModelSpec(depth=depth, width=width, activation=activation, init=init,
+                                         head_units=list(head_units)), shape, classes)
+    m = diag.DiagnosticModel(base.inputs, base.outputs)
+    m.compile(optimizer=optimizer or keras.optimizers.SGD(0.1),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.enable_diagnostics(level, activation, small_grad_threshold=1e-3)
+    return m
+
+
+def _batch(shape=(10, 10, 1), n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, *shape), dtype=np.float32), (np.arange(n) % 3).astype(np.int32)
+
+
+def _independent(model, x, y):
+    """Layer-by-layer forward pass with its own tape, loss from tf.nn, statistics in numpy."""
+    acts = {}
+    with tf.GradientTape() as tape:
+        h = tf.convert_to_tensor(x)
+        for layer in model.layers[1:]:
+            h = layer(h)
+            if layer.name.startswith("act_"):
+                tape.watch(h)
+                acts[layer.name.removeprefix("act_")] = h
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
+    grads = tape.gradient(loss, list(model.trainable_weights) + list(acts.values()))
+    wg = dict(zip([id(v) for v in model.trainable_weights], grads))
+    out = {"grad/global_norm": np.sqrt(sum(np.sum(np.square(g.numpy().astype(np.float64))) for g in grads[:len(model.trainable_weights)]))}
+    for layer in diag.weight_layers(model):
+        g = wg[id(layer.kernel)].numpy().astype(np.float64)
+        w = layer.kernel.numpy().astype(np.float64)
+        out |= {f"grad/{layer.name}/l2": np.linalg.norm(g), f"grad/{layer.name}/rms": np.sqrt(np.mean(g ** 2)),
+                f"grad/{layer.name}/max": np.abs(g).max(), f"grad/{layer.name}/small_frac": np.mean(np.abs(g) < 1e-3),
+                f"weight/{layer.name}/l2": np.linalg.norm(w)}
+    for (name, h), gh in zip(acts.items(), grads[len(model.trainable_weights):]):
+        h = h.numpy().astype(np.float64)
+        out |= {f"backprop/{name}/l2": np.linalg.norm(gh.numpy().astype(np.float64)),
+                f"act/{name}/mean": h.mean(), f"act/{name}/std": h.std()}
+    return out
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+def test_statistics_equal_an_independent_computation(activation):
+    m = _model(activation, head_units=(5,))
+    x, y = _batch()
+    ours = diag.batch_statistics(m, x, y)
+    ref = _independent(m, x, y)
+    assert len(ref) >= 30
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-12), key
+    assert ours["grad/nonfinite"] == 0
+
+
+def test_update_ratio_is_the_relative_weight_change_of_the_step():
+    m = _model("relu", level="default")
+    x, y = _batch()
+    before = {l.name: l.kernel.numpy().astype(np.float64) for l in diag.weight_layers(m)}
+    m.fit(x, y, batch_size=len(x), epochs=1, verbose=0, shuffle=False)
+    latest = dict(zip([s.key for s in m.diag_stats], m._diag_vars.latest.numpy()))
+    for l in diag.weight_layers(m):
+        w0, w1 = before[l.name], l.kernel.numpy().astype(np.float64)
+        assert latest[f"weight/{l.name}/update_ratio"] == pytest.approx(np.linalg.norm(w1 - w0) / np.linalg.norm(w0), rel=1e-4)
+        assert latest[f"weight/{l.name}/l2"] == pytest.approx(np.linalg.norm(w0), rel=1e-5)
+
+
+def test_diagnostic_train_step_trains_exactly_like_keras_own():
+    x, y = _batch(n=64)
+    weights = {}
+    for level in ("off", "default", "full"):
+        m = _model("elu", level=level, optimizer=keras.optimizers.Adam(0.01))
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        weights[level] = [w.numpy() for w in m.weights]
+    for level in ("default", "full"):
+        for a, b in zip(weights["off"], weights[level]):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_statistics_are_unscaled_under_loss_scaling():
+    x, y = _batch()
+    plain = diag.batch_statistics(_model("tanh"), x, y)
+    scaled = diag.batch_statistics(_model("tanh", optimizer=keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(0.1), initial_scale=2.0 ** 15)), x, y)
+    for key in plain:
+        assert scaled[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-12), key
+
+
+def test_saturation_on_constructed_inputs():
+    st = diag.activation_stats(tf.constant([0.005, 0.5, 0.995, 0.3]), "sigmoid")
+    assert float(st["saturation"]) == pytest.approx(0.5)
+    st = diag.activation_stats(tf.constant([-0.995, 0.0, 0.5, 0.999]), "tanh")
+    assert float(st["saturation"]) == pytest.approx(0.5)
+    assert float(diag.activation_stats(tf.constant([-0.98, 0.98]), "softsign")["saturation"]) == 0.0
+
+
+def test_zero_and_dead_unit_fractions_on_constructed_inputs():
+    h = np.zeros((2, 1, 2, 3), np.float32)  # batch 2, 1×2 positions, 3 channels
+    h[0, 0, 0, 1] = 1.0  # channel 1 fires once
+    h[:, :, :, 2] = 2.0  # channel 2 always fires; channel 0 never: dead
+    st = diag.activation_stats(tf.constant(h), "relu")
+    assert float(st["dead_frac"]) == pytest.approx(1 / 3)
+    assert float(st["zero_frac"]) == pytest.approx(7 / 12)
+    assert float(st["mean"]) == pytest.approx(h.mean()) and float(st["std"]) == pytest.approx(h.std())
+
+
+def test_known_result_sigmoid_vanishes_relu_he_does_not():
+    s = data.load("synthetic", seed=0, options={"n_train": 128, "n_test": 8, "image_size": 28})
+    x, y = s.x_train[:64], s.y_train[:64]
+    ratios = {}
+    for act, init in (("sigmoid", "glorot_uniform"), ("relu", "he_normal")):
+        m = _model(act, depth=12, width=8, init=init, shape=(28, 28, 1), level="default", classes=s.num_classes)
+        ratios[act] = diag.first_last_ratio(diag.batch_statistics(m, x, y), m)
+    assert ratios["sigmoid"] < 1e-2, ratios
+    assert 0.1 < ratios["relu"] < 10, ratios
+
+
+def test_histograms_count_every_entry_on_shared_bins():
+    m = _model("relu")
+    x, y = _batch()
+    tensors = diag.probe_tensors(m, x, y)
+    table = pd.DataFrame(diag.histograms(tensors))
+    for quantity, items in tensors.items():
+        for layer, _, t in items:
+            rows = table[(table.quantity == quantity) & (table.layer == layer)]
+            assert rows["count"].sum() == t.size, (quantity, layer)
+    edges = table[table.quantity == "backprop"].groupby("layer")["bin_left"].apply(tuple)
+    assert edges.nunique() == 1  # every layer (and every cell) uses the same bins
+
+
+@pytest.mark.parametrize("r_init, r_final, nonfinite, expected", [
+    (0.5, 2.0, False, "healthy"), (1e-3, 0.5, False, "vanishing"), (0.5, 1e-4, False, "vanishing"),
+    (0.5, 1e3, False, "exploding"), (0.5, 0.5, True, "exploding"), (float("nan"), float("nan"), True, "exploding"),
+])
+def test_verdict_thresholds(r_init, r_final, nonfinite, expected):
+    assert verdict(r_init, r_final, nonfinite, vanishing_below=1e-2, exploding_above=1e2) == expected
