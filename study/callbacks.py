@@ -28,6 +28,7 @@ class EpochLogger(keras.callbacks.Callback):
         super().__init__()
         self.run = run
         self.epochs_done = 0
+        self.rows: list[dict] = []
 
     def on_epoch_end(self, epoch, logs=None):
         values = {}
@@ -38,6 +39,11 @@ class EpochLogger(keras.callbacks.Callback):
         self.run.metrics(values, step=epoch)
         self.run.flush()
         self.epochs_done = epoch + 1
+        self.rows += [{"epoch": epoch, "metric": k, "value": v} for k, v in values.items()]
+
+    def table(self) -> pd.DataFrame:
+        """epoch, metric, value: the per-epoch curves (also in MLflow), one file for the report."""
+        return pd.DataFrame(self.rows, columns=["epoch", "metric", "value"])
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -198,6 +204,8 @@ class MlflowSweepCallback(Callback):
         name = config.get("experiment_name") or "sweep"
         run = c.create_run(exp_id, run_name=f"{name}-{sweep_id}", tags={
             "sweep_id": sweep_id, "role": "sweep", "preset": str(name), **tracking.environment_tags()})
+        if cells is not None:  # the planned grid, so the report can show cells that never ran
+            c.log_text(run.info.run_id, json.dumps(cells, indent=1), "grid.json")
         info = {"sweep_id": sweep_id, "parent_run_id": run.info.run_id, "experiment_id": exp_id,
                 "n_cells": len(cells) if cells is not None else None, "started": time.time()}
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -199,7 +199,7 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, cb_classes) -> dict
     if diverged:
         result["train/diverged_at_step"] = guard.diverged_at
     with tempfile.TemporaryDirectory() as tmp:
-        for name, cb in (("diagnostics", diag_cb), ("histograms", hist_cb)):
+        for name, cb in (("epochs", epochs), ("diagnostics", diag_cb), ("histograms", hist_cb)):
             if cb is not None:
                 cb.table().to_parquet(Path(tmp) / f"{name}.parquet", index=False)
                 run.artifact(Path(tmp) / f"{name}.parquet")

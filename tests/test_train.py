@@ -29,7 +29,7 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
     for key in ("train/loss", "train/accuracy", "val/loss"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "diagnostics.parquet"} <= artifacts
+    assert {"config.yaml", "diagnostics.parquet", "epochs.parquet"} <= artifacts
     table = pd.read_parquet(client.download_artifacts(run.info.run_id, "diagnostics.parquet"))
     assert list(table.columns) == ["step", "epoch", "group", "layer", "layer_index", "stat", "value"]
     assert table["step"].max() + 1 == int(p["train.steps_per_epoch"]) * 2
