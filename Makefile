@@ -8,10 +8,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXP    ?= grid
 ARGS   ?=
+REPORT_ARGS ?=
 JOBS   ?= 1
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
-DB     := sqlite:///$(CURDIR)/mlflow.db
+URI    ?= sqlite:///$(CURDIR)/mlflow.db
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
 .PHONY: help install data sweep smoke test report ui bench clean
@@ -40,17 +41,24 @@ data: $(STAMP) ## make Fashion-MNIST available (download, else Debian's dataset-
 	    && $(PY) -m study.data; \
 	  else exit 1; fi; }
 
-sweep: data ## run the grid preset EXP (default grid) with Hydra overrides ARGS, then the report
-	$(PY) -m study.train -m experiment=$(EXP) $(ARGS)
+sweep: data ## run preset EXP (default grid) with Hydra overrides ARGS into URI, then the report
+	$(PY) -m study.train -m experiment=$(EXP) tracking.uri=$(URI) $(ARGS); status=$$?; \
+	$(PY) scripts/make_report.py --tracking-uri $(URI) $(REPORT_ARGS) && exit $$status
 
-smoke: $(STAMP) ## a 2-minute sweep on synthetic data (experiment=smoke)
-	$(PY) -m study.train -m experiment=smoke $(ARGS)
+report: $(STAMP) ## tables, figures and REPORT.md of the latest sweep in URI (REPORT_ARGS for more)
+	$(PY) scripts/make_report.py --tracking-uri $(URI) $(REPORT_ARGS)
+
+smoke: $(STAMP) ## a 1-minute sweep on synthetic data (experiment=smoke), then its report
+	$(MAKE) --no-print-directory sweep EXP=smoke
 
 test: data ## run the test suite (fast and slow tests)
 	$(PY) -m pytest -q $(ARGS)
 
 ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PORT= to change)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(DB) --host $(HOST) --port $(PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)
+
+bench: $(STAMP) ## overhead of the diagnostics (plain Keras vs default vs full), see README
+	$(PY) scripts/bench_overhead.py
 
 clean: ## remove Hydra output folders and caches (keeps .venv, mlflow.db and mlartifacts)
 	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,33 @@
+"""Turn a sweep's MLflow runs into tables, figures and REPORT.md (never trains).
+
+    python scripts/make_report.py                       # latest sweep, local store
+    python scripts/make_report.py --tracking-uri sqlite:///<dir>/mlflow.db --out <dir>/report
+    python scripts/make_report.py --tracking-uri http://127.0.0.1:5000 --sweep 20261126-101500-ab12cd
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from study import tracking
+from study.report.build import build
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Report of one sweep: tables, figures, REPORT.md.")
+    p.add_argument("--tracking-uri", default=tracking.default_uri(), help="MLflow store (default: ./mlflow.db)")
+    p.add_argument("--experiment", default="activation-study")
+    p.add_argument("--sweep", default=None, help="sweep id (default: the latest sweep of the experiment)")
+    p.add_argument("--out", default=None, help="output folder (default: reports/<sweep id>/)")
+    p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
+    p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    a = p.parse_args()
+    t = time.perf_counter()
+    out = build(a.tracking_uri, a.experiment, a.sweep, a.out, depth=a.depth, optimizer=a.optimizer, log_to_run=not a.no_log)
+    print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

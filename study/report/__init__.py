@@ -1,0 +1,1 @@
+"""Report: a sweep's MLflow runs -> tidy tables -> figures -> REPORT.md (never trains)."""

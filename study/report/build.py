@@ -1,0 +1,163 @@
+"""Build a sweep's report: tables, figures (PNG + PDF), REPORT.md, logged to the parent run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from study import tracking
+from study.report import collect, figures as F
+
+
+def _fmt(v, digits=3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}g}"
+
+
+def _when(ms) -> str:
+    return "n/a" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _pick(values, preferred):
+    values = sorted(v for v in values if v is not None and v == v)
+    return preferred if preferred in values else (values[0] if values else None)
+
+
+def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float) -> dict[str, str]:
+    c, done = s.cells, s.cells[s.cells["outcome"].isin(["finished", "diverged"])]
+    out = {}
+    best = []
+    for d, sub in done.groupby("depth"):
+        m = sub.groupby(["activation", "optimizer"])["test/accuracy"].mean()
+        if m.notna().any():
+            (a, o), v = m.idxmax(), m.max()
+            best.append(f"depth {d}: {a} + {o} ({v:.3f})")
+    odd = c[~c["outcome"].isin(["finished"])]
+    odd_text = "; ".join(f"{r.run_name} {r.outcome}" for r in odd.itertuples()) or "none"
+    out["accuracy_heatmap"] = f"Best cell per depth: {', '.join(best) or 'none'}. Cells not finished normally: {odd_text}."
+    trend = []
+    for a, sub in done.groupby("activation"):
+        by_d = sub.groupby("depth")["test/accuracy"].mean()
+        if len(by_d) > 1:
+            trend.append(f"{a} {by_d.iloc[0]:.2f} → {by_d.iloc[-1]:.2f}")
+    out["accuracy_vs_depth"] = ("Mean test accuracy over optimizers, shallowest → deepest: " + (", ".join(trend) or "n/a") + ".")
+    init = done[(done["depth"] == depth)].groupby("activation")["diag/ratio_first_last_init"].median()
+    out["gradient_profile"] = (f"First/last RMS gradient ratio at initialisation, depth {depth}: "
+                               + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items()) + ".")
+    verdicts = []
+    for v in ("vanishing", "exploding"):
+        names = c[c["verdict"] == v]["run_name"].tolist()
+        verdicts.append(f"{v}: {len(names)} cell(s)" + (f" ({', '.join(names[:12])}{', …' if len(names) > 12 else ''})" if names else ""))
+    out["ratio_vs_depth"] = f"Verdicts (thresholds {lo:g} and {hi:g}): " + "; ".join(verdicts) + "."
+    e = s.epochs[(s.epochs["metric"] == "train/loss") & (s.epochs["depth"] == depth)]
+    final = e[e["epoch"] == e.groupby("run_id")["epoch"].transform("max")]
+    final = final[np.isfinite(final["value"])]
+    if len(final):
+        r = final.loc[final["value"].idxmin()]
+        out["loss_curves"] = f"Lowest final training loss at depth {depth}: {r.activation} + {r.optimizer} ({r.value:.3f})."
+    st = s.steps[(s.steps["group"] == "act") & s.steps["stat"].isin(["saturation", "dead_frac"])
+                 & (s.steps["depth"] == depth) & (s.steps["optimizer"] == optimizer)]
+    if len(st):
+        last = st[st["step"] == st.groupby("run_id")["step"].transform("max")]
+        m = last.groupby(["activation", "stat"])["value"].mean()
+        out["saturation"] = ("Mean over layers at the end of training: "
+                             + ", ".join(f"{a} {'saturated' if k == 'saturation' else 'dead'} {v:.2f}" for (a, k), v in m.items()) + ".")
+    h = s.histograms[(s.histograms["quantity"] == "backprop") & (s.histograms["epoch"] == 0)
+                     & (s.histograms["depth"] == depth) & (s.histograms["optimizer"] == optimizer)
+                     & np.isfinite(s.histograms["bin_left"])]
+    if len(h):
+        parts = []
+        for a, sub in h.groupby("activation"):
+            mids = (sub["bin_left"] + sub["bin_right"]) / 2
+            mean = (mids * sub["count"]).groupby(sub["layer_index"]).sum() / sub.groupby("layer_index")["count"].sum()
+            parts.append(f"{a} {mean.iloc[0]:.1f} (layer 1) vs {mean.iloc[-1]:.1f} (layer {mean.index[-1]})")
+        out["backprop_histograms"] = "Mean log10 |dL/dh| at initialisation: " + "; ".join(parts) + "."
+    out["gradient_heatmap"] = (f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
+                               "training is a vanishing gradient; bright bands that grow are exploding ones.")
+    return out
+
+
+def verdict_table(cells: pd.DataFrame) -> str:
+    depths = sorted(cells["depth"].dropna().unique())
+    lines = ["| activation | optimizer | " + " | ".join(f"depth {d}" for d in depths) + " |",
+             "|---|---|" + "---|" * len(depths)]
+    for (a, o), sub in cells.groupby(["activation", "optimizer"]):
+        row = []
+        for d in depths:
+            cell = sub[sub["depth"] == d]
+            if cell.empty:
+                row.append("")
+                continue
+            outcomes = sorted(set(cell["outcome"]) - {"finished"})
+            verdicts = sorted(set(cell["verdict"]) - {"unknown"})
+            row.append(" / ".join(verdicts + outcomes) or "unknown")
+        lines.append(f"| {a} | {o} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, depth: int | None = None,
+          optimizer: str | None = None, log_to_run: bool = True) -> Path:
+    s = collect.load(uri, experiment, sweep_id)
+    out_dir = Path(out or tracking.REPO_ROOT / "reports" / s.info["sweep_id"])
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    tables = out_dir / "tables"
+    tables.mkdir(exist_ok=True)
+    s.cells.to_csv(tables / "cells.csv", index=False, float_format="%.6g")
+    for name in ("epochs", "steps", "histograms"):
+        getattr(s, name).to_parquet(tables / f"{name}.parquet", index=False)
+
+    c = s.cells
+    depth = depth or (int(c["depth"].max()) if c["depth"].notna().any() else None)
+    optimizer = _pick(c["optimizer"].unique(), optimizer or "sgd")
+    lo = float(pd.to_numeric(c["vanishing_below"], errors="coerce").dropna().iloc[0]) if c["vanishing_below"].notna().any() else 1e-2
+    hi = float(pd.to_numeric(c["exploding_above"], errors="coerce").dropna().iloc[0]) if c["exploding_above"].notna().any() else 1e2
+    has_steps, has_act = not s.steps.empty, not s.steps.empty and (s.steps["group"] == "act").any()
+    plan = [  # name, title, needs, function
+        ("accuracy_heatmap", "Final test accuracy", True, lambda: F.accuracy_heatmap(c)),
+        ("accuracy_vs_depth", "Test accuracy against depth", True, lambda: F.accuracy_vs_depth(c)),
+        ("gradient_profile", "Weight-gradient profile across layers", has_steps, lambda: F.gradient_profile(s.steps, optimizer)),
+        ("ratio_vs_depth", "First/last gradient ratio against depth", has_steps, lambda: F.ratio_vs_depth(c, lo, hi)),
+        ("loss_curves", "Training-loss curves", not s.epochs.empty, lambda: F.loss_curves(s.epochs, depth)),
+        ("saturation", "Saturation and dead units", has_act, lambda: F.saturation(s.steps, depth, optimizer)),
+        ("backprop_histograms", "Back-propagated gradient histograms", not s.histograms.empty,
+         lambda: F.backprop_histograms(s.histograms, depth, optimizer)),
+        ("gradient_heatmap", "Layer × step gradient heatmap", has_steps, lambda: F.gradient_heatmap(s.steps, depth, optimizer)),
+    ]
+    F.style()
+    caps = captions(s, depth, optimizer, lo, hi)
+    sections, skipped = [], []
+    for name, title, ok, make in plan:
+        fig = make() if ok else None
+        if fig is None:
+            skipped.append(f"- {title}: skipped, the sweep has no data for it (diagnostics level "
+                           f"{', '.join(sorted(set(c['diagnostics'].dropna()))) or 'unknown'}; needs `diagnostics=full` "
+                           "for activation statistics and histograms, `default` for gradient statistics).")
+            continue
+        for ext in ("png", "pdf"):
+            fig.savefig(fig_dir / f"{name}.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
+        plt.close(fig)
+        sections.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
+    counts = c["outcome"].value_counts().sort_index()
+    i = s.info
+    meta = [f"- sweep `{i['sweep_id']}` (preset `{i.get('preset', '?')}`), experiment `{i['experiment']}`, store `{i['tracking_uri']}`",
+            f"- started {_when(i.get('start_time'))}, ended {_when(i.get('end_time'))}, wall time "
+            f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
+            f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
+            f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}",
+            f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
+            f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` (`--depth`, `--optimizer` to change)"]
+    text = "\n".join([f"# Report of sweep {i['sweep_id']}", "", *meta, "", "## Figures", "", *sections,
+                      *(["## Skipped figures", "", *skipped, ""] if skipped else []),
+                      "## Gradient verdict per cell", "",
+                      "vanishing / exploding / healthy from the first/last RMS gradient ratio; "
+                      "diverged, failed, running or missing cells say so.", "", verdict_table(c), "",
+                      "Tables: `tables/cells.csv` (one row per cell), `tables/epochs.parquet`, `tables/steps.parquet` "
+                      f"(step-level diagnostics, {collect.STEP_POINTS} evenly spaced steps per run), `tables/histograms.parquet`.", ""])
+    (out_dir / "REPORT.md").write_text(text)
+    if log_to_run:
+        tracking.client(uri).log_artifacts(i["parent_run_id"], str(out_dir), "report")
+    return out_dir

@@ -1,0 +1,132 @@
+"""Read one sweep from any MLflow store into tidy pandas tables.
+
+Per run, the report reads one MLflow search (params, tags, final metrics) plus the run's parquet
+artifacts (epochs, diagnostics, histograms), never one metric-history call per run and metric.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from study import tracking
+
+AXES = {"model.activation": "activation", "optimizer.name": "optimizer", "model.depth": "depth", "seed": "seed",
+        "optimizer.learning_rate": "learning_rate", "train.batch_size": "batch_size", "model.init": "init",
+        "schedule.name": "schedule", "diagnostics.level": "diagnostics",
+        "diagnostics.vanishing_below": "vanishing_below", "diagnostics.exploding_above": "exploding_above"}
+FINAL = ("test/accuracy", "test/loss", "time/wall_s", "time/epoch_s", "diag/ratio_first_last_init",
+         "diag/ratio_first_last_final", "diag/first_nonfinite_step")
+STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
+
+
+@dataclass
+class Sweep:
+    """Everything the figures and REPORT.md need; every table sorted for determinism."""
+
+    info: dict
+    cells: pd.DataFrame
+    epochs: pd.DataFrame
+    steps: pd.DataFrame
+    histograms: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in c.search_experiments()]
+        raise SystemExit(f"no experiment {experiment!r} in this store; experiments: {', '.join(names) or 'none'}")
+    filt = "tags.role = 'sweep'" + (f" and tags.sweep_id = '{sweep_id}'" if sweep_id else "")
+    parents = c.search_runs([exp.experiment_id], filt, order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise SystemExit(f"no sweep {sweep_id or ''} in experiment {experiment!r} (run `make sweep` first)")
+    return exp, parents[0]
+
+
+def _artifact(c: MlflowClient, run_id: str, name: str, tmp: str) -> pd.DataFrame | None:
+    try:
+        path = c.download_artifacts(run_id, name, tempfile.mkdtemp(dir=tmp))
+    except Exception:  # missing: a failed, killed or still running cell, or a lower diagnostics level
+        return None
+    return pd.read_parquet(path)
+
+
+def _subsample(df: pd.DataFrame) -> pd.DataFrame:
+    steps = np.sort(df["step"].unique())
+    keep = steps[np.unique(np.linspace(0, len(steps) - 1, min(STEP_POINTS, len(steps))).round().astype(int))]
+    return df[df["step"].isin(keep)]
+
+
+def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
+    c = tracking.client(uri)
+    exp, parent = find_sweep(c, experiment, sweep_id)
+    sid = parent.data.tags["sweep_id"]
+    runs = c.search_runs([exp.experiment_id], f"tags.sweep_id = '{sid}' and tags.role = 'cell'", max_results=50000)
+    rows = []
+    for r in runs:
+        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+               "outcome": r.data.tags.get("outcome", "unknown"),
+               "verdict": r.data.tags.get("gradient_verdict", "unknown")}
+        if r.info.status == "RUNNING":
+            row["outcome"] = "running"
+        row |= {short: r.data.params.get(key) for key, short in AXES.items()}
+        row |= {k: r.data.metrics.get(k, np.nan) for k in FINAL}
+        rows.append(row)
+    cells = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "outcome", "verdict", *AXES.values(), *FINAL])
+    cells = _add_missing(c, parent.info.run_id, cells)
+    cells["depth"] = pd.to_numeric(cells["depth"], errors="coerce").astype("Int64")
+    cells["seed"] = pd.to_numeric(cells["seed"], errors="coerce").astype("Int64")
+    for col in ("activation", "optimizer", "outcome", "verdict", "status"):
+        cells[col] = cells[col].astype(str)
+    cells = cells.sort_values(["activation", "optimizer", "depth", "seed", "run_name"], kind="stable").reset_index(drop=True)
+
+    tables = {"epochs": [], "diagnostics": [], "histograms": []}
+    ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
+        for name in tables:
+            frames = pool.map(lambda rid: (rid, _artifact(c, rid, f"{name}.parquet", tmp)), ids)
+            for rid, df in frames:
+                if df is not None and len(df):
+                    df = _subsample(df) if name == "diagnostics" else df
+                    tables[name].append(df.assign(run_id=rid))
+    keys = cells[["run_id", "activation", "optimizer", "depth", "seed"]]
+
+    def tidy(name, sort):
+        if not tables[name]:
+            return pd.DataFrame(columns=[*keys.columns, *sort])
+        df = pd.concat(tables[name], ignore_index=True).merge(keys, on="run_id")
+        return df.sort_values(["activation", "optimizer", "depth", "seed", *sort], kind="stable").reset_index(drop=True)
+
+    info = {"sweep_id": sid, "experiment": experiment, "parent_run_id": parent.info.run_id,
+            "tracking_uri": tracking.redact(uri), "start_time": parent.info.start_time,
+            "end_time": parent.info.end_time, "parent_status": parent.info.status, **parent.data.tags,
+            **{k: v for k, v in parent.data.metrics.items()}}
+    return Sweep(info, cells, tidy("epochs", ["metric", "epoch"]),
+                 tidy("diagnostics", ["group", "layer_index", "stat", "step"]),
+                 tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]))
+
+
+def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame) -> pd.DataFrame:
+    """Rows with outcome `missing` for planned cells (grid.json of the parent run) that have no run."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            grid = json.loads(Path(c.download_artifacts(parent_id, "grid.json", tmp)).read_text())
+    except Exception:
+        return cells
+    seen = {(a, o, str(d), str(s)) for a, o, d, s in cells[["activation", "optimizer", "depth", "seed"]].itertuples(index=False)}
+    missing = []
+    for overrides in grid:
+        kv = dict(o.split("=", 1) for o in overrides)
+        cell = (kv.get("model.activation"), kv.get("optimizer"), kv.get("model.depth"), kv.get("seed", "0"))
+        if None not in cell[:3] and cell not in seen:
+            missing.append(dict(zip(["activation", "optimizer", "depth", "seed"], cell), outcome="missing",
+                                status="MISSING", verdict="unknown", run_name="-".join([cell[0], cell[1], f"d{cell[2]}", f"s{cell[3]}"])))
+    return pd.concat([cells, pd.DataFrame(missing)], ignore_index=True) if missing else cells

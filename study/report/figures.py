@@ -1,0 +1,238 @@
+"""Plotting functions: tidy DataFrame in, matplotlib Figure out (pure; no I/O, no MLflow).
+
+One style for all: seaborn "colorblind" palette for categories, a sequential map (viridis) for
+layer index, labelled axes, log scales where values span decades.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+MARK = {"diverged": "DIV", "failed": "FAIL", "running": "RUN", "missing": "—"}
+VERDICT_COLORS = {"vanishing": "#0072B2", "exploding": "#D55E00", "healthy": "#009E73", "unknown": "#999999"}
+
+
+def style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+
+
+def _layer_colorbar(fig, axes, top: int):
+    """A discrete colour scale for layer index 1..top (integer ticks)."""
+    norm = plt.Normalize(1, max(2, top))
+    cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, label="layer index", shrink=0.8)
+    cb.ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    return norm
+
+
+def _integer_x(ax):
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+
+
+def palette(names) -> dict[str, tuple]:
+    names = sorted(set(map(str, names)))
+    return dict(zip(names, sns.color_palette("colorblind", len(names))))
+
+
+def _grid(n: int, ncols: int | None = None, size=(3.6, 3.0), sharey=True):
+    ncols = ncols or min(n, 4)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
+                             sharey=sharey, layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure:
+    """(a) Final test accuracy, activation × optimizer, one panel per depth; marks non-finished cells."""
+    depths = sorted(cells["depth"].dropna().unique())
+    acts, opts = sorted(cells["activation"].unique()), sorted(cells["optimizer"].unique())
+    fig, axes = _grid(len(depths), size=(0.9 * len(opts) + 1.6, 0.55 * len(acts) + 1.2), sharey=False)
+    for ax, d in zip(axes, depths):
+        sub = cells[cells["depth"] == d]
+        acc = sub.groupby(["activation", "optimizer"])["test/accuracy"].mean().unstack().reindex(index=acts, columns=opts)
+        sns.heatmap(acc, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=ax is axes[-1], annot=False,
+                    cbar_kws={"label": "test accuracy"} if ax is axes[-1] else None)
+        for i, a in enumerate(acts):
+            for j, o in enumerate(opts):
+                cell = sub[(sub["activation"] == a) & (sub["optimizer"] == o)]
+                outcomes = set(cell["outcome"])
+                mark = next((MARK[k] for k in MARK if k in outcomes), None)
+                v = acc.loc[a, o]
+                text = mark if mark and not np.isfinite(v) else (f"{v:.2f}" + ("*" if mark else "") if np.isfinite(v) else "")
+                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=8,
+                        color="white" if np.isfinite(v) and v < 0.6 else "black")
+        ax.set_title(f"depth {d}")
+        ax.set_xlabel("optimizer")
+        ax.set_ylabel("activation" if ax is axes[0] else "")
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle("Final test accuracy (* = diverged or not all seeds finished)")
+    return fig
+
+
+def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure:
+    """(b) Test accuracy against depth, a line per activation, a panel per optimizer; mean and a
+    95% interval over seeds when there are several."""
+    opts = sorted(cells["optimizer"].unique())
+    fig, axes = _grid(len(opts))
+    pal = palette(cells["activation"])
+    several = cells.groupby(["activation", "optimizer", "depth"])["seed"].nunique().max() > 1
+    data = cells.dropna(subset=["test/accuracy"]).astype({"depth": int})
+    for ax, o in zip(axes, opts):
+        sub = data[data["optimizer"] == o]
+        sns.lineplot(sub, x="depth", y="test/accuracy", hue="activation", palette=pal, marker="o", ax=ax,
+                     errorbar=("ci", 95) if several else None, legend=ax is axes[-1])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
+        ax.set(title=o, xlabel="depth (conv layers)", ylabel="test accuracy", ylim=(0, 1))
+    if axes[-1].get_legend():
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    return fig
+
+
+def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure:
+    """(c) RMS weight gradient per layer against layer index (log y), at initialisation (top) and
+    averaged over the last epoch (bottom); a line per activation, a panel per depth."""
+    g = steps[(steps["group"] == "grad") & (steps["stat"] == "rms") & (steps["optimizer"] == optimizer)]
+    g = g[g["layer"] != "logits"]
+    depths = sorted(g["depth"].unique())
+    pal = palette(g["activation"])
+    fig, axes = plt.subplots(2, len(depths), figsize=(3.4 * len(depths), 5.8), squeeze=False, sharey="row",
+                             layout="constrained")
+    last_epoch = g.groupby("run_id")["epoch"].transform("max")
+    for col, d in enumerate(depths):
+        for row, (label, sub) in enumerate((("at initialisation", g[g["step"] == 0]),
+                                            ("last epoch (mean)", g[g["epoch"] == last_epoch]))):
+            sub = sub[sub["depth"] == d].groupby(["activation", "layer_index"], as_index=False)["value"].mean()
+            ax = axes[row, col]
+            sns.lineplot(sub, x="layer_index", y="value", hue="activation", palette=pal, marker="o", ax=ax,
+                         legend=(row == 0 and col == len(depths) - 1))
+            ax.set_yscale("log")
+            ax.set(title=f"depth {d}" if row == 0 else "", xlabel="layer index (1 = input side)" if row else "",
+                   ylabel=f"RMS of dL/dW_l, {label}" if col == 0 else "")
+            _integer_x(ax)
+    if axes[0, -1].get_legend():
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    fig.suptitle(f"Weight-gradient profile across layers ({optimizer})")
+    return fig
+
+
+def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> plt.Figure:
+    """(d) First/last RMS gradient ratio against depth (log y), a line per activation; solid: last
+    epoch, dashed: initialisation; vanishing and exploding zones shaded."""
+    opts = sorted(cells["optimizer"].unique())
+    fig, axes = _grid(len(opts))
+    pal = palette(cells["activation"])
+    data = cells.dropna(subset=["depth"]).astype({"depth": int})
+    for ax, o in zip(axes, opts):
+        sub = data[data["optimizer"] == o]
+        for a, s in sub.groupby("activation"):
+            s = s.groupby("depth")[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].median()
+            ax.plot(s.index, s["diag/ratio_first_last_final"], "-o", color=pal[a], label=a, ms=4)
+            ax.plot(s.index, s["diag/ratio_first_last_init"], "--", color=pal[a], alpha=0.7)
+        ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
+        lo, hi = ax.get_ylim()
+        lo, hi = min(lo, vanishing_below / 10), max(hi, exploding_above * 10)
+        ax.axhspan(lo, vanishing_below, color=VERDICT_COLORS["vanishing"], alpha=0.12, lw=0)
+        ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0)
+        ax.set_ylim(lo, hi)
+        ax.set(title=o, xlabel="depth (conv layers)", ylabel="first / last RMS gradient")
+    axes[-1].plot([], [], "k-", label="last epoch")
+    axes[-1].plot([], [], "k--", label="initialisation")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    fig.suptitle(f"Vanishing (< {vanishing_below:g}, blue) and exploding (> {exploding_above:g}, red) zones")
+    return fig
+
+
+def loss_curves(epochs: pd.DataFrame, depth: int) -> plt.Figure:
+    """(e) Training loss per epoch, a line per activation, a panel per optimizer, at one depth."""
+    e = epochs[(epochs["metric"] == "train/loss") & (epochs["depth"] == depth)].copy()
+    opts = sorted(e["optimizer"].unique())
+    fig, axes = _grid(len(opts))
+    pal = palette(epochs["activation"])
+    e["epoch"] = e["epoch"] + 1
+    for ax, o in zip(axes, opts):
+        sub = e[(e["optimizer"] == o) & np.isfinite(e["value"])]
+        sns.lineplot(sub, x="epoch", y="value", hue="activation", palette=pal, marker="o", ax=ax,
+                     errorbar=None, legend=ax is axes[-1])
+        ax.set_yscale("log")
+        ax.set(title=o, xlabel="epoch", ylabel="training loss")
+        _integer_x(ax)
+    if axes[-1].get_legend():
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    fig.suptitle(f"Training loss at depth {depth}")
+    return fig
+
+
+def saturation(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | None:
+    """(f) Saturation (sigmoid, tanh, softsign) or dead-unit fraction (ReLU family) per layer over
+    training, a panel per activation, colour = layer index (Glorot & Bengio 2010, Figs. 2-3)."""
+    a = steps[(steps["group"] == "act") & (steps["stat"].isin(["saturation", "dead_frac"]))
+              & (steps["depth"] == depth) & (steps["optimizer"] == optimizer)]
+    if a.empty:
+        return None
+    acts = sorted(a["activation"].unique())
+    fig, axes = _grid(len(acts), sharey=False)
+    norm = _layer_colorbar(fig, axes, int(a["layer_index"].max()))
+    for ax, act in zip(axes, acts):
+        sub = a[a["activation"] == act]
+        stat = sub["stat"].iloc[0]
+        for idx, s in sub.groupby("layer_index"):
+            ax.plot(s["step"], s["value"], color=plt.cm.viridis(norm(idx)), lw=1.2)
+        ax.set(title=act, xlabel="training step", ylim=(-0.02, 1.02),
+               ylabel="saturated fraction" if stat == "saturation" else "dead-unit fraction")
+    fig.suptitle(f"Saturation and dead units per layer (depth {depth}, {optimizer})")
+    return fig
+
+
+def backprop_histograms(hist: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | None:
+    """(g) Histograms of back-propagated gradients dL/dh_l per layer at initialisation, a panel per
+    activation (Glorot & Bengio 2010, Fig. 7), on log10 |g| bins shared by every cell."""
+    h = hist[(hist["quantity"] == "backprop") & (hist["epoch"] == 0) & (hist["depth"] == depth)
+             & (hist["optimizer"] == optimizer) & np.isfinite(hist["bin_left"])]
+    if h.empty:
+        return None
+    acts = sorted(h["activation"].unique())
+    fig, axes = _grid(len(acts), sharey=False)
+    norm = _layer_colorbar(fig, axes, int(h["layer_index"].max()))
+    filled = h[h["count"] > 0]
+    xlim = (filled["bin_left"].min() - 0.5, filled["bin_right"].max() + 0.5) if len(filled) else None
+    for ax, act in zip(axes, acts):
+        for idx, s in h[h["activation"] == act].groupby("layer_index"):
+            frac = s["count"] / max(1, s["count"].sum())
+            ax.plot((s["bin_left"] + s["bin_right"]) / 2, frac, color=plt.cm.viridis(norm(idx)), lw=1.2)
+        ax.set(title=act, xlabel="log10 |dL/dh_l|", ylabel="fraction of entries", xlim=xlim)
+    fig.suptitle(f"Back-propagated gradients at initialisation (depth {depth}, shared bins)")
+    return fig
+
+
+def gradient_heatmap(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure:
+    """(h) Layer × step heatmap of the RMS weight gradient (log colour) of the deepest network, a
+    panel per activation."""
+    g = steps[(steps["group"] == "grad") & (steps["stat"] == "rms") & (steps["depth"] == depth)
+              & (steps["optimizer"] == optimizer) & (steps["layer"] != "logits")]
+    acts = sorted(g["activation"].unique())
+    fig, axes = _grid(len(acts), sharey=False, size=(3.8, 3.2))
+    positive = g["value"][(g["value"] > 0) & np.isfinite(g["value"])]
+    vmin, vmax = (np.log10(positive.min()), np.log10(positive.max())) if len(positive) else (-8, 0)
+    for ax, act in zip(axes, acts):
+        m = g[g["activation"] == act].pivot_table(index="layer_index", columns="step", values="value")
+        im = ax.imshow(np.log10(m.clip(lower=1e-30).to_numpy()), aspect="auto", origin="lower", cmap="viridis",
+                       vmin=vmin, vmax=vmax, interpolation="nearest",
+                       extent=(m.columns.min(), m.columns.max(), m.index.min() - 0.5, m.index.max() + 0.5))
+        ax.set(title=act, xlabel="training step", ylabel="layer index (1 = input side)")
+        ax.grid(False)
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.colorbar(im, ax=axes, label="log10 RMS of dL/dW_l", shrink=0.8)
+    fig.suptitle(f"Weight-gradient RMS by layer and step (depth {depth}, {optimizer})")
+    return fig
