@@ -13,9 +13,10 @@ JOBS   ?= 1
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 URI    ?= sqlite:///$(CURDIR)/mlflow.db
+LAUNCH := $(if $(filter 1,$(JOBS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
-.PHONY: help install data sweep smoke test report ui bench clean
+.PHONY: help install data sweep smoke test report ui server bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,8 +42,8 @@ data: $(STAMP) ## make Fashion-MNIST available (download, else Debian's dataset-
 	    && $(PY) -m study.data; \
 	  else exit 1; fi; }
 
-sweep: data ## run preset EXP (default grid) with Hydra overrides ARGS into URI, then the report
-	$(PY) -m study.train -m experiment=$(EXP) tracking.uri=$(URI) $(ARGS); status=$$?; \
+sweep: data ## run preset EXP (default grid) into URI, JOBS in parallel, Hydra overrides ARGS; then the report
+	$(PY) -m study.train -m experiment=$(EXP) tracking.uri=$(URI) $(LAUNCH) $(ARGS); status=$$?; \
 	$(PY) scripts/make_report.py --tracking-uri $(URI) $(REPORT_ARGS) && exit $$status
 
 report: $(STAMP) ## tables, figures and REPORT.md of the latest sweep in URI (REPORT_ARGS for more)
@@ -57,8 +58,14 @@ test: data ## run the test suite (fast and slow tests)
 ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PORT= to change)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)
 
-bench: $(STAMP) ## overhead of the diagnostics (plain Keras vs default vs full), see README
+server: $(STAMP) ## MLflow tracking server over URI on 127.0.0.1:5000, serving artifacts (use tracking=server)
+	$(VENV)/bin/mlflow server --backend-store-uri $(URI) --artifacts-destination $(CURDIR)/mlartifacts \
+	  --serve-artifacts --host $(HOST) --port $(PORT)
+
+bench: data ## benchmarks: diagnostics overhead, sweep speedup with 2 jobs, report time of the latest sweep in URI
 	$(PY) scripts/bench_overhead.py
+	$(PY) scripts/bench_sweep.py
+	$(PY) scripts/bench_report.py --tracking-uri $(URI)
 
 clean: ## remove Hydra output folders and caches (keeps .venv, mlflow.db and mlartifacts)
 	rm -rf outputs multirun .pytest_cache

@@ -198,8 +198,10 @@ class MlflowSweepCallback(Callback):
             for overrides in cells:
                 check(loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides)))
         t = config.tracking
+        tracking.check_store(t.uri, None)
         c = tracking.client(t.uri)
         exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.artifact_location))
+        tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         name = config.get("experiment_name") or "sweep"
         run = c.create_run(exp_id, run_name=f"{name}-{sweep_id}", tags={
@@ -221,7 +223,10 @@ class MlflowSweepCallback(Callback):
         c = tracking.client(config.tracking.uri)
         children = c.search_runs([info["experiment_id"]], f"tags.sweep_id = '{info['sweep_id']}' "
                                  f"and tags.role = 'cell'", max_results=50000)
-        outcomes = [r.data.tags.get("outcome", "unknown") for r in children]
+        reused = c.search_runs([info["experiment_id"]], f"tags.`{tracking.REUSED_TAG}.{info['sweep_id']}` = '1'",
+                               max_results=50000)
+        outcomes = [r.data.tags.get("outcome", "unknown") for r in children] + ["reused"] * len(reused)
+        children = children + reused
         counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
         wall = time.time() - info["started"]
         run = tracking.RunLogger(c, info["parent_run_id"])

@@ -209,7 +209,7 @@ def first_last_ratio(values: dict[str, float], model: DiagnosticModel) -> float:
 # Histogram bins, shared by every cell so histograms compare across cells: activations on a linear
 # scale, gradients as log10 |g| (zeros counted in their own bin, with bin_left = bin_right = -inf).
 ACT_BINS = np.linspace(-4.0, 4.0, 161)
-LOG_GRAD_BINS = np.linspace(-14.0, 2.0, 161)
+LOG_GRAD_BINS = np.linspace(-30.0, 2.0, 321)
 
 
 def probe_tensors(model: DiagnosticModel, x, y) -> dict[str, list[tuple[str, int, np.ndarray]]]:

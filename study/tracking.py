@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +49,33 @@ def client(uri: str) -> MlflowClient:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; raised before any training."""
+
+
+def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
+    """Fail fast and clearly: an unreachable tracking server, or an artifact folder not writable."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as err:
+            raise TrackingError(f"tracking server {redact(uri)} is not reachable ({type(err).__name__}); "
+                                "start it with `make server`, or set tracking.uri to another store") from None
+    if artifacts and artifacts.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        folder = Path(unquote(urlparse(artifacts).path))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise TrackingError(f"artifact folder {folder} is not writable ({err.strerror}); "
+                                "set tracking.artifact_location to a writable folder") from None
 
 
 def ensure_experiment(c: MlflowClient, name: str, artifacts: str | None) -> str:
@@ -107,11 +135,32 @@ def environment_tags() -> dict[str, str]:
     }
 
 
+def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str):
+    """Before a sweep cell trains: runs of the same fingerprint left RUNNING by a killed sweep are
+    marked KILLED; a FINISHED one is returned (and tagged as part of this sweep) to be reused."""
+    prior = c.search_runs([experiment_id], f"tags.fingerprint = '{fingerprint}' and tags.role = 'cell'",
+                          order_by=["attributes.start_time DESC"], max_results=1000)
+    for r in prior:
+        if r.info.status == "RUNNING":
+            c.set_tag(r.info.run_id, "outcome", "killed")
+            c.set_terminated(r.info.run_id, "KILLED")
+    done = next((r for r in prior if r.info.status == "FINISHED"), None)
+    if done is not None:
+        c.set_tag(done.info.run_id, f"{REUSED_TAG}.{sweep_id}", "1")
+    return done
+
+
+REUSED_TAG = "reused_in"  # `reused_in.<sweep id>` on a run that a later sweep skipped as done
+
+
 class RunLogger:
     """One MLflow run: batched metrics (<= 1000 per request), params, tags, artifacts."""
 
-    def __init__(self, c: MlflowClient, run_id: str):
+    RETRIES = 4  # on top of MLflow's own HTTP retries; waits 1, 2, 4 s between tries
+
+    def __init__(self, c: MlflowClient, run_id: str, spill_dir: str | Path | None = None):
         self.client, self.run_id = c, run_id
+        self.spill_dir = Path(spill_dir or Path.cwd())
         self._pending: list[Metric] = []
 
     def metrics(self, values: dict[str, float], step: int) -> None:
@@ -121,9 +170,28 @@ class RunLogger:
             self.flush()
 
     def flush(self) -> None:
+        """Send the buffered metrics; a chunk leaves the buffer only once the store accepted it.
+        If the store stays unreachable, every unsent metric is written to a local JSON-lines file
+        (`unsent_metrics_<run id>.jsonl`) and a TrackingError says where: nothing recorded is lost."""
         while self._pending:
-            chunk, self._pending = self._pending[:MAX_METRICS_PER_BATCH], self._pending[MAX_METRICS_PER_BATCH:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+            chunk = self._pending[:MAX_METRICS_PER_BATCH]
+            for attempt in range(self.RETRIES):
+                try:
+                    self.client.log_batch(self.run_id, metrics=chunk)
+                    break
+                except Exception as err:  # noqa: PERF203 - network errors differ by store
+                    last = err
+                    if attempt < self.RETRIES - 1:
+                        time.sleep(2 ** attempt)
+            else:
+                path = self.spill_dir / f"unsent_metrics_{self.run_id}.jsonl"
+                with path.open("a") as f:
+                    for m in self._pending:
+                        f.write(json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n")
+                n, self._pending = len(self._pending), []
+                raise TrackingError(f"tracking store unreachable while logging run {self.run_id} "
+                                    f"({type(last).__name__}: {redact(str(last))[:200]}); {n} metrics kept in {path}")
+            self._pending = self._pending[MAX_METRICS_PER_BATCH:]
 
     def params(self, values: dict[str, object]) -> None:
         items = [Param(k, redact(_param_str(v))[:6000]) for k, v in sorted(values.items())]

@@ -7,6 +7,7 @@ Only this module (and the factories it calls with plain arguments) reads the Hyd
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -71,11 +72,31 @@ def batch_size(cfg: DictConfig, n_train: int) -> int:
     return bs
 
 
+def threads(cfg: DictConfig) -> int | None:
+    """TensorFlow threads per job: `train.threads`, or with `auto` the cores divided among the
+    joblib launcher's parallel jobs (None: TensorFlow's default, for a single job)."""
+    t = cfg.train.get("threads", "auto")
+    if t != "auto":
+        return int(t) if t else None
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        return None
+    n_jobs = int(HydraConfig.get().launcher.get("n_jobs", -1))
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if n_jobs < 1 else n_jobs))
+
+
 def setup_keras(cfg: DictConfig) -> None:
-    """Fresh Keras state and seeds for every cell (launchers may reuse worker processes)."""
+    """Fresh Keras state and seeds for every cell (launchers may reuse worker processes); thread
+    settings are fixed before TensorFlow starts and identical in every job of a sweep."""
     import keras
     import tensorflow as tf
 
+    n = threads(cfg)
+    if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
     keras.backend.clear_session()
     keras.utils.set_random_seed(int(cfg.seed))
     if cfg.train.deterministic:
@@ -99,9 +120,6 @@ def _cell_context(cfg: DictConfig) -> dict:
 
 def train(cfg: DictConfig) -> dict:
     """Train and evaluate one cell, recorded as one MLflow run; returns its final metrics."""
-    import keras
-    from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger
-
     t0 = time.time()
     check(cfg)
     setup_keras(cfg)
@@ -115,33 +133,43 @@ def train(cfg: DictConfig) -> dict:
     ctx = _cell_context(cfg)
     t = cfg.tracking
     c = tracking.client(t.uri)
-    exp_id = ctx.get("experiment_id") or tracking.ensure_experiment(
-        c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location")))
+    exp_id = ctx.get("experiment_id")
+    if not exp_id:  # a single run; a sweep's callback made these checks once, before any job
+        tracking.check_store(t.uri, None)
+        exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location")))
+        tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     flat = tracking.flatten(resolved)
     tags = {"role": "cell" if ctx else "single", "fingerprint": tracking.fingerprint(flat),
             **tracking.environment_tags(), "outcome": "running"}
+    where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
     if ctx:
         tags |= {"mlflow.parentRunId": ctx["parent_run_id"], "sweep_id": ctx["sweep_id"], "cell_index": ctx["index"]}
-    run_info = c.create_run(exp_id, run_name=t.run_name, tags=tags).info
+        done = None if t.get("rerun") else tracking.resume(c, exp_id, tags["fingerprint"], ctx["sweep_id"])
+        if done is not None:
+            print(f"{where}{t.run_name} skipped: already FINISHED as run {done.info.run_id} "
+                  "(tracking.rerun=true to train it again)", flush=True)
+            return {**done.data.metrics, "outcome": "skipped", "run_id": done.info.run_id}
+    run_info = c.create_run(exp_id, run_name=t.run_name, tags={k: str(v) for k, v in tags.items()}).info
     run = tracking.RunLogger(c, run_info.run_id)
-    where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
     print(f"{where}{t.run_name} start: activation={cfg.model.activation} optimizer={cfg.optimizer.name} "
           f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})", flush=True)
     try:
         run.params(flat | {"train.batch_size_resolved": bs, "train.steps_per_epoch": steps_per_epoch})
         run.text(OmegaConf.to_yaml(resolved), "config.yaml")
-        result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, (DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger))
+        result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
         run.tags({"outcome": result["outcome"], "gradient_verdict": result["gradient_verdict"]})
         run.end("FINISHED")
     except BaseException as err:
-        run.flush()
-        run.text(traceback.format_exc(), "traceback.txt")
-        run.tags({"outcome": "failed", "error": f"{type(err).__name__}: {err}"[:5000]})
-        run.end("FAILED" if isinstance(err, Exception) else "KILLED")
-        print(f"{where}{t.run_name} FAILED: {type(err).__name__}: {err}", flush=True)
+        trace = traceback.format_exc()
+        for record in (run.flush, lambda: run.text(trace, "traceback.txt"),
+                       lambda: run.tags({"outcome": "failed", "error": f"{type(err).__name__}: {err}"[:5000]}),
+                       lambda: run.end("FAILED" if isinstance(err, Exception) else "KILLED")):
+            with contextlib.suppress(Exception):  # the store may be what failed; report the first error
+                record()
+        print(f"{where}{t.run_name} FAILED: {type(err).__name__}: {tracking.redact(str(err))}", flush=True)
         raise
     result["run_id"] = run_info.run_id
     print(f"{where}{t.run_name} {result['outcome']}: test/accuracy={result['test/accuracy']:.4f} "
@@ -149,10 +177,11 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
-def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run, cb_classes) -> dict:
+def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     import keras
 
-    DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger = cb_classes
+    from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger
+
     spec = model_spec(cfg)
     base = models.build(spec, splits.input_shape, splits.num_classes)
     model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
@@ -218,14 +247,16 @@ def main(cfg: DictConfig) -> dict | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return train(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        if multirun:
-            return {"outcome": "invalid", "error": str(err)}
-        raise SystemExit(2) from None
     except Exception as err:
+        clear = isinstance(err, (ConfigError, tracking.TrackingError))  # say it plainly, no traceback
+        if clear:
+            print(f"error: {tracking.redact(str(err))}", file=sys.stderr, flush=True)
+        elif multirun:  # the sweep goes on: show what went wrong in this cell
+            print(tracking.redact(traceback.format_exc()), file=sys.stderr, flush=True)
         if multirun:
-            return {"outcome": "failed", "error": f"{type(err).__name__}: {err}"}
+            return {"outcome": "invalid" if isinstance(err, ConfigError) else "failed", "error": str(err)}
+        if clear:
+            raise SystemExit(2) from None
         raise
 
 

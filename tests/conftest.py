@@ -46,3 +46,12 @@ def run_cli(args, tmp_path, extra_env=None, timeout=600):
 def runs(client, experiment="activation-study"):
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=10000)
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory):
+    """One smoke multirun with full diagnostics, shared by the sweep and report tests."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    proc = run_cli(["-m", "experiment=smoke", "diagnostics=full", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                    f"hydra.sweep.dir={tmp}/sweep"], tmp)
+    return tmp, proc

@@ -7,9 +7,8 @@ from conftest import run_cli, runs
 pytestmark = pytest.mark.slow
 
 
-def test_smoke_multirun_one_parent_and_eight_finished_children(tmp_path):
-    proc = run_cli(["-m", "experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
+    tmp_path, proc = smoke_store
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 
@@ -29,6 +28,9 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(tmp_path):
         cells.add((p["model.activation"], p["optimizer.name"], p["model.depth"]))
         assert r.info.run_name == f"{p['model.activation']}-{p['optimizer.name']}-d{p['model.depth']}-s0"
         assert {"test/accuracy", "test/loss", "train/loss", "val/accuracy", "time/wall_s"} <= set(r.data.metrics)
+        assert {"act/conv_01/mean", "backprop/conv_01/l2", "diag/ratio_first_last_init"} <= set(r.data.metrics)
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {
+            "config.yaml", "epochs.parquet", "diagnostics.parquet", "histograms.parquet"}
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
 

@@ -24,6 +24,9 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
     for key in ("test/loss", "test/accuracy", "time/wall_s", "grad/conv_01/l2", "grad/global_norm"):
         assert key in m
     assert m["test/accuracy"] == pytest.approx(result["test/accuracy"])
+    steps = int(p["train.steps_per_epoch"]) * 2
+    every = max(1, steps // 50)  # log_every_n_steps=auto: about 50 points a run
+    assert len(client.get_metric_history(run.info.run_id, "grad/conv_02/rms")) == -(-steps // every)
     history = client.get_metric_history(run.info.run_id, "val/accuracy")
     assert [h.step for h in history] == [0, 1]
     for key in ("train/loss", "train/accuracy", "val/loss"):

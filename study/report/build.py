@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -65,7 +68,7 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         m = last.groupby(["activation", "stat"])["value"].mean()
         out["saturation"] = ("Mean over layers at the end of training: "
                              + ", ".join(f"{a} {'saturated' if k == 'saturation' else 'dead'} {v:.2f}" for (a, k), v in m.items()) + ".")
-    h = s.histograms[(s.histograms["quantity"] == "backprop") & (s.histograms["epoch"] == 0)
+    h = s.histograms.iloc[0:0] if s.histograms.empty else s.histograms[(s.histograms["quantity"] == "backprop") & (s.histograms["epoch"] == 0)
                      & (s.histograms["depth"] == depth) & (s.histograms["optimizer"] == optimizer)
                      & np.isfinite(s.histograms["bin_left"])]
     if len(h):
@@ -98,6 +101,21 @@ def verdict_table(cells: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+_PLAN: list = []  # (name, make, folder) of the figures; set before forking the drawing processes
+
+
+def _render(i: int) -> bool:
+    """Draw figure i of _PLAN and save it as PNG and PDF (runs in a forked process)."""
+    name, make, folder = _PLAN[i]
+    fig = make() if make is not None else None
+    if fig is None:
+        return False
+    for ext in ("png", "pdf"):
+        fig.savefig(folder / f"{name}.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
+    plt.close(fig)
+    return True
+
+
 def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, depth: int | None = None,
           optimizer: str | None = None, log_to_run: bool = True) -> Path:
     s = collect.load(uri, experiment, sweep_id)
@@ -111,7 +129,9 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
         getattr(s, name).to_parquet(tables / f"{name}.parquet", index=False)
 
     c = s.cells
-    depth = depth or (int(c["depth"].max()) if c["depth"].notna().any() else None)
+    ran = c[c["outcome"].isin(["finished", "diverged"])]  # default: the deepest depth with results
+    depth = depth or (int(ran["depth"].max()) if ran["depth"].notna().any() else
+                      int(c["depth"].max()) if c["depth"].notna().any() else None)
     optimizer = _pick(c["optimizer"].unique(), optimizer or "sgd")
     lo = float(pd.to_numeric(c["vanishing_below"], errors="coerce").dropna().iloc[0]) if c["vanishing_below"].notna().any() else 1e-2
     hi = float(pd.to_numeric(c["exploding_above"], errors="coerce").dropna().iloc[0]) if c["exploding_above"].notna().any() else 1e2
@@ -129,17 +149,17 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
     ]
     F.style()
     caps = captions(s, depth, optimizer, lo, hi)
+    global _PLAN
+    _PLAN = [(name, make if ok else None, fig_dir) for name, _, ok, make in plan]
+    with ProcessPoolExecutor(min(2, os.cpu_count() or 1), mp_context=multiprocessing.get_context("fork")) as pool:
+        drawn = list(pool.map(_render, range(len(plan))))
     sections, skipped = [], []
-    for name, title, ok, make in plan:
-        fig = make() if ok else None
-        if fig is None:
+    for (name, title, ok, make), done in zip(plan, drawn):
+        if not done:
             skipped.append(f"- {title}: skipped, the sweep has no data for it (diagnostics level "
                            f"{', '.join(sorted(set(c['diagnostics'].dropna()))) or 'unknown'}; needs `diagnostics=full` "
                            "for activation statistics and histograms, `default` for gradient statistics).")
             continue
-        for ext in ("png", "pdf"):
-            fig.savefig(fig_dir / f"{name}.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
-        plt.close(fig)
         sections.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
     counts = c["outcome"].value_counts().sort_index()
     i = s.info

@@ -11,6 +11,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -51,12 +52,19 @@ def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
     return exp, parents[0]
 
 
-def _artifact(c: MlflowClient, run_id: str, name: str, tmp: str) -> pd.DataFrame | None:
+def _artifact(uri: str, artifact_uri: str, name: str, tmp: str) -> pd.DataFrame | None:
+    """A run's parquet artifact: read in place from a local artifact store, else downloaded."""
     try:
-        path = c.download_artifacts(run_id, name, tempfile.mkdtemp(dir=tmp))
+        if artifact_uri.startswith("file:"):
+            path = Path(unquote(urlparse(artifact_uri).path)) / name
+        else:
+            from mlflow.artifacts import download_artifacts
+
+            path = download_artifacts(artifact_uri=f"{artifact_uri}/{name}", dst_path=tempfile.mkdtemp(dir=tmp),
+                                      tracking_uri=uri)
+        return pd.read_parquet(path)
     except Exception:  # missing: a failed, killed or still running cell, or a lower diagnostics level
         return None
-    return pd.read_parquet(path)
 
 
 def _subsample(df: pd.DataFrame) -> pd.DataFrame:
@@ -70,8 +78,10 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
     exp, parent = find_sweep(c, experiment, sweep_id)
     sid = parent.data.tags["sweep_id"]
     runs = c.search_runs([exp.experiment_id], f"tags.sweep_id = '{sid}' and tags.role = 'cell'", max_results=50000)
-    rows = []
+    runs += c.search_runs([exp.experiment_id], f"tags.`{tracking.REUSED_TAG}.{sid}` = '1'", max_results=50000)
+    rows, artifact_uris = [], {}
     for r in runs:
+        artifact_uris[r.info.run_id] = r.info.artifact_uri
         row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
                "outcome": r.data.tags.get("outcome", "unknown"),
                "verdict": r.data.tags.get("gradient_verdict", "unknown")}
@@ -81,7 +91,7 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
         row |= {k: r.data.metrics.get(k, np.nan) for k in FINAL}
         rows.append(row)
     cells = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "outcome", "verdict", *AXES.values(), *FINAL])
-    cells = _add_missing(c, parent.info.run_id, cells)
+    cells = _add_missing(c, parent.info.run_id, cells, [r.data.params for r in runs])
     cells["depth"] = pd.to_numeric(cells["depth"], errors="coerce").astype("Int64")
     cells["seed"] = pd.to_numeric(cells["seed"], errors="coerce").astype("Int64")
     for col in ("activation", "optimizer", "outcome", "verdict", "status"):
@@ -92,7 +102,7 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
     ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
         for name in tables:
-            frames = pool.map(lambda rid: (rid, _artifact(c, rid, f"{name}.parquet", tmp)), ids)
+            frames = pool.map(lambda rid: (rid, _artifact(uri, artifact_uris[rid], f"{name}.parquet", tmp)), ids)
             for rid, df in frames:
                 if df is not None and len(df):
                     df = _subsample(df) if name == "diagnostics" else df
@@ -114,19 +124,33 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
                  tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]))
 
 
-def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame) -> pd.DataFrame:
-    """Rows with outcome `missing` for planned cells (grid.json of the parent run) that have no run."""
+def _same(a, b) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame, params: list[dict]) -> pd.DataFrame:
+    """Rows with outcome `missing` for planned cells (grid.json of the parent run) that no run
+    matches on the swept keys (a group key `g` is matched through the param `g.name`)."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
             grid = json.loads(Path(c.download_artifacts(parent_id, "grid.json", tmp)).read_text())
     except Exception:
         return cells
-    seen = {(a, o, str(d), str(s)) for a, o, d, s in cells[["activation", "optimizer", "depth", "seed"]].itertuples(index=False)}
+    planned = [dict(o.split("=", 1) for o in overrides) for overrides in grid]
+    swept = sorted({k for cell in planned for k in cell if len({p.get(k) for p in planned}) > 1})
+
+    def value(p: dict, key: str):
+        return p.get(key, p.get(f"{key}.name"))
+
     missing = []
-    for overrides in grid:
-        kv = dict(o.split("=", 1) for o in overrides)
-        cell = (kv.get("model.activation"), kv.get("optimizer"), kv.get("model.depth"), kv.get("seed", "0"))
-        if None not in cell[:3] and cell not in seen:
-            missing.append(dict(zip(["activation", "optimizer", "depth", "seed"], cell), outcome="missing",
-                                status="MISSING", verdict="unknown", run_name="-".join([cell[0], cell[1], f"d{cell[2]}", f"s{cell[3]}"])))
+    for cell in planned:
+        if not any(all(_same(value(p, k), cell[k]) for k in swept) for p in params):
+            row = {short: cell.get(key, cell.get(key.split(".")[0]) if short == "optimizer" else None)
+                   for key, short in AXES.items()}
+            row["seed"] = row["seed"] or "0"
+            missing.append(row | {"outcome": "missing", "status": "MISSING", "verdict": "unknown",
+                                  "run_name": ",".join(f"{k}={cell[k]}" for k in swept)})
     return pd.concat([cells, pd.DataFrame(missing)], ignore_index=True) if missing else cells

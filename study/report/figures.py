@@ -21,7 +21,7 @@ VERDICT_COLORS = {"vanishing": "#0072B2", "exploding": "#D55E00", "healthy": "#0
 
 def style() -> None:
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 160, "savefig.bbox": "tight", "axes.titleweight": "bold"})
 
 
 def _layer_colorbar(fig, axes, top: int):
@@ -41,8 +41,22 @@ def palette(names) -> dict[str, tuple]:
     return dict(zip(names, sns.color_palette("colorblind", len(names))))
 
 
+def _legend(fig, axes, title: str) -> None:
+    """One legend for the figure, outside the panels on the right (not inside a panel)."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", title=title, frameon=False)
+
+
 def _grid(n: int, ncols: int | None = None, size=(3.6, 3.0), sharey=True):
-    ncols = ncols or min(n, 4)
+    ncols = ncols or min(n, 5)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
                              sharey=sharey, layout="constrained")
@@ -51,11 +65,14 @@ def _grid(n: int, ncols: int | None = None, size=(3.6, 3.0), sharey=True):
     return fig, list(axes.flat[:n])
 
 
-def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure:
+def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
     """(a) Final test accuracy, activation × optimizer, one panel per depth; marks non-finished cells."""
     depths = sorted(cells["depth"].dropna().unique())
     acts, opts = sorted(cells["activation"].unique()), sorted(cells["optimizer"].unique())
-    fig, axes = _grid(len(depths), size=(0.9 * len(opts) + 1.6, 0.55 * len(acts) + 1.2), sharey=False)
+    if not depths:
+        return None
+    fig, axes = _grid(len(depths), ncols=min(len(depths), 2), size=(0.95 * len(opts) + 2.2, 0.5 * len(acts) + 1.6),
+                      sharey=False)
     for ax, d in zip(axes, depths):
         sub = cells[cells["depth"] == d]
         acc = sub.groupby(["activation", "optimizer"])["test/accuracy"].mean().unstack().reindex(index=acts, columns=opts)
@@ -72,38 +89,42 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure:
                         color="white" if np.isfinite(v) and v < 0.6 else "black")
         ax.set_title(f"depth {d}")
         ax.set_xlabel("optimizer")
-        ax.set_ylabel("activation" if ax is axes[0] else "")
+        ax.set_ylabel("activation")
         ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", rotation=0)
     fig.suptitle("Final test accuracy (* = diverged or not all seeds finished)")
     return fig
 
 
-def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure:
+def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure | None:
     """(b) Test accuracy against depth, a line per activation, a panel per optimizer; mean and a
     95% interval over seeds when there are several."""
-    opts = sorted(cells["optimizer"].unique())
+    data = cells.dropna(subset=["test/accuracy", "depth"]).astype({"depth": int})
+    opts = sorted(data["optimizer"].unique())
+    if not opts:
+        return None
     fig, axes = _grid(len(opts))
     pal = palette(cells["activation"])
     several = cells.groupby(["activation", "optimizer", "depth"])["seed"].nunique().max() > 1
-    data = cells.dropna(subset=["test/accuracy"]).astype({"depth": int})
     for ax, o in zip(axes, opts):
         sub = data[data["optimizer"] == o]
         sns.lineplot(sub, x="depth", y="test/accuracy", hue="activation", palette=pal, marker="o", ax=ax,
-                     errorbar=("ci", 95) if several else None, legend=ax is axes[-1])
+                     errorbar=("ci", 95) if several else None)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
         ax.set(title=o, xlabel="depth (conv layers)", ylabel="test accuracy", ylim=(0, 1))
-    if axes[-1].get_legend():
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    _legend(fig, axes, "activation")
     return fig
 
 
-def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure:
+def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure | None:
     """(c) RMS weight gradient per layer against layer index (log y), at initialisation (top) and
     averaged over the last epoch (bottom); a line per activation, a panel per depth."""
     g = steps[(steps["group"] == "grad") & (steps["stat"] == "rms") & (steps["optimizer"] == optimizer)]
     g = g[g["layer"] != "logits"]
     depths = sorted(g["depth"].unique())
+    if not depths:
+        return None
     pal = palette(g["activation"])
     fig, axes = plt.subplots(2, len(depths), figsize=(3.4 * len(depths), 5.8), squeeze=False, sharey="row",
                              layout="constrained")
@@ -113,25 +134,25 @@ def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure:
                                             ("last epoch (mean)", g[g["epoch"] == last_epoch]))):
             sub = sub[sub["depth"] == d].groupby(["activation", "layer_index"], as_index=False)["value"].mean()
             ax = axes[row, col]
-            sns.lineplot(sub, x="layer_index", y="value", hue="activation", palette=pal, marker="o", ax=ax,
-                         legend=(row == 0 and col == len(depths) - 1))
+            sns.lineplot(sub, x="layer_index", y="value", hue="activation", palette=pal, marker="o", ax=ax)
             ax.set_yscale("log")
             ax.set(title=f"depth {d}" if row == 0 else "", xlabel="layer index (1 = input side)" if row else "",
                    ylabel=f"RMS of dL/dW_l, {label}" if col == 0 else "")
             _integer_x(ax)
-    if axes[0, -1].get_legend():
-        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    _legend(fig, list(axes.flat), "activation")
     fig.suptitle(f"Weight-gradient profile across layers ({optimizer})")
     return fig
 
 
-def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> plt.Figure:
+def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> plt.Figure | None:
     """(d) First/last RMS gradient ratio against depth (log y), a line per activation; solid: last
     epoch, dashed: initialisation; vanishing and exploding zones shaded."""
-    opts = sorted(cells["optimizer"].unique())
+    data = cells.dropna(subset=["depth", "diag/ratio_first_last_init"]).astype({"depth": int})
+    opts = sorted(data["optimizer"].unique())
+    if not opts:
+        return None
     fig, axes = _grid(len(opts))
     pal = palette(cells["activation"])
-    data = cells.dropna(subset=["depth"]).astype({"depth": int})
     for ax, o in zip(axes, opts):
         sub = data[data["optimizer"] == o]
         for a, s in sub.groupby("activation"):
@@ -149,27 +170,27 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
         ax.set(title=o, xlabel="depth (conv layers)", ylabel="first / last RMS gradient")
     axes[-1].plot([], [], "k-", label="last epoch")
     axes[-1].plot([], [], "k--", label="initialisation")
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    _legend(fig, axes, "activation")
     fig.suptitle(f"Vanishing (< {vanishing_below:g}, blue) and exploding (> {exploding_above:g}, red) zones")
     return fig
 
 
-def loss_curves(epochs: pd.DataFrame, depth: int) -> plt.Figure:
-    """(e) Training loss per epoch, a line per activation, a panel per optimizer, at one depth."""
+def loss_curves(epochs: pd.DataFrame, depth: int) -> plt.Figure | None:
+    """(e) Training loss per epoch (cross-entropy, linear axis: it spans less than a decade here), a line per
+    activation, a panel per optimizer, at one depth."""
     e = epochs[(epochs["metric"] == "train/loss") & (epochs["depth"] == depth)].copy()
     opts = sorted(e["optimizer"].unique())
+    if not opts:
+        return None
     fig, axes = _grid(len(opts))
     pal = palette(epochs["activation"])
     e["epoch"] = e["epoch"] + 1
     for ax, o in zip(axes, opts):
         sub = e[(e["optimizer"] == o) & np.isfinite(e["value"])]
-        sns.lineplot(sub, x="epoch", y="value", hue="activation", palette=pal, marker="o", ax=ax,
-                     errorbar=None, legend=ax is axes[-1])
-        ax.set_yscale("log")
+        sns.lineplot(sub, x="epoch", y="value", hue="activation", palette=pal, marker="o", ax=ax, errorbar=None)
         ax.set(title=o, xlabel="epoch", ylabel="training loss")
         _integer_x(ax)
-    if axes[-1].get_legend():
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="activation")
+    _legend(fig, axes, "activation")
     fig.suptitle(f"Training loss at depth {depth}")
     return fig
 
@@ -212,16 +233,19 @@ def backprop_histograms(hist: pd.DataFrame, depth: int, optimizer: str) -> plt.F
             frac = s["count"] / max(1, s["count"].sum())
             ax.plot((s["bin_left"] + s["bin_right"]) / 2, frac, color=plt.cm.viridis(norm(idx)), lw=1.2)
         ax.set(title=act, xlabel="log10 |dL/dh_l|", ylabel="fraction of entries", xlim=xlim)
-    fig.suptitle(f"Back-propagated gradients at initialisation (depth {depth}, shared bins)")
+    fig.suptitle(f"Back-propagated gradients at initialisation (depth {depth}; shared bins, the outermost "
+                 "bins also hold the values beyond them)")
     return fig
 
 
-def gradient_heatmap(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure:
+def gradient_heatmap(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | None:
     """(h) Layer × step heatmap of the RMS weight gradient (log colour) of the deepest network, a
     panel per activation."""
     g = steps[(steps["group"] == "grad") & (steps["stat"] == "rms") & (steps["depth"] == depth)
               & (steps["optimizer"] == optimizer) & (steps["layer"] != "logits")]
     acts = sorted(g["activation"].unique())
+    if not acts:
+        return None
     fig, axes = _grid(len(acts), sharey=False, size=(3.8, 3.2))
     positive = g["value"][(g["value"] > 0) & np.isfinite(g["value"])]
     vmin, vmax = (np.log10(positive.min()), np.log10(positive.max())) if len(positive) else (-8, 0)

@@ -1,0 +1,55 @@
+"""Cells per hour of a CPU grid (8 cells of the `grid` preset on Fashion-MNIST), run sequentially
+and with 2 joblib jobs, in one run of this script. Target: speedup >= 1.5 on 2 cores.
+
+Each sweep is a fresh `python -m study.train -m ...` process (as `make sweep` runs it) into its own
+temporary store; the time includes start-up. Last line printed: `speedup=<x>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from study import tracking
+
+GRID = ["experiment=grid", "model.activation=relu,tanh", "optimizer=sgd,adam", "model.depth=2,4"]
+
+
+def sweep(jobs: int, extra: list[str]) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        launch = [] if jobs == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "study.train", "-m", *GRID, *launch, *extra,
+                               f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"hydra.sweep.dir={tmp}/sweep"],
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-3000:])
+        return seconds, proc.stdout.count(" finished: ")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "sweep.json"))
+    p.add_argument("extra", nargs="*", help="more Hydra overrides for both sweeps")
+    a = p.parse_args()
+    seq_s, seq_n = sweep(1, a.extra)
+    par_s, par_n = sweep(a.jobs, a.extra)
+    seq_rate, par_rate = 3600 * seq_n / seq_s, 3600 * par_n / par_s
+    result = {"cells": seq_n, "sequential_s": seq_s, "parallel_s": par_s, "jobs": a.jobs,
+              "cells_per_hour": {"sequential": seq_rate, "parallel": par_rate}, "speedup": par_rate / seq_rate}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(f"sequential: {seq_n} cells in {seq_s:.0f} s ({seq_rate:.0f} cells/h); "
+          f"{a.jobs} jobs: {par_n} cells in {par_s:.0f} s ({par_rate:.0f} cells/h)")
+    print(f"speedup={result['speedup']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Faults: kill and resume, unreachable or lost tracking server, unwritable artifact store."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run_cli, runs
+from study import tracking
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [sys.executable, "-m", "study.train", "-m", "experiment=smoke", f"tracking.uri={uri}"]
+    first = subprocess.Popen([*args, f"hydra.sweep.dir={tmp_path}/sweep1"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in first.stdout:
+        if line.startswith("[cell 4/8]") and "start:" in line:
+            time.sleep(1.0)  # cell 4 is now training: its run is RUNNING
+            break
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    client = MlflowClient(tracking_uri=uri)
+    cells = lambda: [r for r in runs(client) if r.data.tags.get("role") == "cell"]  # noqa: E731
+    assert sum(r.info.status == "FINISHED" for r in cells()) == 3
+    assert sum(r.info.status == "RUNNING" for r in cells()) == 1
+
+    second = run_cli(["-m", "experiment=smoke", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep2"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("skipped: already FINISHED") == 3
+    finished = {}
+    for r in cells():
+        assert r.info.status in ("FINISHED", "KILLED")
+        if r.info.status == "FINISHED":
+            finished.setdefault(r.data.tags["fingerprint"], []).append(r)
+    assert len(finished) == 8 and all(len(v) == 1 for v in finished.values())
+    killed = [r for r in cells() if r.info.status == "KILLED"]
+    assert len(killed) == 1 and killed[0].data.tags["outcome"] == "killed"
+    # the resumed sweep's report sees all 8 cells
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri", uri,
+                           "--out", str(out), "--no-log"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8 cells: 8 finished" in (out / "REPORT.md").read_text()
+
+
+def test_rerun_true_trains_again(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    base = ["-m", "experiment=smoke", "model.activation=relu", "optimizer=adam", "model.depth=2", "train.epochs=1",
+            f"tracking.uri={uri}"]
+    assert run_cli([*base, f"hydra.sweep.dir={tmp_path}/s1"], tmp_path).returncode == 0
+    again = run_cli([*base, "tracking.rerun=true", f"hydra.sweep.dir={tmp_path}/s2"], tmp_path)
+    assert again.returncode == 0 and "skipped" not in again.stdout
+    assert sum(r.data.tags.get("role") == "cell" for r in runs(MlflowClient(tracking_uri=uri))) == 2
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_unreachable_tracking_server_is_a_clear_error_before_training(tmp_path, multirun):
+    t = time.time()
+    proc = run_cli([*(["-m", "experiment=smoke"] if multirun else []), f"tracking.uri=http://bob:pw@127.0.0.1:{_free_port()}"], tmp_path)
+    assert proc.returncode != 0 and time.time() - t < 60
+    assert "is not reachable" in proc.stderr and "make server" in proc.stderr
+    assert "pw" not in proc.stderr + proc.stdout and "start:" not in proc.stdout
+
+
+def test_unwritable_artifact_store_is_a_clear_error(tmp_path):
+    proc = run_cli(["data=synthetic", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                    "tracking.experiment=unwritable", "tracking.artifact_location=/etc/hostname/artifacts"], tmp_path)
+    assert proc.returncode != 0 and "is not writable" in proc.stderr and "start:" not in proc.stdout
+
+
+def test_server_lost_mid_run_keeps_every_metric(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    port = _free_port()
+    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri",
+                               f"sqlite:///{tmp_path}/server.db", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                tracking.check_store(uri, None, timeout=1)
+                break
+            except tracking.TrackingError:
+                time.sleep(0.5)
+        c = tracking.client(uri)
+        exp = tracking.ensure_experiment(c, "lost", None)
+        run = tracking.RunLogger(c, c.create_run(exp).info.run_id, spill_dir=tmp_path)
+        run.RETRIES = 2
+        run.metrics({"train/loss": 1.0}, step=0)
+        run.flush()
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    run.metrics({"train/loss": 0.5, "val/loss": 0.7}, step=1)
+    with pytest.raises(tracking.TrackingError) as err:
+        run.flush()
+    spill = tmp_path / f"unsent_metrics_{run.run_id}.jsonl"
+    assert str(spill) in str(err.value) and len(spill.read_text().splitlines()) == 2

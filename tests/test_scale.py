@@ -1,0 +1,100 @@
+"""Scaling out for real: joblib workers, submitit's local executor, a server on PostgreSQL."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run_cli, runs
+from study import tracking
+
+pytestmark = pytest.mark.slow
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) if Path("/usr/lib/postgresql").exists() else None
+
+
+def _cells(uri):
+    all_runs = runs(MlflowClient(tracking_uri=uri))
+    return [r for r in all_runs if r.data.tags.get("role") == "sweep"], [r for r in all_runs if r.data.tags.get("role") == "cell"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_smoke_sweep_with_two_joblib_jobs(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={uri}",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,), children = _cells(uri)
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.tags["cells_finished"] == "8"
+
+
+def test_submitit_local_launcher(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=local", "model.activation=relu", "optimizer=adam",
+                    "model.depth=2,4", "train.epochs=1", "train.threads=1", f"tracking.uri={uri}",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,), children = _cells(uri)
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+
+
+@pytest.mark.skipif(PG_BIN is None, reason="PostgreSQL server binaries not installed (.ci/run installs them)")
+def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
+    pg_dir, pg_port, port = Path(tempfile.mkdtemp(prefix="study-pg-")), _port(), _port()  # pytest's tmp is 0700
+    pg_dir.chmod(0o755)
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(pg_dir, "postgres")
+    as_pg = ["su", "postgres", "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else ["sh", "-c"]
+    subprocess.run([*as_pg, f"{PG_BIN}/initdb -D {pg_dir}/data -A trust -U mlflow >/dev/null"], check=True)
+    subprocess.run([*as_pg, f"{PG_BIN}/pg_ctl -D {pg_dir}/data -l {pg_dir}/log -w -o '-h 127.0.0.1 -p {pg_port} "
+                    f"-k {pg_dir}' start >/dev/null"], check=True)
+    server = None
+    try:
+        subprocess.run([f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow", "mlflow"], check=True)
+        backend = f"postgresql+psycopg2://mlflow:secret@127.0.0.1:{pg_port}/mlflow"
+        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri", backend,
+                                   "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts",
+                                   "--host", "127.0.0.1", "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+                                  start_new_session=True)
+        uri = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            assert server.poll() is None, "mlflow server exited"
+            try:
+                tracking.check_store(uri, None, timeout=1)
+                break
+            except tracking.TrackingError:
+                time.sleep(0.5)
+        proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                        "tracking=server", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (parent,), children = _cells(uri)
+        assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+        c = MlflowClient(tracking_uri=uri)
+        for r in children:
+            steps = int(r.data.params["train.steps_per_epoch"]) * int(r.data.params["train.epochs"])
+            every = max(1, steps // 50)
+            assert len(c.get_metric_history(r.info.run_id, "grad/conv_01/l2")) == -(-steps // every)
+            assert [m.step for m in c.get_metric_history(r.info.run_id, "val/accuracy")] == [0, 1, 2]
+            assert {a.path for a in c.list_artifacts(r.info.run_id)} >= {"config.yaml", "diagnostics.parquet"}
+        assert "secret" not in str([r.data.params for r in children] + [r.data.tags for r in children])
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        subprocess.run([*as_pg, f"{PG_BIN}/pg_ctl -D {pg_dir}/data -m immediate stop >/dev/null"], check=False)
+        shutil.rmtree(pg_dir, ignore_errors=True)

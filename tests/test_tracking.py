@@ -1,0 +1,50 @@
+"""MLflow tracking helpers: batching, flattening, fingerprints, redaction, artifact locations."""
+
+from mlflow.tracking import MlflowClient
+
+from study import tracking
+
+
+class CountingClient(MlflowClient):
+    """The real client, counting its log_batch requests."""
+
+    calls: list[int] = []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
+        self.calls.append(len(metrics))
+        return super().log_batch(run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+
+def test_metrics_go_in_batches_of_at_most_1000(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    c = CountingClient(tracking_uri=uri)
+    exp = tracking.ensure_experiment(c, "t", tracking.artifact_location(uri))
+    run = tracking.RunLogger(c, c.create_run(exp).info.run_id)
+    for step in range(5):
+        run.metrics({f"grad/conv_{i:02d}/l2": i * 0.5 + step for i in range(500)}, step=step)
+    run.end("FINISHED")
+    assert CountingClient.calls == [1000, 1000, 500]
+    history = c.get_metric_history(run.run_id, "grad/conv_07/l2")
+    assert [(h.step, h.value) for h in history] == [(s, 3.5 + s) for s in range(5)]
+
+
+def test_flatten_and_fingerprint_ignore_where_results_go():
+    cfg = {"model": {"depth": 8, "activation": "relu"}, "seed": 0,
+           "tracking": {"uri": "sqlite:///a.db"}, "train": {"epochs": 3, "verbose": 0}}
+    flat = tracking.flatten(cfg)
+    assert flat["model.depth"] == 8 and flat["tracking.uri"] == "sqlite:///a.db"
+    other = tracking.flatten({**cfg, "tracking": {"uri": "http://x"}, "train": {"epochs": 3, "verbose": 1}})
+    assert tracking.fingerprint(flat) == tracking.fingerprint(other)
+    deeper = tracking.flatten({**cfg, "model": {"depth": 16, "activation": "relu"}})
+    assert tracking.fingerprint(flat) != tracking.fingerprint(deeper)
+
+
+def test_credentials_are_redacted():
+    assert tracking.redact("postgresql://alice:s3cret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    assert tracking.redact("http://user:pw@127.0.0.1:5000") == "http://***@127.0.0.1:5000"
+    assert tracking.redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_artifacts_live_next_to_the_sqlite_file(tmp_path):
+    assert tracking.artifact_location(f"sqlite:///{tmp_path}/x/mlflow.db") == (tmp_path / "x" / "mlartifacts").as_uri()
+    assert tracking.artifact_location("http://127.0.0.1:5000") is None
