@@ -1,6 +1,7 @@
 """Overhead of the diagnostics: median time per epoch of (a) plain Keras `model.fit`, (b) the harness
-with diagnostics=default, (c) with diagnostics=full; same model, data and batch size, in one process,
-alternating repetitions (a b c a b c ...), the first (tracing) epoch of every fit left out.
+with diagnostics=default, (c) with diagnostics=full; same model, data and batch size, in one process.
+Each variant's model is built once and warmed up; then one-epoch fits alternate (a b c, b c a, ...),
+each timed from the epoch's start to its end (validation and the harness's callbacks included).
 
 Writes reports/benchmarks/overhead.json; the last line printed is `overhead default=<b/a> full=<c/a>`.
 """
@@ -24,37 +25,41 @@ from study import data, diagnostics as diag, models, tracking  # noqa: E402
 from study.callbacks import DiagnosticsLogger, HistogramLogger  # noqa: E402
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):  # last in the list: includes the other callbacks' work
-        self.times.append(time.perf_counter() - self.t)
-
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-
-def one_fit(variant: str, args, splits, run: tracking.RunLogger) -> list[float]:
-    keras.backend.clear_session()
+def build(variant: str, args, splits, run: tracking.RunLogger):
+    """A compiled model and its callbacks: plain Keras, or the harness at a diagnostics level."""
     keras.utils.set_random_seed(0)
     spec = models.ModelSpec(depth=args.depth, width=args.width, activation=args.activation)
     model = models.build(spec, splits.input_shape, splits.num_classes)
-    timer, callbacks = EpochTimer(), []
     if variant != "plain":
         model = diag.DiagnosticModel(model.inputs, model.outputs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     steps = -(-len(splits.x_train) // args.batch_size)
+    callbacks = []
     if variant != "plain":
         model.enable_diagnostics(variant, args.activation)
-        callbacks.append(DiagnosticsLogger(run, max(1, steps * args.epochs // 50), steps, 1e-2, 1e2))
-    if variant == "full":
-        callbacks.append(HistogramLogger(splits.x_probe, splits.y_probe, {args.epochs}, steps))
+        callbacks.append(DiagnosticsLogger(run, max(1, steps * 3 // 50), steps, 1e-2, 1e2))
+    if variant == "full":  # histograms at the end of every timed epoch (a 3-epoch run draws two): conservative
+        callbacks.append(HistogramLogger(splits.x_probe, splits.y_probe, {1}, steps))
+    return model, callbacks
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Last in the list: the epoch's time includes the other callbacks' work, not fit's start-up."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.t
+
+
+def timed_epoch(model, callbacks, splits, args) -> float:
     ds = data.pipeline(splits.x_train, splits.y_train, args.batch_size, shuffle_seed=0)
     val = data.pipeline(splits.x_val, splits.y_val, 1024)
-    model.fit(ds, validation_data=val, epochs=args.epochs, verbose=0, callbacks=[*callbacks, timer], shuffle=False)
-    return timer.times[1:]
+    timer = EpochTimer()
+    model.fit(ds, validation_data=val, epochs=1, verbose=0, callbacks=[*callbacks, timer], shuffle=False)
+    return timer.seconds
 
 
 def main() -> None:
@@ -65,8 +70,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--activation", default="relu")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=3, help="per fit; the first is left out")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=8, help="timed epochs per variant, after one warm-up epoch")
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "overhead.json"))
     args = p.parse_args()
     splits = data.load(args.dataset, seed=0, train_subset=args.train_subset)
@@ -77,11 +81,14 @@ def main() -> None:
         c = tracking.client(uri)
         exp = tracking.ensure_experiment(c, "bench", tracking.artifact_location(uri))
         run = tracking.RunLogger(c, c.create_run(exp).info.run_id)
-        for rep in range(args.reps):
-            for v in variants:
-                times[v] += one_fit(v, args, splits, run)
-                print(f"rep {rep + 1}/{args.reps} {v:8s} epoch times {['%.2f' % t for t in times[v][-(args.epochs - 1):]]}",
-                      flush=True)
+        built = {v: build(v, args, splits, run) for v in variants}
+        for v in variants:  # warm-up: tracing and first-epoch effects are left out
+            timed_epoch(*built[v], splits, args)
+        for rep in range(args.reps):  # interleaved, order rotated, so drift of a shared machine hits all alike
+            order = variants[rep % 3:] + variants[:rep % 3]
+            for v in order:
+                times[v].append(timed_epoch(*built[v], splits, args))
+            print(f"rep {rep + 1}/{args.reps} " + " ".join(f"{v}={times[v][-1]:.2f}s" for v in variants), flush=True)
         run.flush()
     med = {v: statistics.median(t) for v, t in times.items()}
     result = {"median_epoch_s": med, "default_over_plain": med["default"] / med["plain"],

@@ -96,7 +96,6 @@ def setup_keras(cfg: DictConfig) -> None:
     n = threads(cfg)
     if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
         tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
     keras.backend.clear_session()
     keras.utils.set_random_seed(int(cfg.seed))
     if cfg.train.deterministic:
