@@ -162,13 +162,13 @@ def train(cfg: DictConfig) -> dict:
         run.tags({"outcome": result["outcome"], "gradient_verdict": result["gradient_verdict"]})
         run.end("FINISHED")
     except BaseException as err:
-        trace = traceback.format_exc()
+        trace, error = traceback.format_exc(), f"{type(err).__name__}: {err}"
+        status = "FAILED" if isinstance(err, Exception) else "KILLED"
         for record in (run.flush, lambda: run.text(trace, "traceback.txt"),
-                       lambda: run.tags({"outcome": "failed", "error": f"{type(err).__name__}: {err}"[:5000]}),
-                       lambda: run.end("FAILED" if isinstance(err, Exception) else "KILLED")):
+                       lambda: run.tags({"outcome": "failed", "error": error[:5000]}), lambda: run.end(status)):
             with contextlib.suppress(Exception):  # the store may be what failed; report the first error
                 record()
-        print(f"{where}{t.run_name} FAILED: {type(err).__name__}: {tracking.redact(str(err))}", flush=True)
+        print(f"{where}{t.run_name} FAILED: {tracking.redact(error)}", flush=True)
         raise
     result["run_id"] = run_info.run_id
     print(f"{where}{t.run_name} {result['outcome']}: test/accuracy={result['test/accuracy']:.4f} "

@@ -43,6 +43,15 @@ def run_cli(args, tmp_path, extra_env=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def runs(client, experiment="activation-study"):
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=10000)

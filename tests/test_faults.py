@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,16 +9,10 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli, runs
+from conftest import ROOT, free_port, run_cli, runs
 from study import tracking
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
@@ -70,7 +63,7 @@ def test_rerun_true_trains_again(tmp_path):
 @pytest.mark.parametrize("multirun", [False, True])
 def test_unreachable_tracking_server_is_a_clear_error_before_training(tmp_path, multirun):
     t = time.time()
-    proc = run_cli([*(["-m", "experiment=smoke"] if multirun else []), f"tracking.uri=http://bob:pw@127.0.0.1:{_free_port()}"], tmp_path)
+    proc = run_cli([*(["-m", "experiment=smoke"] if multirun else []), f"tracking.uri=http://bob:pw@127.0.0.1:{free_port()}"], tmp_path)
     assert proc.returncode != 0 and time.time() - t < 60
     assert "is not reachable" in proc.stderr and "make server" in proc.stderr
     assert "pw" not in proc.stderr + proc.stdout and "start:" not in proc.stdout
@@ -85,7 +78,7 @@ def test_unwritable_artifact_store_is_a_clear_error(tmp_path):
 def test_server_lost_mid_run_keeps_every_metric(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri",
                                f"sqlite:///{tmp_path}/server.db", "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

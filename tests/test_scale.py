@@ -3,7 +3,6 @@
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli, runs
+from conftest import ROOT, free_port, run_cli, runs
 from study import tracking
 
 pytestmark = pytest.mark.slow
@@ -22,12 +21,6 @@ PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=Tru
 def _cells(uri):
     all_runs = runs(MlflowClient(tracking_uri=uri))
     return [r for r in all_runs if r.data.tags.get("role") == "sweep"], [r for r in all_runs if r.data.tags.get("role") == "cell"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_smoke_sweep_with_two_joblib_jobs(tmp_path):
@@ -54,7 +47,7 @@ def test_submitit_local_launcher(tmp_path):
 
 @pytest.mark.skipif(PG_BIN is None, reason="PostgreSQL server binaries not installed (.ci/run installs them)")
 def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
-    pg_dir, pg_port, port = Path(tempfile.mkdtemp(prefix="study-pg-")), _port(), _port()  # pytest's tmp is 0700
+    pg_dir, pg_port, port = Path(tempfile.mkdtemp(prefix="study-pg-")), free_port(), free_port()  # pytest's tmp is 0700
     pg_dir.chmod(0o755)
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         shutil.chown(pg_dir, "postgres")
