@@ -135,6 +135,9 @@ def environment_tags() -> dict[str, str]:
     }
 
 
+REUSED_TAG = "reused_in"  # `reused_in.<sweep id>` on a run that a later sweep skipped as done
+
+
 def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str):
     """Before a sweep cell trains: runs of the same fingerprint left RUNNING by a killed sweep are
     marked KILLED; a FINISHED one is returned (and tagged as part of this sweep) to be reused."""
@@ -148,9 +151,6 @@ def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str)
     if done is not None:
         c.set_tag(done.info.run_id, f"{REUSED_TAG}.{sweep_id}", "1")
     return done
-
-
-REUSED_TAG = "reused_in"  # `reused_in.<sweep id>` on a run that a later sweep skipped as done
 
 
 class RunLogger:

@@ -8,7 +8,6 @@ Only this module (and the factories it calls with plain arguments) reads the Hyd
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import sys
@@ -26,7 +25,6 @@ from study import data, models, optimizers, tracking  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.errors import ConfigError, unknown  # noqa: E402
 
-log = logging.getLogger("study")
 if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(tracking.REPO_ROOT))
 
