@@ -28,10 +28,10 @@ SATURATION_MARGIN = 0.01  # "within 1% of the bound": sigmoid < 0.01 or > 0.99; 
 def weight_grad_stats(g: tf.Tensor, threshold: float) -> list[tf.Tensor]:
     """[||g||_2, RMS(g), max|g|, fraction of entries with |g| < threshold]."""
     g = tf.cast(g, tf.float32)
+    a = tf.abs(g)
     l2 = tf.norm(g)
     n = tf.cast(tf.size(g), tf.float32)
-    return [l2, l2 / tf.sqrt(n), tf.reduce_max(tf.abs(g)),
-            tf.reduce_mean(tf.cast(tf.abs(g) < threshold, tf.float32))]
+    return [l2, l2 / tf.sqrt(n), tf.reduce_max(a), tf.reduce_mean(tf.cast(a < threshold, tf.float32))]
 
 
 def activation_stats(h: tf.Tensor, activation: str) -> dict[str, tf.Tensor]:
