@@ -22,13 +22,19 @@ SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, 
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy` (step = epoch) in one batch."""
+    """Logs `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy`, the learning rate at the
+    end of the epoch `train/learning_rate` and the training time so far `time/elapsed_s` (step =
+    epoch) in one batch."""
 
     def __init__(self, run: tracking.RunLogger):
         super().__init__()
         self.run = run
         self.epochs_done = 0
         self.rows: list[dict] = []
+        self._t0 = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         values = {}
@@ -36,6 +42,8 @@ class EpochLogger(keras.callbacks.Callback):
             split, name = ("val", k[4:]) if k.startswith("val_") else ("train", k)
             if name in ("loss", "accuracy"):
                 values[f"{split}/{name}"] = float(v)
+        values["train/learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        values["time/elapsed_s"] = time.perf_counter() - self._t0
         self.run.metrics(values, step=epoch)
         self.run.flush()
         self.epochs_done = epoch + 1
@@ -94,8 +102,12 @@ class DiagnosticsLogger(keras.callbacks.Callback):
             r_init = float(table[0, first] / table[0, last])
             r_final = float(np.mean(last_epoch[:, first]) / np.mean(last_epoch[:, last]))
         nonfinite_step = int(self.model._diag_vars.first_nonfinite_step.numpy())
+        norms = table[-max(self.steps_per_epoch, min(10, len(table))):, keys.index("grad/global_norm")]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv = float(np.std(norms) / np.mean(norms)) if len(norms) > 1 else float("nan")
         self.summary = {"diag/ratio_first_last_init": r_init, "diag/ratio_first_last_final": r_final,
-                        "diag/nonfinite_total": float(np.nansum(table[:, keys.index("grad/nonfinite")]))}
+                        "diag/nonfinite_total": float(np.nansum(table[:, keys.index("grad/nonfinite")])),
+                        "diag/grad_norm_cv": cv}
         if nonfinite_step >= 0:
             self.summary["diag/first_nonfinite_step"] = nonfinite_step
         self.verdict = verdict(r_init, r_final, nonfinite_step >= 0, self.vanishing_below, self.exploding_above)

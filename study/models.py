@@ -21,6 +21,8 @@ INITIALIZERS = {
     "he_uniform": lambda std: keras.initializers.HeUniform(),
     "lecun_normal": lambda std: keras.initializers.LecunNormal(),
     "small_normal": lambda std: keras.initializers.RandomNormal(stddev=std),
+    # Glorot & Bengio (2010) eq. 1, the "standard" initialisation: U[-1/sqrt(fan_in), 1/sqrt(fan_in)]
+    "standard_uniform": lambda std: keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
 }
 MAX_POOLS = 2  # 28 -> 14 -> 7: every depth from 1 to 32 (and more) stays valid on 28×28 inputs
 
@@ -37,6 +39,7 @@ class ModelSpec:
     init: str = "glorot_uniform"
     init_std: float = 0.01
     batch_norm: bool = False
+    residual: bool = False
     dropout: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
@@ -75,11 +78,13 @@ def _stage_ends(depth: int) -> set[int]:
     return {round(depth * s / stages) for s in range(1, stages)}
 
 
-def _block(x, layer, name: str, spec: ModelSpec):
-    x = layer(x)
+def _block(x, layer, name: str, spec: ModelSpec, skip: bool = False):
+    """layer -> [batch norm] -> activation [-> + input, when `skip`: an identity residual connection]."""
+    h = layer(x)
     if spec.batch_norm:
-        x = keras.layers.BatchNormalization(name=f"bn_{name}")(x)
-    return activations.make(spec.activation, f"act_{name}", spec.activation_params)(x)
+        h = keras.layers.BatchNormalization(name=f"bn_{name}")(h)
+    h = activations.make(spec.activation, f"act_{name}", spec.activation_params)(h)
+    return keras.layers.Add(name=f"add_{name}")([x, h]) if skip else h
 
 
 def _head(x, spec: ModelSpec, num_classes: int):
@@ -102,7 +107,9 @@ def _head(x, spec: ModelSpec, num_classes: int):
 def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """`depth` conv layers ('same' padding) with `width` filters, doubled after each of at most
     two 2×2 max pools (placed to split the depth into equal stages); global average pooling;
-    optional dense head layers with the same activation; a linear `logits` layer."""
+    optional dense head layers with the same activation; a linear `logits` layer. With `residual`,
+    every conv block whose input has as many channels as its output adds its input back (identity
+    skip, `add_conv_NN`); the first conv and the first after each pool have none."""
     inputs = keras.Input(shape=input_shape, name="image")
     x, filters, ends = inputs, spec.width, _stage_ends(spec.depth)
     for i in range(1, spec.depth + 1):
@@ -111,7 +118,7 @@ def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -
             kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
             kernel_regularizer=_regularizer(spec), name=f"conv_{i:02d}",
         )
-        x = _block(x, conv, f"conv_{i:02d}", spec)
+        x = _block(x, conv, f"conv_{i:02d}", spec, skip=spec.residual and x.shape[-1] == filters)
         if i in ends:
             x = keras.layers.MaxPooling2D(2, name=f"pool_{i:02d}")(x)
             filters *= 2
@@ -128,7 +135,7 @@ def build_mlp(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -
             spec.width, kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
             kernel_regularizer=_regularizer(spec), name=f"dense_{i:02d}",
         )
-        x = _block(x, dense, f"dense_{i:02d}", spec)
+        x = _block(x, dense, f"dense_{i:02d}", spec, skip=spec.residual and x.shape[-1] == spec.width)
     spec_no_head = ModelSpec(**{**spec.__dict__, "head_units": []})
     return keras.Model(inputs, _head(x, spec_no_head, num_classes), name=f"mlp_d{spec.depth}")
 

@@ -29,6 +29,9 @@ if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(tracking.REPO_ROOT))
 
 
+TRAIN_EVAL_EXAMPLES = 10_000  # after training, `eval_train/*` evaluates this many training examples
+
+
 def model_spec(cfg: DictConfig) -> models.ModelSpec:
     m = OmegaConf.to_container(cfg.model, resolve=True)
     act_params = (m.pop("activation_params") or {})
@@ -50,6 +53,10 @@ def check(cfg: DictConfig) -> None:
     o = cfg.optimizer
     optimizers.check(o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name,
                      o.get("clipnorm"), o.get("clipvalue"))
+    scale = o.get("lr_scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        raise ConfigError(f"optimizer.lr_scale={scale!r} must be a number > 0 (it multiplies "
+                          f"optimizer.learning_rate={o.learning_rate})")
     if cfg.data.name not in data.DATASETS:
         raise unknown("dataset", cfg.data.name, data.DATASETS)
     if cfg.diagnostics.level not in diag.LEVELS:
@@ -68,6 +75,11 @@ def batch_size(cfg: DictConfig, n_train: int) -> int:
         raise ConfigError(f"train.batch_size={bs} is larger than the training set ({n_train} examples of "
                           f"{cfg.data.name!r}); use at most {n_train} or 'full'")
     return bs
+
+
+def learning_rate(cfg: DictConfig) -> float:
+    """The optimizer's learning rate times `optimizer.lr_scale` (the axis of tuned presets)."""
+    return float(cfg.optimizer.learning_rate) * float(cfg.optimizer.get("lr_scale", 1.0))
 
 
 def threads(cfg: DictConfig) -> int | None:
@@ -152,7 +164,8 @@ def train(cfg: DictConfig) -> dict:
     print(f"{where}{t.run_name} start: activation={cfg.model.activation} optimizer={cfg.optimizer.name} "
           f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})", flush=True)
     try:
-        run.params(flat | {"train.batch_size_resolved": bs, "train.steps_per_epoch": steps_per_epoch})
+        run.params(flat | {"train.batch_size_resolved": bs, "train.steps_per_epoch": steps_per_epoch,
+                           "optimizer.learning_rate_effective": learning_rate(cfg)})
         run.text(OmegaConf.to_yaml(resolved), "config.yaml")
         result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
@@ -183,7 +196,7 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     base = models.build(spec, splits.input_shape, splits.num_classes)
     model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
     s, o = cfg.schedule, cfg.optimizer
-    lr = optimizers.schedule(s.name, float(o.learning_rate), steps_per_epoch, int(cfg.train.epochs),
+    lr = optimizers.schedule(s.name, learning_rate(cfg), steps_per_epoch, int(cfg.train.epochs),
                              decay_rate=s.get("decay_rate", 0.5), decay_epochs=s.get("decay_epochs", 1.0),
                              alpha=s.get("alpha", 0.0))
     opt = optimizers.build(o.name, lr, dict(o.get("params") or {}), clipnorm=o.get("clipnorm"), clipvalue=o.get("clipvalue"))
@@ -216,7 +229,11 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
               callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles, seeded
     fit_s = time.time() - t_fit
     test = model.evaluate(data.pipeline(splits.x_test, splits.y_test, 1024), verbose=0, return_dict=True)
+    n_eval = min(len(splits.x_train), TRAIN_EVAL_EXAMPLES)  # the fit itself, without dropout
+    fitted = model.evaluate(data.pipeline(splits.x_train[:n_eval], splits.y_train[:n_eval], 1024), verbose=0,
+                            return_dict=True)
     result = {"test/loss": float(test["loss"]), "test/accuracy": float(test["accuracy"]),
+              "eval_train/loss": float(fitted["loss"]), "eval_train/accuracy": float(fitted["accuracy"]),
               "time/fit_s": fit_s, "time/epoch_s": fit_s / max(1, epochs.epochs_done),
               "epochs_done": epochs.epochs_done}
     diverged = guard.diverged_at is not None
