@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from study import tracking
-from study.report import collect, figures as F
+from study.report import collect, figures as F, presets
 
 
 def _fmt(v, digits=3) -> str:
@@ -147,8 +147,13 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
          lambda: F.backprop_histograms(s.histograms, depth, optimizer)),
         ("gradient_heatmap", "Layer × step gradient heatmap", has_steps, lambda: F.gradient_heatmap(s.steps, depth, optimizer)),
     ]
+    own = presets.section(s, lo, hi)
+    if own is not None:  # a study preset: its own figures answer its question
+        plan = [(f.name, f.title, True, f.make) for f in own]
+        caps = {f.name: f.caption for f in own}
+    else:
+        caps = captions(s, depth, optimizer, lo, hi)
     F.style()
-    caps = captions(s, depth, optimizer, lo, hi)
     global _PLAN
     _PLAN = [(name, make if ok else None, fig_dir) for name, _, ok, make in plan]
     with ProcessPoolExecutor(min(2, os.cpu_count() or 1), mp_context=multiprocessing.get_context("fork")) as pool:
@@ -168,13 +173,18 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
             f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
             f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
             f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}",
-            f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
-            f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` (`--depth`, `--optimizer` to change)"]
-    text = "\n".join([f"# Report of sweep {i['sweep_id']}", "", *meta, "", "## Figures", "", *sections,
+            f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items())]
+    if own is None:
+        meta.append(f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` (`--depth`, `--optimizer` to change)")
+    question = presets.QUESTIONS.get(str(i.get("preset")))
+    text = "\n".join([f"# Report of sweep {i['sweep_id']}", "", *meta, "",
+                      *([f"**Question.** {question}", ""] if question and own is not None else []),
+                      "## Figures", "", *sections,
                       *(["## Skipped figures", "", *skipped, ""] if skipped else []),
                       "## Gradient verdict per cell", "",
                       "vanishing / exploding / healthy from the first/last RMS gradient ratio; "
-                      "diverged, failed, running or missing cells say so.", "", verdict_table(c), "",
+                      "diverged, failed, running or missing cells say so.", "",
+                      verdict_table(c) if own is None else presets.cells_table(c), "",
                       "Tables: `tables/cells.csv` (one row per cell), `tables/epochs.parquet`, `tables/steps.parquet` "
                       f"(step-level diagnostics, {collect.STEP_POINTS} evenly spaced steps per run), `tables/histograms.parquet`.", ""])
     (out_dir / "REPORT.md").write_text(text)

@@ -22,9 +22,14 @@ from study import tracking
 AXES = {"model.activation": "activation", "optimizer.name": "optimizer", "model.depth": "depth", "seed": "seed",
         "optimizer.learning_rate": "learning_rate", "train.batch_size": "batch_size", "model.init": "init",
         "schedule.name": "schedule", "diagnostics.level": "diagnostics",
-        "diagnostics.vanishing_below": "vanishing_below", "diagnostics.exploding_above": "exploding_above"}
-FINAL = ("test/accuracy", "test/loss", "time/wall_s", "time/epoch_s", "diag/ratio_first_last_init",
-         "diag/ratio_first_last_final", "diag/first_nonfinite_step")
+        "diagnostics.vanishing_below": "vanishing_below", "diagnostics.exploding_above": "exploding_above",
+        "optimizer.lr_scale": "lr_scale", "optimizer.learning_rate_effective": "lr", "model.width": "width",
+        "model.kind": "model", "regularization": "regularization", "mitigation": "mitigation",
+        "train.steps_per_epoch": "steps_per_epoch", "experiment_name": "preset"}
+FINAL = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/accuracy", "train/loss",
+         "eval_train/accuracy", "eval_train/loss", "time/wall_s", "time/epoch_s", "diag/ratio_first_last_init",
+         "diag/ratio_first_last_final", "diag/first_nonfinite_step", "diag/grad_norm_cv")
+NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch")
 STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
 
 
@@ -92,9 +97,12 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
         rows.append(row)
     cells = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "outcome", "verdict", *AXES.values(), *FINAL])
     cells = _add_missing(c, parent.info.run_id, cells, [r.data.params for r in runs])
-    cells["depth"] = pd.to_numeric(cells["depth"], errors="coerce").astype("Int64")
-    cells["seed"] = pd.to_numeric(cells["seed"], errors="coerce").astype("Int64")
-    for col in ("activation", "optimizer", "outcome", "verdict", "status"):
+    for col in NUMERIC:
+        cells[col] = pd.to_numeric(cells[col], errors="coerce")
+    for col in ("depth", "seed", "width", "steps_per_epoch"):
+        cells[col] = cells[col].astype("Int64")
+    for col in ("activation", "optimizer", "outcome", "verdict", "status", "batch_size", "init", "schedule",
+                "regularization", "mitigation"):
         cells[col] = cells[col].astype(str)
     cells = cells.sort_values(["activation", "optimizer", "depth", "seed", "run_name"], kind="stable").reset_index(drop=True)
 
@@ -107,7 +115,7 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
                 if df is not None and len(df):
                     df = _subsample(df) if name == "diagnostics" else df
                     tables[name].append(df.assign(run_id=rid))
-    keys = cells[["run_id", "activation", "optimizer", "depth", "seed"]]
+    keys = cells[["run_id", *AXES.values()]]  # every table carries every axis of its cell
 
     def tidy(name, sort):
         if not tables[name]:
@@ -148,7 +156,7 @@ def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame, params: l
     missing = []
     for cell in planned:
         if not any(all(_same(value(p, k), cell[k]) for k in swept) for p in params):
-            row = {short: cell.get(key, cell.get(key.split(".")[0]) if short == "optimizer" else None)
+            row = {short: cell.get(key, cell.get(key.removesuffix(".name")) if key.endswith(".name") else None)
                    for key, short in AXES.items()}
             row["seed"] = row["seed"] or "0"
             missing.append(row | {"outcome": "missing", "status": "MISSING", "verdict": "unknown",

@@ -1,0 +1,214 @@
+"""Each study preset's own report section: the question, the figures that answer it and captions
+with the measured numbers. `section(sweep, lo, hi)` returns None for presets without one (grid,
+smoke, paper), whose report is the generic activation × optimizer × depth one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from study.report import preset_figures as P
+
+QUESTIONS = {
+    "gd_variants": "How do batch, stochastic and mini-batch gradient descent differ per epoch, per second "
+                   "and in gradient noise?",
+    "lr_schedules": "Which learning-rate schedule helps SGD with momentum and Adam?",
+    "optimizers_tuned": "Which optimizer is best when each gets its own best learning rate?",
+    "init": "How does the initialisation interact with activation and depth?",
+    "regularization": "What do L1, L2 and dropout do to the train-test gap and the weights?",
+    "mitigations": "Do batch norm, residual connections and gradient clipping remove the vanishing or "
+                   "exploding verdict at depths 16 and 32?",
+    "glorot_bengio_2010": "Glorot & Bengio (2010): do sigmoid units saturate, and does normalized init keep "
+                          "back-propagated gradients alike across layers?",
+    "he_2015": "He et al. (2015): does a deep plain ReLU net train with Glorot init, or only with He init?",
+    "width": "How do accuracy, cost and the gradient ratio change with width at a fixed depth?",
+}
+
+
+@dataclass
+class Figure:
+    name: str
+    title: str
+    make: Callable
+    caption: str = ""
+
+
+def _f(v, d=3) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{d}g}"
+
+
+def _done(c: pd.DataFrame) -> pd.DataFrame:
+    return c[c["outcome"].isin(["finished", "diverged"])]
+
+
+def cells_table(c: pd.DataFrame) -> str:
+    """One row per cell: outcome, verdict, test accuracy, ratio at initialisation, wall time."""
+    lines = ["| cell | outcome | gradient verdict | test accuracy | first/last ratio at init | wall time (s) |",
+             "|---|---|---|---|---|---|"]
+    for _, r in c.sort_values("run_name").iterrows():
+        lines.append(f"| {r['run_name']} | {r['outcome']} | {r['verdict']} | {_f(r['test/accuracy'])} "
+                     f"| {_f(r['diag/ratio_first_last_init'])} | {_f(r['time/wall_s'], 4)} |")
+    return "\n".join(lines)
+
+
+def _final_epoch(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    e = epochs[epochs["metric"] == metric]
+    return e[e["epoch"] == e.groupby("run_id")["epoch"].transform("max")]
+
+
+def gd_variants(s, lo, hi):
+    c, e = _done(s.cells), s.epochs
+    order = P.batch_order(c["batch_size"])
+    loss = _final_epoch(e, "train/loss").groupby("batch_size")["value"].mean()
+    t = _final_epoch(e, "time/elapsed_s").groupby("batch_size")["value"].mean()
+    cv = c.groupby("batch_size")["diag/grad_norm_cv"].mean()
+    steps = c.groupby("batch_size")["steps_per_epoch"].first()
+    parts = [f"batch {b} ({_f(float(steps.get(b, np.nan)))} steps/epoch): loss {_f(loss.get(b))} after "
+             f"{_f(t.get(b))} s" for b in order]
+    return [Figure("gd_loss", "Loss against epochs and wall time", lambda: P.loss_vs_epoch_and_time(e, order),
+                   "Final training loss and training time: " + "; ".join(parts) + "."),
+            Figure("gd_noise", "Gradient-norm noise", lambda: P.grad_noise(s.steps, c, order),
+                   "Coefficient of variation of ||g|| over the last epoch's steps (over the last 10 "
+                   "epochs for full batch): " + ", ".join(f"batch {b} {_f(cv.get(b))}" for b in order) + ".")]
+
+
+def lr_schedules(s, lo, hi):
+    c = _done(s.cells)
+    acc = c.groupby(["optimizer", "schedule"])["test/accuracy"].mean()
+    parts = []
+    for o, sub in acc.groupby(level=0):
+        sub = sub.droplevel(0)
+        parts.append(f"{o}: " + ", ".join(f"{k} {v:.3f}" for k, v in sub.items()) + f" (best {sub.idxmax()})")
+    metrics = [("train/learning_rate", "learning rate"), ("train/loss", "training loss"),
+               ("val/accuracy", "validation accuracy")]
+    return [Figure("schedule_curves", "Learning rate, loss and accuracy per epoch",
+                   lambda: P.curves_vs(s.epochs, "schedule", "optimizer", metrics),
+                   "Test accuracy by schedule: " + "; ".join(parts) + ".")]
+
+
+def optimizers_tuned(s, lo, hi):
+    c = _done(s.cells)
+    best = P.best_over(c, "lr", ["optimizer", "activation", "depth"])
+    rank = []
+    for (a, d), sub in best.groupby(["activation", "depth"]):
+        sub = sub.sort_values("test/accuracy", ascending=False)
+        rank.append(f"{a} depth {d}: " + " > ".join(f"{r['optimizer']} ({r['test/accuracy']:.3f} at lr {r['lr']:.2g})"
+                                                   for _, r in sub.iterrows()))
+    return [Figure("lr_sensitivity", "Validation accuracy against learning rate", lambda: P.lr_sensitivity(c),
+                   "Each optimizer's learning rates are its default times 0.1, 0.3, 1, 3 and 10."),
+            Figure("isolation", "Optimizers at their best learning rate", lambda: P.isolation(best),
+                   "Test accuracy at the learning rate with the best validation accuracy: " + "; ".join(rank) + ".")]
+
+
+def _verdicts_by(c: pd.DataFrame, factor: str) -> str:
+    parts = []
+    for f, sub in c.groupby(factor):
+        counts = sub["verdict"].value_counts()
+        parts.append(f"{f}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return "; ".join(parts)
+
+
+def init(s, lo, hi):
+    c = _done(s.cells)
+    deep = c[c["depth"] == c["depth"].max()]
+    best = deep.groupby(["activation", "init"])["test/accuracy"].mean()
+    parts = [f"{a}: {sub.droplevel(0).idxmax()} ({sub.max():.3f})" for a, sub in best.groupby(level=0)]
+    return [Figure("init_accuracy", "Test accuracy by initialisation", lambda: P.axis_heatmap(c, "init"),
+                   f"Best initialisation per activation at depth {deep['depth'].max()}: " + ", ".join(parts) + "."),
+            Figure("init_ratio", "Gradient ratio by initialisation", lambda: P.ratio_by(c, "init", lo, hi),
+                   "Verdicts: " + _verdicts_by(c, "init") + ".")]
+
+
+def regularization(s, lo, hi):
+    c = _done(s.cells)
+    norms = P.final_weight_norm(s.steps) if not s.steps.empty else pd.DataFrame(columns=["run_id", "weight_norm"])
+    m = c.merge(norms, on="run_id", how="left")
+    m["gap"] = m["eval_train/accuracy"] - m["test/accuracy"]
+    g = m.groupby("regularization")[["gap", "weight_norm", "test/accuracy"]].mean()
+    parts = [f"{r}: gap {v['gap']:.3f}, ||W|| {_f(v['weight_norm'])}, test {v['test/accuracy']:.3f}"
+             for r, v in g.iterrows()]
+    return [Figure("generalization", "Train-test gap and weight norm", lambda: P.generalization(c, norms),
+                   "Mean over activations: " + "; ".join(parts) + ".")]
+
+
+def mitigations(s, lo, hi):
+    c = _done(s.cells)
+    fixes = []
+    for (a, d), sub in c.groupby(["activation", "depth"]):
+        plain = sub[sub["mitigation"] == "none"]["verdict"]
+        if len(plain) and (plain != "healthy").any():
+            healthy = sorted(sub[(sub["mitigation"] != "none") & (sub["verdict"] == "healthy")]["mitigation"].unique())
+            fixes.append(f"{a} depth {d} ({plain.iloc[0]} without): healthy with {', '.join(healthy) or 'none of them'}")
+    return [Figure("mitigation_ratio", "Gradient ratio with each mitigation", lambda: P.ratio_by(c, "mitigation", lo, hi),
+                   "; ".join(fixes) + "." if fixes else "No plain network had a vanishing or exploding verdict."),
+            Figure("mitigation_accuracy", "Test accuracy with each mitigation", lambda: P.axis_heatmap(c, "mitigation"),
+                   "Clipping rescales the update, not the gradient: the verdict is computed from the raw "
+                   "gradient, so clipping can only change it through the path training takes.")]
+
+
+def _backprop_means(h: pd.DataFrame, col: str) -> list[str]:
+    h = h[(h["quantity"] == "backprop") & (h["epoch"] == 0) & np.isfinite(h["bin_left"])]
+    out = []
+    for (a, v), sub in h.groupby(["activation", col]):
+        mids = (sub["bin_left"] + sub["bin_right"]) / 2
+        mean = (mids * sub["count"]).groupby(sub["layer_index"]).sum() / sub.groupby("layer_index")["count"].sum()
+        out.append(f"{a}/{v} {mean.iloc[0]:.2f} (layer 1) to {mean.iloc[-1]:.2f} (layer {mean.index[-1]})")
+    return out
+
+
+def glorot_bengio_2010(s, lo, hi):
+    c = _done(s.cells)
+    a = s.steps[(s.steps["group"] == "act") & (s.steps["stat"] == "mean")]
+    top = a[a["layer_index"] == a["layer_index"].max()] if len(a) else a
+    sat = []
+    for (act, v), sub in top.groupby(["activation", "init"]):
+        sat.append(f"{act}/{v} {sub['value'].iloc[0]:.2f} → {sub['value'].iloc[-1]:.2f}")
+    acc = c.groupby(["activation", "init"])["test/accuracy"].mean()
+    return [Figure("activations_over_training", "Activation mean and spread per layer (their Fig. 2)",
+                   lambda: P.activation_over_training(s.steps, "init"),
+                   "Mean activation of the top hidden layer, first → last logged step: " + ", ".join(sat) + "."),
+            Figure("backprop_by_init", "Back-propagated gradients per layer (their Fig. 7)",
+                   lambda: P.backprop_by(s.histograms, "init", 0),
+                   "Mean log10 |dL/dh| at initialisation: " + "; ".join(_backprop_means(s.histograms, "init")) + "."),
+            Figure("glorot_accuracy", "Test accuracy", lambda: P.axis_heatmap(c, "init"),
+                   "Test accuracy: " + ", ".join(f"{x}/{y} {v:.3f}" for (x, y), v in acc.items()) + ".")]
+
+
+def he_2015(s, lo, hi):
+    c, e = _done(s.cells), s.epochs
+    first = e[(e["metric"] == "train/loss") & (e["epoch"] == 0)].set_index("run_id")["value"]
+    last = _final_epoch(e, "train/loss").set_index("run_id")["value"]
+    parts = []
+    for r in c.sort_values(["depth", "init", "seed"]).itertuples():
+        l0, l1 = first.get(r.run_id, np.nan), last.get(r.run_id, np.nan)
+        state = "stalls" if not np.isfinite(l1) or l1 > 0.9 * l0 else "trains"
+        parts.append(f"depth {r.depth} {r.init} seed {r.seed}: loss {l0:.3f} → {l1:.3f} ({state})")
+    metrics = [("train/loss", "training loss"), ("val/accuracy", "validation accuracy")]
+    return [Figure("he_curves", "Training curves by initialisation (their Fig. 3)",
+                   lambda: P.curves_vs(e, "init", "depth", metrics),
+                   "Training loss, first → last epoch ('stalls': last above 0.9 × first): " + "; ".join(parts) + "."),
+            Figure("he_ratio", "Gradient ratio by initialisation", lambda: P.ratio_by(c, "init", lo, hi),
+                   "Verdicts: " + _verdicts_by(c, "init") + ".")]
+
+
+def width(s, lo, hi):
+    c = _done(s.cells)
+    acc = c.groupby(["activation", "width"])["test/accuracy"].mean()
+    t = c.groupby("width")["time/epoch_s"].mean()
+    metrics = [("test/accuracy", "test accuracy", False), ("time/epoch_s", "seconds per epoch", True),
+               ("diag/ratio_first_last_init", "first / last RMS gradient (init)", True)]
+    return [Figure("width_effects", "Accuracy, cost and gradient ratio against width", lambda: P.metrics_vs(c, "width", metrics),
+                   "Test accuracy: " + ", ".join(f"{a} w{w} {v:.3f}" for (a, w), v in acc.items())
+                   + ". Seconds per epoch: " + ", ".join(f"w{w} {v:.2f}" for w, v in t.items()) + ".")]
+
+
+SECTIONS = {name: fn for name, fn in globals().items() if name in QUESTIONS}
+
+
+def section(s, lo: float, hi: float) -> list[Figure] | None:
+    fn = SECTIONS.get(str(s.info.get("preset")))
+    return None if fn is None else fn(s, lo, hi)
