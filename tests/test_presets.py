@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 
 PRESETS = {  # preset: (axis overrides, its report's figures)
     "gd_variants": ([], ["gd_loss", "gd_noise"]),
-    "lr_schedules": (["optimizer=adam"], ["schedule_curves"]),
+    "lr_schedules": (["optimizer=adam", "model.depth=4"], ["schedule_curves"]),
     "optimizers_tuned": (["optimizer=sgd,adam", "optimizer.lr_scale=0.1,10", "model.activation=relu", "model.depth=4"],
                          ["lr_sensitivity", "isolation"]),
     "init": (["model.init=he_normal,small_normal", "model.activation=sigmoid,relu", "model.depth=4"],
              ["init_accuracy", "init_ratio"]),
     "regularization": (["model.activation=relu"], ["generalization"]),
-    "mitigations": (["model.activation=sigmoid", "model.depth=12"], ["mitigation_ratio", "mitigation_accuracy"]),
+    "mitigations": (["model.activation=sigmoid", "model.depth=8"], ["mitigation_ratio", "mitigation_accuracy"]),
     "glorot_bengio_2010": (["model.activation=tanh"], ["activations_over_training", "backprop_by_init", "glorot_accuracy"]),
     "he_2015": (["model.depth=12"], ["he_curves", "he_ratio"]),
     "width": (["model.width=4,8", "model.activation=relu"], ["width_effects"]),

@@ -121,7 +121,9 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
         if not tables[name]:
             return pd.DataFrame(columns=[*keys.columns, *sort])
         df = pd.concat(tables[name], ignore_index=True).merge(keys, on="run_id")
-        return df.sort_values(["activation", "optimizer", "depth", "seed", *sort], kind="stable").reset_index(drop=True)
+        axes = ["activation", "optimizer", "depth", "seed", "init", "width", "lr", "batch_size", "schedule",
+                "regularization", "mitigation"]
+        return df.sort_values([*axes, *sort], kind="stable").reset_index(drop=True)
 
     info = {"sweep_id": sid, "experiment": experiment, "parent_run_id": parent.info.run_id,
             "tracking_uri": tracking.redact(uri), "start_time": parent.info.start_time,
