@@ -86,3 +86,25 @@ def test_cnn_options_batch_norm_dropout_regularisation_head():
 def test_mlp_builder():
     m = models.build(models.ModelSpec(kind="mlp", depth=5, width=16, activation="tanh"), (8, 8, 1), 10)
     assert [l.name for l in m.layers if isinstance(l, keras.layers.Dense)] == [f"dense_{i:02d}" for i in range(1, 6)] + ["logits"]
+
+
+def test_residual_cnn_skips_only_where_shapes_match_and_computes_x_plus_block():
+    m = models.build(models.ModelSpec(depth=6, width=4, residual=True), (28, 28, 1), 10)
+    adds = [l.name for l in m.layers if isinstance(l, keras.layers.Add)]
+    # pools after conv 2 and 4 double the width: conv 1 (1 -> 4 channels), 3 and 5 have no skip
+    assert adds == ["add_conv_02", "add_conv_04", "add_conv_06"]
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    probe = keras.Model(m.inputs, [m.get_layer("pool_02").output, m.get_layer("act_conv_03").output,
+                                   m.get_layer("act_conv_04").output, m.get_layer("add_conv_04").output])
+    _, h3, h4, out = (np.asarray(t) for t in probe(x))
+    np.testing.assert_allclose(out, h3 + h4, rtol=1e-6)
+    plain = models.build(models.ModelSpec(depth=6, width=4), (28, 28, 1), 10)
+    assert not any(isinstance(l, keras.layers.Add) for l in plain.layers)
+
+
+def test_standard_uniform_is_glorot_bengios_standard_init():
+    keras.utils.set_random_seed(0)
+    m = models.build(models.ModelSpec(kind="mlp", depth=2, width=400, init="standard_uniform"), (20, 20, 1), 10)
+    w = m.get_layer("dense_02").kernel.numpy()  # fan_in 400: U[-1/20, 1/20], std 1/(20 sqrt 3)
+    assert np.abs(w).max() <= 1 / 20 and np.abs(w).max() > 0.049
+    assert w.std() == pytest.approx(1 / (20 * np.sqrt(3)), rel=0.01)

@@ -31,7 +31,7 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure(smoke_store):
     assert len(cells) == 8 and set(cells["outcome"]) == {"finished"}
     assert {"activation", "optimizer", "depth", "seed", "test/accuracy", "verdict", "diag/ratio_first_last_init"} <= set(cells.columns)
     epochs = pd.read_parquet(out / "tables" / "epochs.parquet")
-    assert len(epochs) == 8 * 3 * 4  # cells × epochs × (train/val loss/accuracy)
+    assert len(epochs) == 8 * 3 * 6  # cells × epochs × (train/val loss/accuracy, learning rate, elapsed time)
     steps = pd.read_parquet(out / "tables" / "steps.parquet")
     assert {"step", "layer", "layer_index", "stat", "value", "activation", "depth"} <= set(steps.columns)
     assert set(steps["group"]) == {"global", "grad", "weight", "backprop", "act"}

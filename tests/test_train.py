@@ -79,3 +79,35 @@ def test_diverging_run_is_recorded_as_a_result(make_cfg, store):
     loss = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(loss) == 1 and not math.isfinite(loss[0].value)  # stopped in the first epoch, metrics kept
     assert "test/accuracy" in run.data.metrics
+
+
+def test_lr_scale_schedule_and_train_set_evaluation_are_recorded(make_cfg, store):
+    train(make_cfg("optimizer=sgd", "optimizer.lr_scale=0.3", "schedule=step", "schedule.decay_epochs=1",
+                   "schedule.decay_rate=0.5", "train.epochs=3", "regularization=l2", "mitigation=clipping"))
+    _, client = store
+    (run,) = runs(client)
+    p, m = run.data.params, run.data.metrics
+    assert float(p["optimizer.learning_rate_effective"]) == pytest.approx(0.05 * 0.3)
+    assert p["regularization"] == "l2" and p["model.l2"] == "0.001"
+    assert p["mitigation"] == "clipping" and p["optimizer.clipnorm"] == "1.0"
+    lrs = [h.value for h in client.get_metric_history(run.info.run_id, "train/learning_rate")]
+    assert lrs == pytest.approx([0.015 * 0.5, 0.015 * 0.25, 0.015 * 0.125])  # step decay once per epoch
+    elapsed = [h.value for h in client.get_metric_history(run.info.run_id, "time/elapsed_s")]
+    assert len(elapsed) == 3 and 0 < elapsed[0] < elapsed[1] < elapsed[2] <= m["time/fit_s"]
+    assert 0 <= m["eval_train/accuracy"] <= 1 and m["eval_train/loss"] > 0
+    assert m["diag/grad_norm_cv"] > 0 and math.isfinite(m["diag/grad_norm_cv"])
+
+
+def test_gradient_noise_is_zero_for_full_batch_with_no_update(make_cfg, store):
+    """Full batch and a learning rate too small to move the weights: the same gradient at every step."""
+    train(make_cfg("optimizer=sgd", "optimizer.learning_rate=1e-30", "train.batch_size=full", "train.epochs=4"))
+    (run,) = runs(store[1])
+    assert run.data.metrics["diag/grad_norm_cv"] == pytest.approx(0, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "fast"])
+def test_invalid_lr_scale_fails_naming_the_value(make_cfg, store, scale):
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg(f"optimizer.lr_scale={scale}"))
+    assert "optimizer.lr_scale=" in str(err.value) and scale in str(err.value) and "> 0" in str(err.value)
+    assert runs(store[1]) == []
