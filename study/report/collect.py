@@ -28,7 +28,7 @@ AXES = {"model.activation": "activation", "optimizer.name": "optimizer", "model.
         "train.steps_per_epoch": "steps_per_epoch", "experiment_name": "preset"}
 FINAL = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/accuracy", "train/loss",
          "eval_train/accuracy", "eval_train/loss", "time/wall_s", "time/epoch_s", "diag/ratio_first_last_init",
-         "diag/ratio_first_last_final", "diag/first_nonfinite_step", "diag/grad_norm_cv")
+         "diag/ratio_first_last_final", "diag/first_nonfinite_step", "diag/grad_norm_noise")
 NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch")
 STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
 

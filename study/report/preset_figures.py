@@ -91,7 +91,7 @@ def loss_vs_epoch_and_time(epochs: pd.DataFrame, order: list[str]) -> plt.Figure
 
 def grad_noise(steps: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> plt.Figure | None:
     """gd_variants: the global gradient norm over training (x in epochs, log y) per batch size, and
-    its coefficient of variation over the last epoch's steps (std / mean)."""
+    its step-to-step jitter over the last epoch (`diag/grad_norm_noise`)."""
     g = steps[(steps["group"] == "global") & (steps["stat"] == "global_norm")].copy()
     if g.empty:
         return None
@@ -102,10 +102,10 @@ def grad_noise(steps: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> pl
         s = g[g["batch_size"] == b].groupby("x")["value"].mean()
         a1.plot(s.index, s.values, "-", lw=1, color=pal[b], label=f"batch {b}")
     a1.set(yscale="log", xlabel="epoch", ylabel="global gradient norm ||g||")
-    cv = cells.groupby("batch_size")["diag/grad_norm_cv"].mean().reindex(order)
-    a2.bar(range(len(order)), cv.to_numpy(), color=[pal[b] for b in order])
+    noise = cells.groupby("batch_size")["diag/grad_norm_noise"].mean().reindex(order)
+    a2.bar(range(len(order)), noise.to_numpy(), color=[pal[b] for b in order])
     a2.set_xticks(range(len(order)), [f"batch {b}" for b in order])
-    a2.set(ylabel="std / mean of ||g|| (last epoch)", xlabel="")
+    a2.set(ylabel="step-to-step jitter of log ||g||", xlabel="")
     a2.grid(axis="x", visible=False)
     _legend(fig, [a1], "gradient descent")
     fig.suptitle("Gradient-norm noise across steps")

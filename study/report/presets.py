@@ -65,15 +65,16 @@ def gd_variants(s, lo, hi):
     order = P.batch_order(c["batch_size"])
     loss = _final_epoch(e, "train/loss").groupby("batch_size")["value"].mean()
     t = _final_epoch(e, "time/elapsed_s").groupby("batch_size")["value"].mean()
-    cv = c.groupby("batch_size")["diag/grad_norm_cv"].mean()
+    noise = c.groupby("batch_size")["diag/grad_norm_noise"].mean()
     steps = c.groupby("batch_size")["steps_per_epoch"].first()
-    parts = [f"batch {b} ({_f(float(steps.get(b, np.nan)))} steps/epoch): loss {_f(loss.get(b))} after "
-             f"{_f(t.get(b))} s" for b in order]
+    parts = [f"batch {b} ({int(steps[b]) if b in steps and pd.notna(steps[b]) else '?'} steps/epoch): loss "
+             f"{_f(loss.get(b))} after {_f(t.get(b))} s" for b in order]
     return [Figure("gd_loss", "Loss against epochs and wall time", lambda: P.loss_vs_epoch_and_time(e, order),
                    "Final training loss and training time: " + "; ".join(parts) + "."),
             Figure("gd_noise", "Gradient-norm noise", lambda: P.grad_noise(s.steps, c, order),
-                   "Coefficient of variation of ||g|| over the last epoch's steps (over the last 10 "
-                   "epochs for full batch): " + ", ".join(f"batch {b} {_f(cv.get(b))}" for b in order) + ".")]
+                   "Step-to-step jitter of log ||g|| (sqrt of half the mean squared change between "
+                   "consecutive steps, over the last epoch, or the last 10 steps when an epoch has fewer; "
+                   "slow drift barely counts): " + ", ".join(f"batch {b} {_f(noise.get(b))}" for b in order) + ".")]
 
 
 def lr_schedules(s, lo, hi):
