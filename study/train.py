@@ -84,15 +84,22 @@ def learning_rate(cfg: DictConfig) -> float:
 
 def threads(cfg: DictConfig) -> int | None:
     """TensorFlow threads per job: `train.threads`, or with `auto` the cores divided among the
-    joblib launcher's parallel jobs (None: TensorFlow's default, for a single job)."""
+    joblib launcher's parallel jobs, or the CPUs Ray reserves per task (`ray.remote.num_cpus`,
+    Ray's default 1) under the Ray launcher (None: TensorFlow's default, for one job at a time)."""
     t = cfg.train.get("threads", "auto")
     if t != "auto":
         return int(t) if t else None
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
+    if not HydraConfig.initialized():
         return None
-    n_jobs = int(HydraConfig.get().launcher.get("n_jobs", -1))
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    if "ray" in target:
+        return int(OmegaConf.select(launcher, "ray.remote.num_cpus", default=None) or 1)
+    if "joblib" not in target:
+        return None
+    n_jobs = int(launcher.get("n_jobs", -1))
     cores = os.cpu_count() or 1
     return max(1, cores // (cores if n_jobs < 1 else n_jobs))
 

@@ -1,4 +1,4 @@
-"""Scaling out for real: joblib workers, submitit's local executor, a server on PostgreSQL."""
+"""Scaling out for real: joblib workers, submitit's local executor, a local Ray head, a server on PostgreSQL."""
 
 import os
 import shutil
@@ -91,3 +91,28 @@ def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
             server.wait()
         subprocess.run([*as_pg, f"{PG_BIN}/pg_ctl -D {pg_dir}/data -m immediate stop >/dev/null"], check=False)
         shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def test_ray_launcher_against_a_local_ray_head(tmp_path):
+    """hydra/launcher=ray_cluster (hydra-ray-launcher) on a Ray head started here on 127.0.0.1."""
+    ray_cli = Path(os.path.dirname(os.sys.executable)) / "ray"
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run([str(ray_cli), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
+                           capture_output=True, text=True, timeout=180, env=env)
+    assert start.returncode == 0, start.stderr[-3000:]
+    try:
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+                        "model.activation=relu", "optimizer=adam", "model.depth=2,4", "train.epochs=1",
+                        f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path, extra_env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (parent,), children = _cells(uri)
+        assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+        assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+        assert parent.data.tags["cells_finished"] == "2"
+    finally:
+        subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        shutil.rmtree(temp, ignore_errors=True)
