@@ -22,8 +22,8 @@ SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, 
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy`, the learning rate at the
-    end of the epoch `train/learning_rate` and the training time so far `time/elapsed_s` (step =
+    """Logs `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy`, the learning rate of the
+    epoch's first step `train/learning_rate` and the training time so far `time/elapsed_s` (step =
     epoch) in one batch."""
 
     def __init__(self, run: tracking.RunLogger):
@@ -31,10 +31,13 @@ class EpochLogger(keras.callbacks.Callback):
         self.run = run
         self.epochs_done = 0
         self.rows: list[dict] = []
-        self._t0 = time.perf_counter()
+        self._t0, self._lr = time.perf_counter(), float("nan")
 
     def on_train_begin(self, logs=None):
         self._t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch, logs=None):
         values = {}
@@ -42,7 +45,7 @@ class EpochLogger(keras.callbacks.Callback):
             split, name = ("val", k[4:]) if k.startswith("val_") else ("train", k)
             if name in ("loss", "accuracy"):
                 values[f"{split}/{name}"] = float(v)
-        values["train/learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        values["train/learning_rate"] = self._lr
         values["time/elapsed_s"] = time.perf_counter() - self._t0
         self.run.metrics(values, step=epoch)
         self.run.flush()

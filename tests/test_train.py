@@ -91,7 +91,7 @@ def test_lr_scale_schedule_and_train_set_evaluation_are_recorded(make_cfg, store
     assert p["regularization"] == "l2" and p["model.l2"] == "0.001"
     assert p["mitigation"] == "clipping" and p["optimizer.clipnorm"] == "1.0"
     lrs = [h.value for h in client.get_metric_history(run.info.run_id, "train/learning_rate")]
-    assert lrs == pytest.approx([0.015 * 0.5, 0.015 * 0.25, 0.015 * 0.125])  # step decay once per epoch
+    assert lrs == pytest.approx([0.015, 0.015 * 0.5, 0.015 * 0.25])  # at each epoch's first step: halved per epoch
     elapsed = [h.value for h in client.get_metric_history(run.info.run_id, "time/elapsed_s")]
     assert len(elapsed) == 3 and 0 < elapsed[0] < elapsed[1] < elapsed[2] <= m["time/fit_s"]
     assert 0 <= m["eval_train/accuracy"] <= 1 and m["eval_train/loss"] > 0
