@@ -5,6 +5,7 @@ Each answers one preset's question; they share the style and helpers of `figures
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -311,6 +312,11 @@ def metrics_vs(cells: pd.DataFrame, x: str, metrics: list[tuple[str, str, bool]]
             ax.plot(sub[x], sub[m], "-o", ms=4, color=pal[a], label=a)
         ax.set(xscale="log", yscale="log" if log else "linear", xlabel=x, ylabel=label)
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if log:
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     _legend(fig, axes, "activation")
+    depths = sorted(data["depth"].dropna().unique())
+    fig.suptitle(f"Against {x}" + (f" at depth {', '.join(map(str, depths))}" if depths else ""))
     return fig

@@ -189,7 +189,7 @@ def he_2015(s, lo, hi):
         state = "stalls" if not np.isfinite(l1) or l1 > 0.9 * l0 else "trains"
         parts.append(f"depth {r.depth} {r.init} seed {r.seed}: loss {l0:.3f} → {l1:.3f} ({state})")
     metrics = [("train/loss", "training loss"), ("val/accuracy", "validation accuracy")]
-    return [Figure("he_curves", "Training curves by initialisation (their Fig. 3)",
+    return [Figure("he_curves", "Training curves by initialisation (their Figs. 2–3: 22 and 30 layers)",
                    lambda: P.curves_vs(e, "init", "depth", metrics),
                    "Training loss, first → last epoch ('stalls': last above 0.9 × first): " + "; ".join(parts) + "."),
             Figure("he_ratio", "Gradient ratio by initialisation", lambda: P.ratio_by(c, "init", lo, hi),
