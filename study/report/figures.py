@@ -144,6 +144,15 @@ def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure | None:
     return fig
 
 
+def ratio_limits(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> tuple[float, float]:
+    """Log-axis limits holding every positive finite first/last ratio and both verdict zones (the
+    same for all panels; a ratio of exactly 0, from gradients that underflow, cannot be drawn)."""
+    both = cells[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].to_numpy(dtype=float).ravel()
+    shown = both[np.isfinite(both) & (both > 0)]
+    return (min(shown.min() / 3 if len(shown) else 1.0, vanishing_below / 10),
+            max(shown.max() * 3 if len(shown) else 1.0, exploding_above * 10))
+
+
 def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> plt.Figure | None:
     """(d) First/last RMS gradient ratio against depth (log y), a line per activation; solid: last
     epoch, dashed: initialisation; vanishing and exploding zones shaded."""
@@ -153,6 +162,7 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
         return None
     fig, axes = _grid(len(opts))
     pal = palette(cells["activation"])
+    lo, hi = ratio_limits(data, vanishing_below, exploding_above)
     for ax, o in zip(axes, opts):
         sub = data[data["optimizer"] == o]
         for a, s in sub.groupby("activation"):
@@ -162,8 +172,6 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
-        lo, hi = ax.get_ylim()
-        lo, hi = min(lo, vanishing_below / 10), max(hi, exploding_above * 10)
         ax.axhspan(lo, vanishing_below, color=VERDICT_COLORS["vanishing"], alpha=0.12, lw=0)
         ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0)
         ax.set_ylim(lo, hi)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.report.figures import VERDICT_COLORS, _grid, _integer_x, _layer_colorbar, _legend, palette
+from study.report.figures import VERDICT_COLORS, _grid, _integer_x, _layer_colorbar, _legend, palette, ratio_limits
 
 
 def batch_order(values) -> list[str]:
@@ -199,6 +199,7 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
     fig, axes = _grid(len(acts), size=(4.8 if len(acts) == 1 else 3.8, 3.2))
     pal = palette(data[factor])
     depths = sorted(data["depth"].unique())
+    lo, hi = ratio_limits(data, vanishing_below, exploding_above)
     for ax, a in zip(axes, acts):
         for f, s in data[data["activation"] == a].groupby(factor):
             s = s.groupby("depth")[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].median()
@@ -206,8 +207,6 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
             ax.plot(s.index, s["diag/ratio_first_last_init"], "--", marker="x", color=pal[f], alpha=0.7)
         ax.set(yscale="log", title=a, xlabel="depth", ylabel="first / last RMS gradient")
         ax.set_xticks(depths, [str(d) for d in depths])
-        lo, hi = ax.get_ylim()
-        lo, hi = min(lo, vanishing_below / 10), max(hi, exploding_above * 10)
         last = ax is axes[-1]
         ax.axhspan(lo, vanishing_below, color=VERDICT_COLORS["vanishing"], alpha=0.12, lw=0,
                    label=f"vanishing (< {vanishing_below:g})" if last else None)
