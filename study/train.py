@@ -113,6 +113,7 @@ def setup_keras(cfg: DictConfig) -> None:
     n = threads(cfg)
     if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
         tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)  # a CNN's ops run one after another
     keras.backend.clear_session()
     keras.utils.set_random_seed(int(cfg.seed))
     if cfg.train.deterministic:
