@@ -23,7 +23,7 @@ PRESETS = {  # preset: (axis overrides, its report's figures)
     "init": (["model.init=he_normal,small_normal", "model.activation=relu", "model.depth=4"],
              ["init_accuracy", "init_ratio"]),
     "regularization": (["regularization=none,dropout", "model.activation=relu"], ["generalization"]),
-    "mitigations": (["model.activation=sigmoid", "model.depth=4"], ["mitigation_ratio", "mitigation_accuracy"]),
+    "mitigations": (["model.activation=sigmoid", "model.depth=4"], ["mitigation_ratio", "mitigation_accuracy", "mitigation_train_accuracy"]),
     "glorot_bengio_2010": (["model.activation=tanh"], ["activations_over_training", "backprop_by_init", "glorot_accuracy"]),
     "he_2015": (["model.depth=12"], ["he_curves", "he_ratio"]),
     "width": (["model.width=4,8", "model.activation=relu"], ["width_effects"]),

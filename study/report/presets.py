@@ -144,11 +144,29 @@ def mitigations(s, lo, hi):
         if len(plain) and (plain != "healthy").any():
             healthy = sorted(sub[(sub["mitigation"] != "none") & (sub["verdict"] == "healthy")]["mitigation"].unique())
             fixes.append(f"{a} depth {d} ({plain.iloc[0]} without): healthy with {', '.join(healthy) or 'none of them'}")
+    key = ["activation", "depth"]
+    pair = c[c["mitigation"] == "none"].merge(c[c["mitigation"] == "clipping"], on=key, suffixes=("", "_clip"))
+    same = int(np.isclose(pair["diag/ratio_first_last_final"], pair["diag/ratio_first_last_final_clip"], rtol=1e-6,
+                          equal_nan=True).sum())
+    clip = (f" Clipping left the final ratio unchanged (its line hides under `none`) in {same} of {len(pair)} "
+            "(activation, depth) pairs: training was identical there, so clipping never acted." if len(pair) else "")
     return [Figure("mitigation_ratio", "Gradient ratio with each mitigation", lambda: P.ratio_by(c, "mitigation", lo, hi),
-                   "; ".join(fixes) + "." if fixes else "No plain network had a vanishing or exploding verdict."),
+                   ("; ".join(fixes) + "." if fixes else "No plain network had a vanishing or exploding verdict.") + clip),
             Figure("mitigation_accuracy", "Test accuracy with each mitigation", lambda: P.axis_heatmap(c, "mitigation"),
                    "Clipping rescales the update, not the gradient: the verdict is computed from the raw "
-                   "gradient, so clipping can only change it through the path training takes.")]
+                   "gradient, so clipping can only change it through the path training takes."),
+            Figure("mitigation_train_accuracy", "Training accuracy (training mode) with each mitigation",
+                   lambda: P.axis_heatmap(c, "mitigation", "train/accuracy", label="training accuracy, last epoch"),
+                   "Accuracy over the last epoch's batches in training mode. Where it is far above the test "
+                   "accuracy of a batch-norm cell, inference with batch norm's moving statistics lags: "
+                   + _bn_lag(c) + ".")]
+
+
+def _bn_lag(c: pd.DataFrame) -> str:
+    bn = c[c["mitigation"] == "batch_norm"].sort_values(["activation", "depth"])
+    return "; ".join(f"{r['activation']} depth {r['depth']}: training {r['train/accuracy']:.2f}, train set in "
+                     f"inference mode {r['eval_train/accuracy']:.2f}, test {r['test/accuracy']:.2f}"
+                     for _, r in bn.iterrows()) or "no batch-norm cells"
 
 
 def _backprop_means(h: pd.DataFrame, col: str) -> list[str]:
