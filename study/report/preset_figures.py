@@ -171,7 +171,7 @@ def axis_heatmap(cells: pd.DataFrame, col: str, value: str = "test/accuracy", *,
     depths = sorted(cells["depth"].dropna().unique())
     if not depths:
         return None
-    cols = sorted(cells[col].astype(str).unique())
+    cols = sorted(cells[col].astype(str).unique(), key=lambda v: (v != "none", v))  # the baseline first
     acts = sorted(cells["activation"].unique())
     fig, axes = _grid(len(depths), ncols=min(len(depths), 2), size=(0.9 * len(cols) + 2.4, 0.5 * len(acts) + 1.6),
                       sharey=False)
