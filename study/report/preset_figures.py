@@ -142,7 +142,7 @@ def lr_sensitivity(cells: pd.DataFrame) -> plt.Figure | None:
         ax.set(xscale="log", title=f"{a}, depth {d}", xlabel="learning rate", ylabel="validation accuracy",
                ylim=(0, 1))
     _legend(fig, axes, "optimizer")
-    fig.suptitle("Learning-rate sensitivity (★ best rate on validation accuracy; missing points diverged)")
+    fig.suptitle("Learning-rate sensitivity (★ best on validation)")
     return fig
 
 
@@ -152,16 +152,19 @@ def isolation(best: pd.DataFrame) -> plt.Figure | None:
     if best.empty:
         return None
     depths = sorted(best["depth"].dropna().unique())
-    fig, axes = _grid(len(depths), sharey=True, size=(4.2, 3.2))
+    fig, axes = _grid(len(depths), sharey=True, size=(5.0, 3.4))
     pal = palette(best["activation"])
     for ax, d in zip(axes, depths):
         sub = best[best["depth"] == d].astype({"activation": str})
         sns.barplot(sub, x="optimizer", y="test/accuracy", hue="activation", palette=pal, ax=ax,
                     order=sorted(best["optimizer"].unique()))
-        ax.set(title=f"depth {d}", ylim=(0, 1), ylabel="test accuracy at the best learning rate")
+        ax.set(title=f"depth {d}", ylim=(0, 1), ylabel="test accuracy (best learning rate)")
         ax.tick_params(axis="x", rotation=30)
     _legend(fig, axes, "activation")
-    fig.suptitle("Optimizers at their best learning rate (chosen on validation accuracy)")
+    if len(axes) == 1:  # one panel: its title says it all (a figure title would run into the legend)
+        axes[0].set_title(f"At the best learning rate, depth {depths[0]}")
+    else:
+        fig.suptitle("Optimizers at their best learning rate")
     return fig
 
 

@@ -99,8 +99,13 @@ def optimizers_tuned(s, lo, hi):
         sub = sub.sort_values("test/accuracy", ascending=False)
         rank.append(f"{a} depth {d}: " + " > ".join(f"{r['optimizer']} ({r['test/accuracy']:.3f} at lr {r['lr']:.2g})"
                                                    for _, r in sub.iterrows()))
+    tried = c.dropna(subset=["lr"]).groupby("optimizer")["lr"].agg(["min", "max"])
+    edge = sorted({f"{r['optimizer']} ({r['activation']}, lr {r['lr']:.2g})" for _, r in best.iterrows()
+                   if r["optimizer"] in tried.index and r["lr"] in (tried.loc[r["optimizer"], "min"], tried.loc[r["optimizer"], "max"])})
     return [Figure("lr_sensitivity", "Validation accuracy against learning rate", lambda: P.lr_sensitivity(c),
-                   "Each optimizer's learning rates are its default times 0.1, 0.3, 1, 3 and 10."),
+                   "Each optimizer's learning rates are its default times `optimizer.lr_scale`; a missing point "
+                   "diverged. " + (f"Best at the edge of the tried range, so the range should be extended: {', '.join(edge)}."
+                                   if edge else "Every best rate lies inside the tried range.")),
             Figure("isolation", "Optimizers at their best learning rate", lambda: P.isolation(best),
                    "Test accuracy at the learning rate with the best validation accuracy: " + "; ".join(rank) + ".")]
 
