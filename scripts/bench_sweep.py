@@ -3,13 +3,17 @@ and adam × depth 4 and 16, whose mean cell time is close to the whole grid's), 
 with 2 joblib jobs, in one run of this script. Target: speedup >= 1.5 on 2 cores.
 
 Each sweep is a fresh `python -m study.train -m ...` process (as `make sweep` runs it) into its own
-temporary store; the time includes start-up. Last line printed: `speedup=<x>`.
+temporary store; the time includes start-up. It also prints how many cores each sweep kept busy
+(CPU seconds of all its processes over wall seconds): the speedup two jobs can add is bounded by
+the cores one sequential sweep leaves idle. Last line printed: `speedup=<x>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,17 +25,23 @@ from study import tracking
 GRID = ["experiment=grid", "model.activation=relu,tanh", "optimizer=sgd,adam", "model.depth=4,16"]
 
 
-def sweep(jobs: int, extra: list[str]) -> tuple[float, int]:
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def sweep(jobs: int, extra: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, finished cells, and CPU seconds of the sweep and all its workers."""
     with tempfile.TemporaryDirectory() as tmp:
         launch = [] if jobs == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), _cpu_s()
         proc = subprocess.run([sys.executable, "-m", "study.train", "-m", *GRID, *launch, *extra,
                                f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"hydra.sweep.dir={tmp}/sweep"],
                               capture_output=True, text=True)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, _cpu_s() - cpu
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
-        return seconds, proc.stdout.count(" finished: ")
+        return seconds, proc.stdout.count(" finished: "), cpu
 
 
 def main() -> None:
@@ -40,15 +50,19 @@ def main() -> None:
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "sweep.json"))
     p.add_argument("extra", nargs="*", help="more Hydra overrides for both sweeps")
     a = p.parse_args()
-    seq_s, seq_n = sweep(1, a.extra)
-    par_s, par_n = sweep(a.jobs, a.extra)
+    seq_s, seq_n, seq_cpu = sweep(1, a.extra)
+    par_s, par_n, par_cpu = sweep(a.jobs, a.extra)
     seq_rate, par_rate = 3600 * seq_n / seq_s, 3600 * par_n / par_s
-    result = {"cells": seq_n, "sequential_s": seq_s, "parallel_s": par_s, "jobs": a.jobs,
+    cores = os.cpu_count() or 1
+    result = {"cells": seq_n, "sequential_s": seq_s, "parallel_s": par_s, "jobs": a.jobs, "cores": cores,
+              "cpu_s": {"sequential": seq_cpu, "parallel": par_cpu},
+              "cores_busy": {"sequential": seq_cpu / seq_s, "parallel": par_cpu / par_s},
               "cells_per_hour": {"sequential": seq_rate, "parallel": par_rate}, "speedup": par_rate / seq_rate}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
-    print(f"sequential: {seq_n} cells in {seq_s:.0f} s ({seq_rate:.0f} cells/h); "
-          f"{a.jobs} jobs: {par_n} cells in {par_s:.0f} s ({par_rate:.0f} cells/h)")
+    print(f"sequential: {seq_n} cells in {seq_s:.0f} s ({seq_rate:.0f} cells/h, {seq_cpu / seq_s:.2f} of {cores} "
+          f"cores busy); {a.jobs} jobs: {par_n} cells in {par_s:.0f} s ({par_rate:.0f} cells/h, "
+          f"{par_cpu / par_s:.2f} cores busy)")
     print(f"speedup={result['speedup']:.2f}")
 
 
