@@ -1,17 +1,21 @@
 """Every study preset at `size=tiny`, end to end: the sweep, then its report with its own figures.
 
-Axes are cut to two to four cells each (command-line values override a preset's swept values) so
-the nine presets run in a few minutes; every preset-specific axis keeps at least two values, and
+Axes are cut to two to four cells each (command-line values override a preset's swept values), and
+two presets run at a time, so the nine run in a few minutes; every preset-specific axis keeps at least two values, and
 `mitigations` keeps all four (each is its own code path).
 """
 
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from test_report import make_report
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +39,33 @@ def test_every_preset_file_has_a_tiny_run_here():
     assert files - {"grid", "smoke", "paper"} == set(PRESETS)
 
 
+def _sweep_and_report(preset: str, tmp: Path):
+    """The preset's tiny sweep, then its report (each in its own process, as `make sweep` runs them)."""
+    proc = run_cli(["-m", f"experiment={preset}", "size=tiny", *PRESETS[preset][0], f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                    f"hydra.sweep.dir={tmp}/sweep"], tmp)
+    if proc.returncode != 0:
+        return proc, None
+    return proc, subprocess.run([sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri",
+                                 f"sqlite:///{tmp}/mlflow.db", "--out", str(tmp / "report")],
+                                capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def preset_runs(tmp_path_factory):
+    """Every preset's sweep and report, two at a time: each is mostly single-threaded start-up."""
+    dirs = {p: tmp_path_factory.mktemp(p) for p in sorted(PRESETS)}
+    with ThreadPoolExecutor(2) as pool:
+        futures = {p: pool.submit(_sweep_and_report, p, d) for p, d in dirs.items()}
+        return {p: (*futures[p].result(), dirs[p]) for p in dirs}
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path):
+def test_preset_at_tiny_size_sweeps_and_reports(preset, preset_runs):
     overrides, figures = PRESETS[preset]
-    proc = run_cli(["-m", f"experiment={preset}", "size=tiny", *overrides, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    proc, report, tmp = preset_runs[preset]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = make_report(tmp_path, tmp_path / "report")
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
+    out = tmp / "report"
     for name in figures:
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
     cells = pd.read_csv(out / "tables" / "cells.csv")
