@@ -17,6 +17,7 @@ import pandas as pd
 
 from study import diagnostics as diag
 from study import tracking
+from study.sweeper import order_cells
 
 SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, number of cells
 
@@ -176,12 +177,13 @@ def read_sweep_file(sweep_dir: str | Path) -> dict | None:
 
 
 def grid_cells(config) -> list[list[str]] | None:
-    """The override list of every cell of a basic-sweeper multirun (None for other sweepers)."""
+    """The override list of every cell of a basic-sweeper multirun, as written (None for other
+    sweepers); our default sweeper is the basic one launching these cells in another order."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith(("BasicSweeper", "CostOrderedSweeper")):
         return None
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
@@ -208,6 +210,7 @@ class MlflowSweepCallback(Callback):
 
         from study.train import check
 
+        order_cells([], str(config.hydra.sweeper.get("order", "cost")))  # a bad order fails before the parent run
         cells = grid_cells(config)
         if cells is not None:
             loader = GlobalHydra.instance().config_loader()

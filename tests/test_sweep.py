@@ -1,5 +1,7 @@
 """Hydra multiruns into a real SQLite store, run as a user runs them (subprocess)."""
 
+import re
+
 import pytest
 
 from conftest import run_cli, runs
@@ -33,6 +35,10 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
             "config.yaml", "epochs.parquet", "diagnostics.parquet", "histograms.parquet"}
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
+    # launched most expensive first: the four depth-4 cells, then the depth-2 ones, each in written order
+    starts = re.findall(r"\[cell (\d)/8\] (\w+)-(\w+)-d(\d)-s0 start:", proc.stdout)
+    assert [s[1:] for s in sorted(starts)] == [(a, o, d) for d in ("4", "2") for a in ("sigmoid", "relu")
+                                               for o in ("sgd", "adam")]
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
@@ -60,3 +66,11 @@ def test_an_invalid_cell_stops_the_sweep_before_any_training(tmp_path):
     assert proc.returncode != 0
     assert "unknown activation 'reluu'" in proc.stderr and "valid choices" in proc.stderr
     assert "start:" not in proc.stdout
+
+
+def test_an_unknown_launch_order_stops_the_sweep_before_the_parent_run(tmp_path):
+    proc = run_cli(["-m", "experiment=smoke", "hydra.sweeper.order=longest",
+                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode != 0
+    assert "unknown hydra.sweeper.order 'longest'; valid choices: as_written, cost" in proc.stderr
+    assert "[sweep" not in proc.stdout and "start:" not in proc.stdout

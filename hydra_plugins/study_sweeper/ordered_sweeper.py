@@ -1,0 +1,23 @@
+"""Hydra's basic sweeper launching the most expensive cells first (order and cost: study/sweeper.py)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+from study.errors import unknown
+from study.sweeper import ORDERS, order_cells
+
+
+class CostOrderedSweeper(BasicSweeper):
+    """BasicSweeper whose job batches are launched most expensive first (see module doc)."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None, order: str = "cost"):
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        if order not in ORDERS:
+            raise unknown("hydra.sweeper.order", order, ORDERS)
+        self.order = order
+
+    def get_job_batch(self) -> Sequence[Sequence[str]]:
+        return order_cells(super().get_job_batch(), self.order)
