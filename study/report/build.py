@@ -55,8 +55,7 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         names = c[c["verdict"] == v]["run_name"].tolist()
         verdicts.append(f"{v}: {len(names)} cell(s)" + (f" ({', '.join(names[:12])}{', …' if len(names) > 12 else ''})" if names else ""))
     out["ratio_vs_depth"] = f"Verdicts (thresholds {lo:g} and {hi:g}): " + "; ".join(verdicts) + "."
-    e = s.epochs[(s.epochs["metric"] == "train/loss") & (s.epochs["depth"] == depth)]
-    final = e[e["epoch"] == e.groupby("run_id")["epoch"].transform("max")]
+    final = collect.final_epoch(s.epochs[s.epochs["depth"] == depth], "train/loss")
     final = final[np.isfinite(final["value"])]
     if len(final):
         r = final.loc[final["value"].idxmin()]
@@ -68,16 +67,11 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         m = last.groupby(["activation", "stat"])["value"].mean()
         out["saturation"] = ("Mean over layers at the end of training: "
                              + ", ".join(f"{a} {'saturated' if k == 'saturation' else 'dead'} {v:.2f}" for (a, k), v in m.items()) + ".")
-    h = s.histograms.iloc[0:0] if s.histograms.empty else s.histograms[(s.histograms["quantity"] == "backprop") & (s.histograms["epoch"] == 0)
-                     & (s.histograms["depth"] == depth) & (s.histograms["optimizer"] == optimizer)
-                     & np.isfinite(s.histograms["bin_left"])]
-    if len(h):
-        parts = []
-        for a, sub in h.groupby("activation"):
-            mids = (sub["bin_left"] + sub["bin_right"]) / 2
-            mean = (mids * sub["count"]).groupby(sub["layer_index"]).sum() / sub.groupby("layer_index")["count"].sum()
-            parts.append(f"{a} {mean.iloc[0]:.1f} (layer 1) vs {mean.iloc[-1]:.1f} (layer {mean.index[-1]})")
-        out["backprop_histograms"] = "Mean log10 |dL/dh| at initialisation: " + "; ".join(parts) + "."
+    h = s.histograms
+    means = collect.backprop_layer_means(h[(h["depth"] == depth) & (h["optimizer"] == optimizer)] if len(h) else h, "activation")
+    if means:
+        out["backprop_histograms"] = "Mean log10 |dL/dh| at initialisation: " + "; ".join(
+            f"{a} {m.iloc[0]:.1f} (layer 1) vs {m.iloc[-1]:.1f} (layer {m.index[-1]})" for a, m in means.items()) + "."
     out["gradient_heatmap"] = (f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
                                "training is a vanishing gradient; bright bands that grow are exploding ones.")
     return out

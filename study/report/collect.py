@@ -45,6 +45,25 @@ class Sweep:
     notes: list[str] = field(default_factory=list)
 
 
+def final_epoch(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of `metric` at each run's last logged epoch."""
+    e = epochs[epochs["metric"] == metric]
+    return e[e["epoch"] == e.groupby("run_id")["epoch"].transform("max")]
+
+
+def backprop_layer_means(hist: pd.DataFrame, by: str | list[str]) -> dict:
+    """Mean log10 |dL/dh| per layer at initialisation (epoch 0), from the binned histograms: one
+    Series (layer_index -> count-weighted mean of bin midpoints) per group of `by`."""
+    if hist.empty:
+        return {}
+    h = hist[(hist["quantity"] == "backprop") & (hist["epoch"] == 0) & np.isfinite(hist["bin_left"])]
+    out = {}
+    for key, sub in h.groupby(by):
+        mids = (sub["bin_left"] + sub["bin_right"]) / 2
+        out[key] = (mids * sub["count"]).groupby(sub["layer_index"]).sum() / sub.groupby("layer_index")["count"].sum()
+    return out
+
+
 def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
     exp = c.get_experiment_by_name(experiment)
     if exp is None:

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from study.report import preset_figures as P
+from study.report import collect, preset_figures as P
 
 QUESTIONS = {
     "gd_variants": "How do batch, stochastic and mini-batch gradient descent differ per epoch, per second "
@@ -55,16 +55,11 @@ def cells_table(c: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _final_epoch(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    e = epochs[epochs["metric"] == metric]
-    return e[e["epoch"] == e.groupby("run_id")["epoch"].transform("max")]
-
-
 def gd_variants(s, lo, hi):
     c, e = _done(s.cells), s.epochs
     order = P.batch_order(c["batch_size"])
-    loss = _final_epoch(e, "train/loss").groupby("batch_size")["value"].mean()
-    t = _final_epoch(e, "time/elapsed_s").groupby("batch_size")["value"].mean()
+    loss = collect.final_epoch(e, "train/loss").groupby("batch_size")["value"].mean()
+    t = collect.final_epoch(e, "time/elapsed_s").groupby("batch_size")["value"].mean()
     noise = c.groupby("batch_size")["diag/grad_norm_noise"].mean()
     steps = c.groupby("batch_size")["steps_per_epoch"].first()
     parts = [f"batch {b} ({int(steps[b]) if b in steps and pd.notna(steps[b]) else '?'} steps/epoch): loss "
@@ -175,13 +170,8 @@ def _bn_lag(c: pd.DataFrame) -> str:
 
 
 def _backprop_means(h: pd.DataFrame, col: str) -> list[str]:
-    h = h[(h["quantity"] == "backprop") & (h["epoch"] == 0) & np.isfinite(h["bin_left"])]
-    out = []
-    for (a, v), sub in h.groupby(["activation", col]):
-        mids = (sub["bin_left"] + sub["bin_right"]) / 2
-        mean = (mids * sub["count"]).groupby(sub["layer_index"]).sum() / sub.groupby("layer_index")["count"].sum()
-        out.append(f"{a}/{v} {mean.iloc[0]:.2f} (layer 1) to {mean.iloc[-1]:.2f} (layer {mean.index[-1]})")
-    return out
+    return [f"{a}/{v} {m.iloc[0]:.2f} (layer 1) to {m.iloc[-1]:.2f} (layer {m.index[-1]})"
+            for (a, v), m in collect.backprop_layer_means(h, ["activation", col]).items()]
 
 
 def glorot_bengio_2010(s, lo, hi):
@@ -205,7 +195,7 @@ def glorot_bengio_2010(s, lo, hi):
 def he_2015(s, lo, hi):
     c, e = _done(s.cells), s.epochs
     first = e[(e["metric"] == "train/loss") & (e["epoch"] == 0)].set_index("run_id")["value"]
-    last = _final_epoch(e, "train/loss").set_index("run_id")["value"]
+    last = collect.final_epoch(e, "train/loss").set_index("run_id")["value"]
     parts = []
     for r in c.sort_values(["depth", "init", "seed"]).itertuples():
         l0, l1 = first.get(r.run_id, np.nan), last.get(r.run_id, np.nan)
