@@ -148,15 +148,13 @@ def load(
     x_tr, y_tr, x_te, y_te, num_classes = _raw(name, json.dumps(options or {}, sort_keys=True))
     x_probe, y_probe = x_tr[:probe_size], y_tr[:probe_size]
     order = np.random.default_rng(seed).permutation(len(x_tr))
-    x_tr, y_tr = x_tr[order], y_tr[order]
     n_val = int(round(val_fraction * len(x_tr)))
-    x_val, y_val = x_tr[:n_val], y_tr[:n_val]
-    x_tr, y_tr = x_tr[n_val:], y_tr[n_val:]
-    for what, subset, n in (("train_subset", train_subset, len(x_tr)), ("test_subset", test_subset, len(x_te))):
+    for what, subset, n in (("train_subset", train_subset, len(x_tr) - n_val), ("test_subset", test_subset, len(x_te))):
         if subset is not None and not 1 <= subset <= n:
             raise ConfigError(f"data.{what}={subset} must be between 1 and {n} for dataset {name!r}")
-    if train_subset is not None:
-        x_tr, y_tr = x_tr[:train_subset], y_tr[:train_subset]
+    # index once with the examples kept: copying the whole shuffled set took seconds per cell
+    val, tr = order[:n_val], order[n_val:][:train_subset]
+    x_val, y_val, x_tr, y_tr = x_tr[val], y_tr[val], x_tr[tr], y_tr[tr]
     if test_subset is not None:
         x_te, y_te = x_te[:test_subset], y_te[:test_subset]
     f32, i32 = np.float32, np.int32
