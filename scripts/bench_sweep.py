@@ -4,8 +4,11 @@ with 2 joblib jobs, in one run of this script. Target: speedup >= 1.5 on 2 cores
 
 Each sweep is a fresh `python -m study.train -m ...` process (as `make sweep` runs it) into its own
 temporary store; the time includes start-up. It also prints how many cores each sweep kept busy
-(CPU seconds of all its processes over wall seconds): the speedup two jobs can add is bounded by
-the cores one sequential sweep leaves idle. Last line printed: `speedup=<x>`.
+(CPU seconds of all its processes over wall seconds), and the sum of its cells' own durations
+(MLflow run start to end). Those sums give the speedup without start-up and tail:
+jobs × (sequential cell seconds) / (parallel cell seconds), a ceiling for this grid on this machine.
+`--repeat N` alternates N sequential and N parallel sweeps and compares the totals (noisy machines).
+Last line printed: `speedup=<x>`.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def sweep(jobs: int, extra: list[str]) -> tuple[float, int, float]:
-    """Wall seconds, finished cells, and CPU seconds of the sweep and all its workers."""
+def sweep(jobs: int, extra: list[str]) -> tuple[float, int, float, float]:
+    """Wall seconds, finished cells, CPU seconds of the sweep and all its workers, and the sum of
+    its cells' run durations."""
     with tempfile.TemporaryDirectory() as tmp:
         launch = [] if jobs == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
         t, cpu = time.perf_counter(), _cpu_s()
@@ -41,30 +45,46 @@ def sweep(jobs: int, extra: list[str]) -> tuple[float, int, float]:
         seconds, cpu = time.perf_counter() - t, _cpu_s() - cpu
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
-        return seconds, proc.stdout.count(" finished: "), cpu
+        c = tracking.client(f"sqlite:///{tmp}/mlflow.db")
+        cells = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.role = 'cell'")
+        cell_s = sum((r.info.end_time - r.info.start_time) / 1000 for r in cells)
+        return seconds, proc.stdout.count(" finished: "), cpu, cell_s
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "sweep.json"))
+    p.add_argument("--repeat", type=int, default=1, help="sequential and parallel sweeps, alternated")
     p.add_argument("extra", nargs="*", help="more Hydra overrides for both sweeps")
     a = p.parse_args()
-    seq_s, seq_n, seq_cpu = sweep(1, a.extra)
-    par_s, par_n, par_cpu = sweep(a.jobs, a.extra)
+    seq, par = [], []
+    for _ in range(a.repeat):
+        seq.append(sweep(1, a.extra))
+        par.append(sweep(a.jobs, a.extra))
+    (seq_s, seq_n, seq_cpu, seq_cells), (par_s, par_n, par_cpu, par_cells) = (
+        [sum(x) for x in zip(*runs)] for runs in (seq, par))
     seq_rate, par_rate = 3600 * seq_n / seq_s, 3600 * par_n / par_s
     cores = os.cpu_count() or 1
-    result = {"cells": seq_n, "sequential_s": seq_s, "parallel_s": par_s, "jobs": a.jobs, "cores": cores,
-              "cpu_s": {"sequential": seq_cpu, "parallel": par_cpu},
+    ceiling = a.jobs * seq_cells / par_cells
+    result = {"cells": seq_n // a.repeat, "repeat": a.repeat, "sequential_s": seq_s / a.repeat,
+              "parallel_s": par_s / a.repeat, "jobs": a.jobs, "cores": cores,
+              "cpu_s": {"sequential": seq_cpu / a.repeat, "parallel": par_cpu / a.repeat},
               "cores_busy": {"sequential": seq_cpu / seq_s, "parallel": par_cpu / par_s},
-              "cells_per_hour": {"sequential": seq_rate, "parallel": par_rate}, "speedup": par_rate / seq_rate}
+              "cell_s": {"sequential": seq_cells / seq_n, "parallel": par_cells / par_n},
+              "cells_per_hour": {"sequential": seq_rate, "parallel": par_rate},
+              "speedup_per_repeat": [(s[0] / s[1]) / (p[0] / p[1]) for s, p in zip(seq, par)],
+              "ceiling_without_startup_and_tail": ceiling, "speedup": par_rate / seq_rate}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(f"sequential: {seq_n} cells in {seq_s:.0f} s ({seq_rate:.0f} cells/h, {seq_cpu / seq_s:.2f} of {cores} "
-          f"cores busy); {a.jobs} jobs: {par_n} cells in {par_s:.0f} s ({par_rate:.0f} cells/h, "
-          f"{par_cpu / par_s:.2f} cores busy)")
+          f"cores busy, {seq_cells / seq_n:.1f} s a cell); {a.jobs} jobs: {par_n} cells in {par_s:.0f} s "
+          f"({par_rate:.0f} cells/h, {par_cpu / par_s:.2f} cores busy, {par_cells / par_n:.1f} s a cell)")
+    if a.repeat > 1:
+        print("speedup per repeat: " + ", ".join(f"{x:.2f}" for x in result["speedup_per_repeat"]))
+    print(f"ceiling without start-up and tail: {a.jobs} x {seq_cells / seq_n:.1f} / {par_cells / par_n:.1f} "
+          f"= {ceiling:.2f}")
     print(f"speedup={result['speedup']:.2f}")
-
 
 if __name__ == "__main__":
     main()
