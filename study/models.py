@@ -39,6 +39,7 @@ class ModelSpec:
     init: str = "glorot_uniform"
     init_std: float = 0.01
     batch_norm: bool = False
+    bn_momentum: float = 0.99
     residual: bool = False
     dropout: float = 0.0
     l1: float = 0.0
@@ -58,6 +59,8 @@ def check(spec: ModelSpec) -> None:
         raise ConfigError(f"model.depth={spec.depth!r} must be an integer >= 1")
     if spec.width < 1 or spec.kernel_size < 1:
         raise ConfigError(f"model.width={spec.width} and model.kernel_size={spec.kernel_size} must be >= 1")
+    if not 0.0 <= spec.bn_momentum < 1.0:
+        raise ConfigError(f"model.bn_momentum={spec.bn_momentum} must be in [0, 1) (Keras's default 0.99)")
     if not 0.0 <= spec.dropout < 1.0:
         raise ConfigError(f"model.dropout={spec.dropout} must be in [0, 1)")
     if spec.l1 < 0 or spec.l2 < 0:
@@ -82,7 +85,7 @@ def _block(x, layer, name: str, spec: ModelSpec, skip: bool = False):
     """layer -> [batch norm] -> activation [-> + input, when `skip`: an identity residual connection]."""
     h = layer(x)
     if spec.batch_norm:
-        h = keras.layers.BatchNormalization(name=f"bn_{name}")(h)
+        h = keras.layers.BatchNormalization(momentum=spec.bn_momentum, name=f"bn_{name}")(h)
     h = activations.make(spec.activation, f"act_{name}", spec.activation_params)(h)
     return keras.layers.Add(name=f"add_{name}")([x, h]) if skip else h
 

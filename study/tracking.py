@@ -25,6 +25,8 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
 MAX_PARAMS_PER_BATCH = 100
 # Keys left out of the config fingerprint: where results go and how they are launched, not what runs.
 NON_SEMANTIC = ("tracking", "hydra", "train.verbose", "train.callbacks", "train.threads")
+# key -> the value that trains exactly as before the key existed (Keras's own default)
+ADDED_KEYS = {"model.bn_momentum": 0.99}
 
 
 def default_uri() -> str:
@@ -104,8 +106,11 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
 
 
 def fingerprint(flat: dict[str, object]) -> str:
-    """Hash of the semantic config: what is trained, not where it is logged or how it is launched."""
-    keep = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)}
+    """Hash of the semantic config: what is trained, not where it is logged or how it is launched.
+    Keys added to the config after runs were recorded are left out while they hold the value that
+    reproduces those runs (ADDED_KEYS), so earlier runs of an unchanged cell are still found."""
+    keep = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)
+            and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

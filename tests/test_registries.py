@@ -81,6 +81,9 @@ def test_cnn_options_batch_norm_dropout_regularisation_head():
     assert "bn_conv_01" in names and "dense_01" in names and "act_dense_01" in names and "dropout_01" in names
     assert len(m.losses) == 5  # an L2 penalty per conv and dense kernel
     assert isinstance(m.get_layer("conv_01").kernel_initializer, keras.initializers.HeNormal)
+    assert m.get_layer("bn_conv_01").momentum == 0.99  # Keras's default unless model.bn_momentum is set
+    fast = models.build(models.ModelSpec(depth=3, width=4, batch_norm=True, bn_momentum=0.9), (28, 28, 1), 10)
+    assert {l.momentum for l in fast.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.9}
 
 
 def test_mlp_builder():

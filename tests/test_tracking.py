@@ -39,6 +39,12 @@ def test_flatten_and_fingerprint_ignore_where_results_go():
     assert tracking.fingerprint(flat) != tracking.fingerprint(deeper)
 
 
+def test_a_key_added_later_keeps_earlier_fingerprints_at_its_neutral_value():
+    before = tracking.flatten({"model": {"depth": 8, "batch_norm": True}, "seed": 0})  # recorded before the key
+    assert tracking.fingerprint({**before, "model.bn_momentum": 0.99}) == tracking.fingerprint(before)
+    assert tracking.fingerprint({**before, "model.bn_momentum": 0.9}) != tracking.fingerprint(before)
+
+
 def test_credentials_are_redacted():
     assert tracking.redact("postgresql://alice:s3cret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
     assert tracking.redact("http://user:pw@127.0.0.1:5000") == "http://***@127.0.0.1:5000"

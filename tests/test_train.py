@@ -48,6 +48,7 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
     ("train.batch_size=big", ["batch_size='big'", "full"]),
     ("data.name=cifar10", ["cifar10", "fashion_mnist", "synthetic"]),
     ("schedule.name=linear", ["linear", "cosine"]),
+    ("model.bn_momentum=1.0", ["bn_momentum=1.0", "[0, 1)"]),
 ])
 def test_invalid_values_fail_before_training_naming_value_and_choices(make_cfg, store, override, words):
     with pytest.raises(ConfigError) as err:
