@@ -146,11 +146,37 @@ def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure | None:
 
 def ratio_limits(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> tuple[float, float]:
     """Log-axis limits holding every positive finite first/last ratio and both verdict zones (the
-    same for all panels; a ratio of exactly 0, from gradients that underflow, cannot be drawn)."""
+    same for all panels; a ratio of exactly 0, from gradients that underflow, is drawn at the
+    floor by `ratio_lines`)."""
     both = cells[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].to_numpy(dtype=float).ravel()
     shown = both[np.isfinite(both) & (both > 0)]
-    return (min(shown.min() / 3 if len(shown) else 1.0, vanishing_below / 10),
-            max(shown.max() * 3 if len(shown) else 1.0, exploding_above * 10))
+    lo = min(shown.min() / 3 if len(shown) else 1.0, vanishing_below / 10)
+    # two decades of room below every real value for the ratios of exactly 0
+    return (lo / 100 if (both == 0).any() else lo, max(shown.max() * 3 if len(shown) else 1.0, exploding_above * 10))
+
+
+def ratio_lines(ax, s: pd.DataFrame, color, label: str, lo: float) -> bool:
+    """One series of median first/last ratios against depth (the index of `s`): last epoch solid
+    with dots, initialisation dashed with crosses. A ratio of exactly 0 (the first layer's gradient
+    underflowed) has no place on a log axis: it is drawn just above the axis floor `lo` with a
+    downward triangle. Returns whether any was."""
+    zero = False
+    for col, style, marker, alpha, lab in (("diag/ratio_first_last_final", "-", "o", 1.0, label),
+                                           ("diag/ratio_first_last_init", "--", "x", 0.7, None)):
+        v, floor = s[col], lo * 2
+        z = (v == 0).to_numpy()
+        ax.plot(s.index, v.where(~z, floor), style, marker=marker, color=color, alpha=alpha, label=lab, ms=4)
+        if z.any():
+            ax.plot(s.index[z], [floor] * int(z.sum()), "v", color=color, alpha=alpha, ms=9)
+            zero = True
+    return zero
+
+
+def _ratio_legend_entries(ax, zero: bool) -> None:
+    ax.plot([], [], "k-", label="last epoch")
+    ax.plot([], [], "k--", label="initialisation")
+    if zero:
+        ax.plot([], [], "kv", ms=8, ls="", label="ratio exactly 0 (underflow)")
 
 
 def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> plt.Figure | None:
@@ -163,12 +189,12 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
     fig, axes = _grid(len(opts))
     pal = palette(cells["activation"])
     lo, hi = ratio_limits(data, vanishing_below, exploding_above)
+    zero = False
     for ax, o in zip(axes, opts):
         sub = data[data["optimizer"] == o]
         for a, s in sub.groupby("activation"):
             s = s.groupby("depth")[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].median()
-            ax.plot(s.index, s["diag/ratio_first_last_final"], "-o", color=pal[a], label=a, ms=4)
-            ax.plot(s.index, s["diag/ratio_first_last_init"], "--", color=pal[a], alpha=0.7)
+            zero |= ratio_lines(ax, s, pal[a], a, lo)
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
@@ -176,8 +202,7 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
         ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0)
         ax.set_ylim(lo, hi)
         ax.set(title=o, xlabel="depth (conv layers)", ylabel="first / last RMS gradient")
-    axes[-1].plot([], [], "k-", label="last epoch")
-    axes[-1].plot([], [], "k--", label="initialisation")
+    _ratio_legend_entries(axes[-1], zero)
     _legend(fig, axes, "activation")
     fig.suptitle(f"Vanishing (< {vanishing_below:g}, blue) and exploding (> {exploding_above:g}, red) zones")
     return fig

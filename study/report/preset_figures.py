@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.report.figures import VERDICT_COLORS, _grid, _integer_x, _layer_colorbar, _legend, palette, ratio_limits
+from study.report.figures import (VERDICT_COLORS, _grid, _integer_x, _layer_colorbar, _legend, _ratio_legend_entries,
+                                  palette, ratio_limits, ratio_lines)
 
 
 def batch_order(values) -> list[str]:
@@ -203,11 +204,11 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
     pal = palette(data[factor])
     depths = sorted(data["depth"].unique())
     lo, hi = ratio_limits(data, vanishing_below, exploding_above)
+    zero = False
     for ax, a in zip(axes, acts):
         for f, s in data[data["activation"] == a].groupby(factor):
             s = s.groupby("depth")[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].median()
-            ax.plot(s.index, s["diag/ratio_first_last_final"], "-o", color=pal[f], label=f, ms=4)
-            ax.plot(s.index, s["diag/ratio_first_last_init"], "--", marker="x", color=pal[f], alpha=0.7)
+            zero |= ratio_lines(ax, s, pal[f], f, lo)
         ax.set(yscale="log", title=a, xlabel="depth", ylabel="first / last RMS gradient")
         ax.set_xticks(depths, [str(d) for d in depths])
         last = ax is axes[-1]
@@ -216,8 +217,7 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
         ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0,
                    label=f"exploding (> {exploding_above:g})" if last else None)
         ax.set_ylim(lo, hi)
-    axes[-1].plot([], [], "k-", label="last epoch")
-    axes[-1].plot([], [], "k--", label="initialisation")
+    _ratio_legend_entries(axes[-1], zero)
     _legend(fig, axes, factor)
     fig.suptitle(f"Gradient ratio by {factor}")
     return fig

@@ -1,0 +1,42 @@
+"""Figure functions on hand-made cell tables: what a reader must be able to see."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from study.report import figures as F, preset_figures as P  # noqa: E402
+
+
+def _cells():
+    rows = []
+    for m, ratios in (("none", {16: (2.9e-10, 2.2e-10), 32: (0.0, 0.0)}), ("batch_norm", {16: (3.5, 9.0), 32: (4.6, 8.0)})):
+        for d, (init, final) in ratios.items():
+            rows.append({"activation": "sigmoid", "optimizer": "sgd", "mitigation": m, "depth": d,
+                         "diag/ratio_first_last_init": init, "diag/ratio_first_last_final": final})
+    return pd.DataFrame(rows)
+
+
+def test_a_ratio_of_exactly_zero_is_drawn_below_every_real_ratio_and_named_in_the_legend():
+    cells = _cells()
+    lo, hi = F.ratio_limits(cells, 1e-2, 1e2)
+    assert lo < 2.2e-10 / 100 and hi >= 1e3
+    plain = cells[cells["mitigation"] == "none"]  # ratio_vs_depth draws the median over other axes
+    for fig in (P.ratio_by(cells, "mitigation", 1e-2, 1e2), F.ratio_vs_depth(plain, 1e-2, 1e2)):
+        ax = fig.axes[0]
+        assert ax.get_ylim()[0] == lo
+        marks = [l for l in ax.get_lines() if l.get_marker() == "v" and len(l.get_xdata())]
+        assert len(marks) == 2  # last epoch and initialisation of the none/32 cell
+        assert all(list(l.get_xdata()) == [32] and lo < l.get_ydata()[0] < 2.2e-10 for l in marks)
+        texts = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        assert "ratio exactly 0 (underflow)" in texts
+
+
+def test_no_zero_no_floor_marker():
+    cells = _cells()
+    cells = cells[cells["mitigation"] == "batch_norm"]
+    fig = P.ratio_by(cells, "mitigation", 1e-2, 1e2)
+    assert not [l for l in fig.axes[0].get_lines() if l.get_marker() == "v" and len(l.get_xdata())]
+    assert "ratio exactly 0 (underflow)" not in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert np.isclose(F.ratio_limits(cells, 1e-2, 1e2)[0], 1e-3)
