@@ -33,6 +33,16 @@ def test_a_ratio_of_exactly_zero_is_drawn_below_every_real_ratio_and_named_in_th
         assert "ratio exactly 0 (underflow)" in texts
 
 
+def test_a_cell_whose_ratio_at_init_is_undefined_still_shows_its_last_epoch():
+    cells = pd.DataFrame([{"activation": "relu", "optimizer": "sgd", "init": i, "depth": d,
+                           "diag/ratio_first_last_init": r0, "diag/ratio_first_last_final": r1}
+                          for i, d, r0, r1 in (("small_normal", 4, 13.2, 3.8), ("small_normal", 16, np.nan, 0.0))])
+    ax = P.ratio_by(cells, "init", 1e-2, 1e2).axes[0]
+    solid = [l for l in ax.get_lines() if l.get_marker() == "o"][0]
+    assert list(solid.get_xdata()) == [4, 16] and np.isfinite(solid.get_ydata()).all()
+    assert [list(l.get_xdata()) for l in ax.get_lines() if l.get_marker() == "v" and len(l.get_xdata())] == [[16]]
+
+
 def test_no_zero_no_floor_marker():
     cells = _cells()
     cells = cells[cells["mitigation"] == "batch_norm"]

@@ -172,6 +172,13 @@ def ratio_lines(ax, s: pd.DataFrame, color, label: str, lo: float) -> bool:
     return zero
 
 
+def _with_ratio(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with a depth and at least one of the two ratios (at initialisation it is undefined,
+    NaN, when both layers' gradients are 0; the last epoch's may still be known)."""
+    return cells.dropna(subset=["depth"]).dropna(subset=["diag/ratio_first_last_init", "diag/ratio_first_last_final"],
+                                                 how="all")
+
+
 def _ratio_legend_entries(ax, zero: bool) -> None:
     ax.plot([], [], "k-", label="last epoch")
     ax.plot([], [], "k--", label="initialisation")
@@ -182,7 +189,7 @@ def _ratio_legend_entries(ax, zero: bool) -> None:
 def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> plt.Figure | None:
     """(d) First/last RMS gradient ratio against depth (log y), a line per activation; solid: last
     epoch, dashed: initialisation; vanishing and exploding zones shaded."""
-    data = cells.dropna(subset=["depth", "diag/ratio_first_last_init"]).astype({"depth": int})
+    data = _with_ratio(cells).astype({"depth": int})
     opts = sorted(data["optimizer"].unique())
     if not opts:
         return None

@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from study.report.figures import (VERDICT_COLORS, _grid, _integer_x, _layer_colorbar, _legend, _ratio_legend_entries,
-                                  palette, ratio_limits, ratio_lines)
+                                  _with_ratio, palette, ratio_limits, ratio_lines)
 
 
 def batch_order(values) -> list[str]:
@@ -196,7 +196,7 @@ def axis_heatmap(cells: pd.DataFrame, col: str, value: str = "test/accuracy", *,
 def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding_above: float) -> plt.Figure | None:
     """First/last RMS gradient ratio at initialisation (dashed) and in the last epoch (solid)
     against depth, a line per value of `factor`, a panel per activation; verdict zones shaded."""
-    data = cells.dropna(subset=["depth", "diag/ratio_first_last_init"]).astype({"depth": int, factor: str})
+    data = _with_ratio(cells).astype({"depth": int, factor: str})
     acts = sorted(data["activation"].unique())
     if not acts:
         return None
