@@ -179,6 +179,16 @@ def _with_ratio(cells: pd.DataFrame) -> pd.DataFrame:
                                                  how="all")
 
 
+def ratio_zones(ax, lo: float, hi: float, vanishing_below: float, exploding_above: float, label: bool) -> None:
+    """Shade the vanishing and exploding zones of a ratio panel (named in the legend when `label`)
+    and fix its y limits."""
+    ax.axhspan(lo, vanishing_below, color=VERDICT_COLORS["vanishing"], alpha=0.12, lw=0,
+               label=f"vanishing (< {vanishing_below:g})" if label else None)
+    ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0,
+               label=f"exploding (> {exploding_above:g})" if label else None)
+    ax.set_ylim(lo, hi)
+
+
 def _ratio_legend_entries(ax, zero: bool) -> None:
     ax.plot([], [], "k-", label="last epoch")
     ax.plot([], [], "k--", label="initialisation")
@@ -205,13 +215,11 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
-        ax.axhspan(lo, vanishing_below, color=VERDICT_COLORS["vanishing"], alpha=0.12, lw=0)
-        ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0)
-        ax.set_ylim(lo, hi)
+        ratio_zones(ax, lo, hi, vanishing_below, exploding_above, ax is axes[-1])
         ax.set(title=o, xlabel="depth (conv layers)", ylabel="first / last RMS gradient")
     _ratio_legend_entries(axes[-1], zero)
     _legend(fig, axes, "activation")
-    fig.suptitle(f"Vanishing (< {vanishing_below:g}, blue) and exploding (> {exploding_above:g}, red) zones")
+    fig.suptitle("Gradient ratio by depth")
     return fig
 
 

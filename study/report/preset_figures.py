@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.report.figures import (VERDICT_COLORS, _grid, _integer_x, _layer_colorbar, _legend, _ratio_legend_entries,
-                                  _with_ratio, palette, ratio_limits, ratio_lines)
+from study.report.figures import (_grid, _integer_x, _layer_colorbar, _legend, _ratio_legend_entries,
+                                  _with_ratio, palette, ratio_limits, ratio_lines, ratio_zones)
 
 
 def batch_order(values) -> list[str]:
@@ -211,12 +211,7 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
             zero |= ratio_lines(ax, s, pal[f], f, lo)
         ax.set(yscale="log", title=a, xlabel="depth", ylabel="first / last RMS gradient")
         ax.set_xticks(depths, [str(d) for d in depths])
-        last = ax is axes[-1]
-        ax.axhspan(lo, vanishing_below, color=VERDICT_COLORS["vanishing"], alpha=0.12, lw=0,
-                   label=f"vanishing (< {vanishing_below:g})" if last else None)
-        ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0,
-                   label=f"exploding (> {exploding_above:g})" if last else None)
-        ax.set_ylim(lo, hi)
+        ratio_zones(ax, lo, hi, vanishing_below, exploding_above, ax is axes[-1])
     _ratio_legend_entries(axes[-1], zero)
     _legend(fig, axes, factor)
     fig.suptitle(f"Gradient ratio by {factor}")
