@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from study import tracking
+from study import tracking, verdicts
+from study.errors import ConfigError
 from study.report.build import build
 
 
@@ -23,9 +24,20 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
     p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--verdict", action="append", default=[], metavar="KEY=VALUE",
+                   help="a verdict threshold, e.g. --verdict progress_healthy=0.3 (repeatable; README "
+                        "'Gradient verdict' lists them); verdicts are recomputed from the recorded evidence")
     a = p.parse_args()
+    try:
+        pairs = dict(v.split("=", 1) for v in a.verdict if "=" in v)
+        if len(pairs) != len(a.verdict):
+            raise ConfigError(f"--verdict takes KEY=VALUE, got {[v for v in a.verdict if '=' not in v][0]!r}")
+        thresholds = verdicts.Thresholds.from_mapping(pairs)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     t = time.perf_counter()
-    out = build(a.tracking_uri, a.experiment, a.sweep, a.out, depth=a.depth, optimizer=a.optimizer, log_to_run=not a.no_log)
+    out = build(a.tracking_uri, a.experiment, a.sweep, a.out, depth=a.depth, optimizer=a.optimizer, log_to_run=not a.no_log,
+                thresholds=thresholds)
     print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
 
 

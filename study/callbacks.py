@@ -53,6 +53,10 @@ class EpochLogger(keras.callbacks.Callback):
         self.epochs_done = epoch + 1
         self.rows += [{"epoch": epoch, "metric": k, "value": v} for k, v in values.items()]
 
+    def final(self) -> dict[str, float]:
+        """Each per-epoch metric's value at the last epoch logged."""
+        return {r["metric"]: r["value"] for r in self.rows if r["epoch"] == self.rows[-1]["epoch"]} if self.rows else {}
+
     def table(self) -> pd.DataFrame:
         """epoch, metric, value: the per-epoch curves (also in MLflow), one file for the report."""
         return pd.DataFrame(self.rows, columns=["epoch", "metric", "value"])
@@ -76,19 +80,27 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 class DiagnosticsLogger(keras.callbacks.Callback):
     """Reads the train step's statistics vector every step; logs scalars to MLflow every
-    `log_every` steps; at the end writes the step-level table and the per-run summary."""
+    `log_every` steps; probes the forward and backward signal through depth on a fixed batch at
+    initialisation and after training; at the end writes the step-level table and the per-run
+    summary (the verdict's evidence, see study/verdicts.py)."""
 
-    def __init__(self, run: tracking.RunLogger, log_every: int, steps_per_epoch: int,
-                 vanishing_below: float, exploding_above: float):
+    def __init__(self, run: tracking.RunLogger, log_every: int, steps_per_epoch: int, x_probe=None, y_probe=None):
         super().__init__()
         self.run, self.log_every, self.steps_per_epoch = run, max(1, log_every), steps_per_epoch
-        self.vanishing_below, self.exploding_above = vanishing_below, exploding_above
+        self.x_probe, self.y_probe = x_probe, y_probe
         self.rows: list[np.ndarray] = []
+        self.signal: list[dict] = []  # phase (init / end), layer, layer_index, spread, rms, backprop_rms, dead_frac
         self.summary: dict[str, float] = {}
-        self.verdict = "healthy"
+
+    def _probe(self, phase: str) -> None:
+        if self.x_probe is not None and len(self.x_probe) > 1:
+            self.signal += [{"phase": phase, **row} for row in diag.signal_profile(self.model, self.x_probe, self.y_probe)]
+
+    def on_train_begin(self, logs=None):
+        self._probe("init")
 
     def on_train_batch_end(self, batch, logs=None):
-        vec = self.model._diag_vars.latest.numpy()
+        vec = self.model.diag_latest().numpy()
         step = len(self.rows)
         self.rows.append(vec)
         if step % self.log_every == 0:
@@ -97,27 +109,30 @@ class DiagnosticsLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if not self.rows:
             return
+        self._probe("end")
         table = np.vstack(self.rows)
         keys = [s.key for s in self.model.diag_stats]
         first, last = (keys.index(k) for k in diag.ratio_keys(self.model))
         n_last = len(table) % self.steps_per_epoch or self.steps_per_epoch
         last_epoch = table[-n_last:]
+        norms_all = table[:, keys.index("grad/global_norm")]
         with np.errstate(divide="ignore", invalid="ignore"):
             r_init = float(table[0, first] / table[0, last])
             r_final = float(np.mean(last_epoch[:, first]) / np.mean(last_epoch[:, last]))
-        nonfinite_step = int(self.model._diag_vars.first_nonfinite_step.numpy())
-        norms = table[-max(self.steps_per_epoch, min(10, len(table))):, keys.index("grad/global_norm")]
+            growth = float(np.nanmax(norms_all) / norms_all[0]) if np.isfinite(norms_all).any() else float("nan")
+        nonfinite_step = self.model.diag_first_nonfinite_step()
+        norms = norms_all[-max(self.steps_per_epoch, min(10, len(table))):]
         with np.errstate(divide="ignore", invalid="ignore"):  # step-to-step jitter of log ||g||, blind to slow drift
             jumps = np.diff(np.log(norms))
             noise = float(np.sqrt(np.mean(jumps ** 2) / 2)) if len(jumps) else float("nan")
+        updates = [keys.index(k) for k in keys if k.endswith("/update_ratio")]
         self.summary = {"diag/ratio_first_last_init": r_init, "diag/ratio_first_last_final": r_final,
                         "diag/nonfinite_total": float(np.nansum(table[:, keys.index("grad/nonfinite")])),
-                        "diag/grad_norm_noise": noise}
+                        "diag/grad_norm_noise": noise, "diag/grad_growth": growth,
+                        "diag/update_ratio_final": float(np.median(np.mean(last_epoch[:, updates], axis=0)))}
+        self.summary |= signal_summary(self.signal)
         if nonfinite_step >= 0:
             self.summary["diag/first_nonfinite_step"] = nonfinite_step
-        self.verdict = verdict(r_init, r_final, nonfinite_step >= 0, self.vanishing_below, self.exploding_above)
-        self.run.metrics(self.summary, step=len(table) - 1)
-        self.run.flush()
 
     def table(self) -> pd.DataFrame:
         """Long table: step, epoch, layer, layer_index, stat, value (one row per step × statistic)."""
@@ -133,6 +148,30 @@ class DiagnosticsLogger(keras.callbacks.Callback):
             "stat": np.tile([s.stat for s in stats], len(values)),
             "value": values.reshape(-1).astype("float64"),
         })
+
+    def signal_table(self) -> pd.DataFrame:
+        """phase (init / end), layer, layer_index, stat, value: the signal probe, long format."""
+        cols = ["phase", "layer", "layer_index", "stat", "value"]
+        if not self.signal:
+            return pd.DataFrame(columns=cols)
+        return pd.DataFrame(self.signal).melt(["phase", "layer", "layer_index"], var_name="stat").dropna()[cols]
+
+
+def signal_summary(rows: list[dict]) -> dict[str, float]:
+    """Per phase (init, end): forward spread last/first hidden activation, back-propagated RMS
+    gradient first/last, and the dead-channel fraction of the worst layer (when defined)."""
+    out = {}
+    for phase, suffix in (("init", "init"), ("end", "final")):
+        r = [row for row in rows if row["phase"] == phase]
+        if not r:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"diag/forward_ratio_{suffix}"] = float(np.float64(r[-1]["spread"]) / np.float64(r[0]["spread"]))
+            out[f"diag/backprop_ratio_{suffix}"] = float(np.float64(r[0]["backprop_rms"]) / np.float64(r[-1]["backprop_rms"]))
+        dead = [row["dead_frac"] for row in r if "dead_frac" in row]
+        if dead:
+            out[f"diag/dead_frac_{suffix}"] = float(max(dead))
+    return out
 
 
 class HistogramLogger(keras.callbacks.Callback):
@@ -158,17 +197,6 @@ class HistogramLogger(keras.callbacks.Callback):
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
-
-
-def verdict(r_init: float, r_final: float, nonfinite: bool, vanishing_below: float, exploding_above: float) -> str:
-    """exploding: a non-finite gradient, or a first/last ratio above `exploding_above`;
-    vanishing: a ratio (at initialisation or over the last epoch) below `vanishing_below`."""
-    ratios = [r for r in (r_init, r_final) if not math.isnan(r)]
-    if nonfinite or any(r > exploding_above for r in ratios):
-        return "exploding"
-    if any(r < vanishing_below for r in ratios):
-        return "vanishing"
-    return "healthy"
 
 
 def read_sweep_file(sweep_dir: str | Path) -> dict | None:

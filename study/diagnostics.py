@@ -21,43 +21,84 @@ import tensorflow as tf
 from study.activations import BOUNDED, RELU_FAMILY
 
 LEVELS = ("off", "default", "full")
-WEIGHT_STATS = ("l2", "rms", "max", "small_frac")  # of the weight gradient dL/dW_l
 SATURATION_MARGIN = 0.01  # "within 1% of the bound": sigmoid < 0.01 or > 0.99; tanh |h| > 0.99
+
+
+def _rms(g: tf.Tensor) -> tf.Tensor:
+    return tf.norm(g) / tf.sqrt(tf.cast(tf.size(g), tf.float32))
+
+
+# One definition per statistic: name -> function. The layout (names, order) and the train step
+# (values) both iterate over these tables, so they cannot drift apart.
+WEIGHT_GRAD_STATS = {  # of the weight gradient g = dL/dW_l (kernel); threshold: small_grad_threshold
+    "l2": lambda g, threshold: tf.norm(g),
+    "rms": lambda g, threshold: _rms(g),
+    "max": lambda g, threshold: tf.reduce_max(tf.abs(g)),
+    "small_frac": lambda g, threshold: tf.reduce_mean(tf.cast(tf.abs(g) < threshold, tf.float32)),
+}
+WEIGHT_STATS = tuple(WEIGHT_GRAD_STATS)
+BIAS_GRAD_STATS = {"bias_rms": lambda g: _rms(g)}  # of dL/db_l: biases still move when the signal is gone
+KERNEL_STATS = ("l2", "update_ratio")  # of W_l before the update, and ||W_after - W_before|| / ||W_before||
 
 
 def weight_grad_stats(g: tf.Tensor, threshold: float) -> list[tf.Tensor]:
     """[||g||_2, RMS(g), max|g|, fraction of entries with |g| < threshold]."""
     g = tf.cast(g, tf.float32)
-    a = tf.abs(g)
-    l2 = tf.norm(g)
-    n = tf.cast(tf.size(g), tf.float32)
-    return [l2, l2 / tf.sqrt(n), tf.reduce_max(a), tf.reduce_mean(tf.cast(a < threshold, tf.float32))]
+    return [fn(g, threshold) for fn in WEIGHT_GRAD_STATS.values()]
 
 
-def activation_stats(h: tf.Tensor, activation: str) -> dict[str, tf.Tensor]:
-    """Mean and std of h; saturation fraction for bounded activations; for the ReLU family the
-    fraction of entries <= 0 and of dead channels (<= 0 for every example and position)."""
+def spread(h: tf.Tensor) -> tf.Tensor:
+    """Mean over units (every position and channel) of each unit's standard deviation across the
+    examples of the batch: 0 when the layer's output no longer depends on the input."""
+    return tf.reduce_mean(tf.math.reduce_std(tf.cast(h, tf.float32), axis=0))
+
+
+def inactive(h: tf.Tensor, activation: str, params: dict | None = None) -> tf.Tensor | None:
+    """Where a ReLU-family unit passes (almost) no gradient: its derivative is below 1 % of the
+    positive side's. relu h <= 0; elu h <= -0.99 alpha; selu h <= -0.99 scale alpha; leaky_relu,
+    gelu and swish never stop passing gradient this way (None)."""
+    params = params or {}
+    if activation == "relu":
+        return h <= 0.0
+    if activation == "elu":
+        return h <= -0.99 * float(params.get("alpha", 1.0))
+    if activation == "selu":
+        return h <= -0.99 * 1.0507009873554805 * 1.6732632423543772
+    return None
+
+
+def activation_stats(h: tf.Tensor, activation: str, params: dict | None = None) -> dict[str, tf.Tensor]:
+    """Mean and std of h (pooled over examples, positions and channels); `spread` (per unit across
+    examples); saturation fraction for bounded activations; for the ReLU family the fraction of
+    entries <= 0 and, where a unit can die, of dead channels (inactive for every example and position)."""
     h = tf.cast(h, tf.float32)
-    out = {"mean": tf.reduce_mean(h), "std": tf.math.reduce_std(h)}
+    out = {"mean": tf.reduce_mean(h), "std": tf.math.reduce_std(h), "spread": spread(h)}
     if activation in BOUNDED:
         lo, hi = BOUNDED[activation]
         margin = SATURATION_MARGIN * (hi - lo) / (2.0 if lo < 0 else 1.0)
         sat = (h <= lo + margin) | (h >= hi - margin)
         out["saturation"] = tf.reduce_mean(tf.cast(sat, tf.float32))
     elif activation in RELU_FAMILY:
-        inactive = h <= 0.0
-        out["zero_frac"] = tf.reduce_mean(tf.cast(inactive, tf.float32))
-        per_channel = tf.reduce_all(tf.reshape(inactive, [-1, tf.shape(h)[-1]]), axis=0)
-        out["dead_frac"] = tf.reduce_mean(tf.cast(per_channel, tf.float32))
+        out["zero_frac"] = tf.reduce_mean(tf.cast(h <= 0.0, tf.float32))
+        off = inactive(h, activation, params)
+        if off is not None:
+            out["dead_frac"] = dead_fraction(off)
     return out
+
+
+def dead_fraction(off: tf.Tensor) -> tf.Tensor:
+    """Fraction of channels (last axis) inactive at every example and position."""
+    per_channel = tf.reduce_all(tf.reshape(off, [-1, tf.shape(off)[-1]]), axis=0)
+    return tf.reduce_mean(tf.cast(per_channel, tf.float32))
 
 
 def activation_stat_names(activation: str) -> tuple[str, ...]:
     if activation in BOUNDED:
-        return ("mean", "std", "saturation")
+        return ("mean", "std", "spread", "saturation")
     if activation in RELU_FAMILY:
-        return ("mean", "std", "zero_frac", "dead_frac")
-    return ("mean", "std")
+        dead = ("dead_frac",) if activation in ("relu", "elu", "selu") else ()
+        return ("mean", "std", "spread", "zero_frac", *dead)
+    return ("mean", "std", "spread")
 
 
 @dataclass(frozen=True)
@@ -85,8 +126,10 @@ def layout(model: keras.Model, level: str, activation: str) -> list[Stat]:
     stats = [Stat("grad/global_norm", "global", "", 0, "global_norm"),
              Stat("grad/nonfinite", "global", "", 0, "nonfinite")]
     for i, layer in enumerate(weight_layers(model), start=1):
-        stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in WEIGHT_STATS]
-        stats += [Stat(f"weight/{layer.name}/{s}", "weight", layer.name, i, s) for s in ("l2", "update_ratio")]
+        stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in WEIGHT_GRAD_STATS]
+        if layer.use_bias:
+            stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in BIAS_GRAD_STATS]
+        stats += [Stat(f"weight/{layer.name}/{s}", "weight", layer.name, i, s) for s in KERNEL_STATS]
     if level == "full":
         for i, layer in enumerate(activation_layers(model), start=1):
             name = layer.name.removeprefix("act_")
@@ -115,21 +158,24 @@ def _compute(model, x, y, acts_on: bool, training: bool):
 class DiagnosticModel(keras.Model):
     """A functional Keras model whose train step also computes the diagnostic statistics."""
 
-    def enable_diagnostics(self, level: str, activation: str, small_grad_threshold: float = 1e-8):
+    def enable_diagnostics(self, level: str, activation: str, small_grad_threshold: float = 1e-8,
+                           activation_params: dict | None = None):
         if level not in LEVELS:
             from study.errors import unknown
 
             raise unknown("diagnostics level", level, LEVELS)
         self._diag_level = level
         self._diag_activation = activation
+        self._diag_act_params = dict(activation_params or {})
         self._diag_threshold = small_grad_threshold
         if level == "off":
             return
         self._diag_layers = weight_layers(self)
-        act_outputs = [l.output for l in activation_layers(self)] if level == "full" else []
-        self._diag_acts_on = bool(act_outputs)
-        if act_outputs:  # the same layers, also returning every activation output h_l
-            self._diag_probe = keras.Model(self.inputs, act_outputs + list(self.outputs))
+        act_outputs = [l.output for l in activation_layers(self)]
+        self._diag_acts_on = level == "full" and bool(act_outputs)
+        # the same layers, also returning every activation output h_l (full level's train step; the
+        # forward-signal probe at every level)
+        self._diag_probe = keras.Model(self.inputs, act_outputs + list(self.outputs))
         self.diag_stats = layout(self, level, activation)
         holder = type("DiagVariables", (), {})()  # a plain object: Keras does not track these
         holder.latest = tf.Variable(tf.zeros(len(self.diag_stats)), trainable=False)
@@ -140,6 +186,18 @@ class DiagnosticModel(keras.Model):
     def diag_level(self) -> str:
         return getattr(self, "_diag_level", "off")
 
+    def diag_index(self, key: str) -> int:
+        """Position of statistic `key` in the statistics vector."""
+        return [s.key for s in self.diag_stats].index(key)
+
+    def diag_latest(self):
+        """The statistics vector of the last train step (a tf.Variable, in `diag_stats` order)."""
+        return self._diag_vars.latest
+
+    def diag_first_nonfinite_step(self) -> int:
+        """The first step with a non-finite loss or gradient entry, or -1."""
+        return int(self._diag_vars.first_nonfinite_step.numpy())
+
     def diag_vector(self, grads, grads_h, acts, inv, before) -> tf.Tensor:
         """The statistics vector in `layout` order (`before`: kernels before the update)."""
         grads = [None if g is None else tf.cast(g, tf.float32) * inv for g in grads]
@@ -148,15 +206,16 @@ class DiagnosticModel(keras.Model):
                   tf.cast(tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in finite]), tf.float32)]
         by_var = {id(v): g for v, g in zip(self.trainable_weights, grads)}
         for layer, w_before in zip(self._diag_layers, before):
-            g = by_var[id(layer.kernel)]
-            values += weight_grad_stats(g, self._diag_threshold)
+            values += weight_grad_stats(by_var[id(layer.kernel)], self._diag_threshold)
+            if layer.use_bias:
+                values += [fn(by_var[id(layer.bias)]) for fn in BIAS_GRAD_STATS.values()]
             w_norm = tf.norm(tf.cast(w_before, tf.float32))
             delta = tf.norm(tf.cast(layer.kernel.value, tf.float32) - tf.cast(w_before, tf.float32))
             values += [w_norm, tf.math.divide_no_nan(delta, w_norm)]
         names = activation_stat_names(self._diag_activation)
         for h, gh in zip(acts, grads_h):
             values.append(tf.norm(tf.cast(gh, tf.float32) * inv))
-            st = activation_stats(h, self._diag_activation)
+            st = activation_stats(h, self._diag_activation, self._diag_act_params)
             values += [st[n] for n in names]
         return tf.stack(values)
 
@@ -173,7 +232,7 @@ class DiagnosticModel(keras.Model):
         v = self._diag_vars
         v.latest.assign(vec)
         step = tf.cast(self.optimizer.iterations, tf.int64) - 1
-        bad = (v.first_nonfinite_step < 0) & ((vec[1] > 0) | ~tf.math.is_finite(loss))
+        bad = (v.first_nonfinite_step < 0) & ((vec[self.diag_index("grad/nonfinite")] > 0) | ~tf.math.is_finite(loss))
         v.first_nonfinite_step.assign(tf.where(bad, step, v.first_nonfinite_step))
         return self.compute_metrics(x, y, y_pred, sample_weight=None)
 
@@ -189,6 +248,31 @@ def batch_statistics(model: DiagnosticModel, x, y) -> dict[str, float]:
     before = [k.value for k in kernels]
     vec = model.diag_vector(grads, grads_h, acts, inv, before).numpy()
     return {s.key: float(v) for s, v in zip(model.diag_stats, vec)}
+
+
+def signal_profile(model: DiagnosticModel, x, y) -> list[dict]:
+    """Forward and backward signal through depth on a probe batch, without changing the model: per
+    activation output h_l, its `spread` (per unit across examples, see `spread`), its RMS, the RMS of
+    dL/dh_l (size-normalised back-propagated gradient) and, where units can die, the dead-channel
+    fraction. Training-mode forward (batch norm uses batch statistics, as in the train step); batch
+    norm's moving statistics and the layers' random-seed states are restored afterwards, so the
+    training that follows is unchanged."""
+    saved = [v.value for v in model.non_trainable_variables]
+    _, _, _, grads_h, acts, inv = _compute(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True,
+                                           training=True)
+    for v, value in zip(model.non_trainable_variables, saved):
+        v.assign(value)
+    rows = []
+    names = [l.name.removeprefix("act_") for l in activation_layers(model)]
+    for i, (name, h, gh) in enumerate(zip(names, acts, grads_h), start=1):
+        h = tf.cast(h, tf.float32)
+        row = {"layer": name, "layer_index": i, "spread": float(spread(h)), "rms": float(_rms(h)),
+               "backprop_rms": float(_rms(tf.cast(gh, tf.float32)) * float(inv))}
+        off = inactive(h, model._diag_activation, model._diag_act_params)
+        if off is not None:
+            row["dead_frac"] = float(dead_fraction(off))
+        rows.append(row)
+    return rows
 
 
 def ratio_keys(model: DiagnosticModel) -> tuple[str, str]:

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import data, models, optimizers, tracking  # noqa: E402
+from study import data, models, optimizers, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.errors import ConfigError, unknown  # noqa: E402
 
@@ -67,6 +67,12 @@ def check(cfg: DictConfig) -> None:
                           "1 (stochastic) or an integer N > 1 (mini-batch)")
     if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
+    thresholds(cfg)
+
+
+def thresholds(cfg: DictConfig) -> verdicts.Thresholds:
+    v = cfg.diagnostics.get("verdict")
+    return verdicts.Thresholds.from_mapping(OmegaConf.to_container(v, resolve=True) if v is not None else {})
 
 
 def batch_size(cfg: DictConfig, n_train: int) -> int:
@@ -173,12 +179,14 @@ def train(cfg: DictConfig) -> dict:
           f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})", flush=True)
     try:
         run.params(flat | {"train.batch_size_resolved": bs, "train.steps_per_epoch": steps_per_epoch,
-                           "optimizer.learning_rate_effective": learning_rate(cfg)})
+                           "optimizer.learning_rate_effective": learning_rate(cfg),
+                           "data.num_classes": splits.num_classes})
         run.text(OmegaConf.to_yaml(resolved), "config.yaml")
         result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
-        run.tags({"outcome": result["outcome"], "gradient_verdict": result["gradient_verdict"]})
+        run.tags({"outcome": result["outcome"], "gradient_verdict": result["gradient_verdict"],
+                  "verdict_reason": result["verdict_reason"]})
         run.end("FINISHED")
     except BaseException as err:
         trace, error = traceback.format_exc(), f"{type(err).__name__}: {err}"
@@ -191,7 +199,7 @@ def train(cfg: DictConfig) -> dict:
         raise
     result["run_id"] = run_info.run_id
     print(f"{where}{t.run_name} {result['outcome']}: test/accuracy={result['test/accuracy']:.4f} "
-          f"in {result['time/wall_s']:.1f} s (gradients {result['gradient_verdict']})", flush=True)
+          f"in {result['time/wall_s']:.1f} s; verdict {result['gradient_verdict']}: {result['verdict_reason']}", flush=True)
     return result
 
 
@@ -211,14 +219,14 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=False)
     dc = cfg.diagnostics
-    model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold))
+    model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold), spec.activation_params)
     guard, epochs = DivergenceGuard(), EpochLogger(run)
     callbacks = [guard, epochs]
     diag_cb = None
     if dc.level != "off":
         total = steps_per_epoch * int(cfg.train.epochs)
         every = max(1, total // 50) if dc.log_every_n_steps == "auto" else int(dc.log_every_n_steps)
-        diag_cb = DiagnosticsLogger(run, every, steps_per_epoch, float(dc.vanishing_below), float(dc.exploding_above))
+        diag_cb = DiagnosticsLogger(run, every, steps_per_epoch, splits.x_probe, splits.y_probe)
         callbacks.insert(0, diag_cb)
     hist_cb = None
     if dc.level == "full":
@@ -246,16 +254,26 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
               "epochs_done": epochs.epochs_done}
     diverged = guard.diverged_at is not None
     result["outcome"] = "diverged" if diverged else "finished"
-    result["gradient_verdict"] = diag_cb.verdict if diag_cb else "unknown"
     if diverged:
         result["train/diverged_at_step"] = guard.diverged_at
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, cb in (("epochs", epochs), ("diagnostics", diag_cb), ("histograms", hist_cb)):
-            if cb is not None:
-                cb.table().to_parquet(Path(tmp) / f"{name}.parquet", index=False)
-                run.artifact(Path(tmp) / f"{name}.parquet")
+    tables = {"epochs": epochs.table()}
     if diag_cb is not None:
         result |= diag_cb.summary
+        tables |= {"diagnostics": diag_cb.table(), "signal": diag_cb.signal_table()}
+    if hist_cb is not None:
+        tables["histograms"] = hist_cb.table()
+    final = epochs.final()
+    loss = final.get("val/loss", final.get("train/loss", float("nan")))
+    result["diag/progress"] = verdicts.progress(loss, splits.num_classes)
+    if diag_cb is not None:
+        evidence = {**final, **result, "num_classes": splits.num_classes}
+        result["gradient_verdict"], result["verdict_reason"] = verdicts.decide(evidence, thresholds(cfg))
+    else:
+        result["gradient_verdict"], result["verdict_reason"] = "unknown", "diagnostics off"
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, table in tables.items():
+            table.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
+            run.artifact(Path(tmp) / f"{name}.parquet")
     return result
 
 

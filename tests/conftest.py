@@ -64,3 +64,21 @@ def smoke_store(tmp_path_factory):
     proc = run_cli(["-m", "experiment=smoke", "diagnostics=full", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
                     f"hydra.sweep.dir={tmp}/sweep"], tmp)
     return tmp, proc
+
+
+def assert_no_healthy_at_chance(uri: str) -> int:
+    """The verdicts' property on every sweep the tests run: no FINISHED cell whose final validation
+    loss is at least 0.99 ln K is `healthy`. Returns the number of cells checked."""
+    import math
+
+    client = MlflowClient(tracking_uri=uri)
+    checked = 0
+    for r in runs(client):
+        if r.data.tags.get("role") != "cell" or r.info.status != "FINISHED":
+            continue
+        k = int(r.data.params.get("data.num_classes", 10))
+        loss = r.data.metrics.get("val/loss", float("nan"))
+        if math.isfinite(loss) and loss >= 0.99 * math.log(k):
+            assert r.data.tags["gradient_verdict"] != "healthy", (r.info.run_name, r.data.tags.get("verdict_reason"))
+        checked += 1
+    return checked

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from study import data, diagnostics as diag, models
-from study.callbacks import verdict
+from study.callbacks import signal_summary
 
 
 def _model(activation="tanh", depth=3, width=4, init="glorot_uniform", shape=(10, 10, 1), level="full",
@@ -141,9 +141,54 @@ def test_histograms_count_every_entry_on_shared_bins():
     assert edges.nunique() == 1  # every layer (and every cell) uses the same bins
 
 
-@pytest.mark.parametrize("r_init, r_final, nonfinite, expected", [
-    (0.5, 2.0, False, "healthy"), (1e-3, 0.5, False, "vanishing"), (0.5, 1e-4, False, "vanishing"),
-    (0.5, 1e3, False, "exploding"), (0.5, 0.5, True, "exploding"), (float("nan"), float("nan"), True, "exploding"),
-])
-def test_verdict_thresholds(r_init, r_final, nonfinite, expected):
-    assert verdict(r_init, r_final, nonfinite, vanishing_below=1e-2, exploding_above=1e2) == expected
+def test_spread_is_zero_for_a_representation_that_ignores_the_input():
+    same = tf.tile(tf.random.normal((1, 3, 3, 4)), (8, 1, 1, 1))  # every example the same, positions vary
+    assert float(diag.spread(same)) < 1e-6 and float(tf.math.reduce_std(same)) > 0.5  # pooled std is fooled
+    h = np.random.default_rng(0).normal(size=(64, 2, 2, 3)).astype(np.float32)
+    assert float(diag.spread(tf.constant(h))) == pytest.approx(h.std(axis=0).mean(), rel=1e-5)
+
+
+def test_dead_channels_per_activation_family():
+    h = np.full((4, 2, 2, 2), 0.5, np.float32)
+    h[..., 0] = -0.995  # elu (alpha 1) near its negative saturation: derivative < 1 % of the positive side's
+    assert float(diag.activation_stats(tf.constant(h), "elu")["dead_frac"]) == 0.5
+    h[..., 0] = -0.5  # still passes gradient
+    assert float(diag.activation_stats(tf.constant(h), "elu")["dead_frac"]) == 0.0
+    assert "dead_frac" not in diag.activation_stats(tf.constant(h), "leaky_relu")  # cannot die
+    assert "dead_frac" not in diag.activation_stat_names("swish")
+
+
+def test_signal_profile_leaves_the_model_unchanged_and_shows_collapse():
+    x, y = _batch(n=32)
+    m = _model("relu", depth=3, level="default")
+    before = [v.numpy().copy() for v in m.variables]
+    rows = diag.signal_profile(m, x, y)
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, m.variables))
+    assert [r["layer"] for r in rows] == ["conv_01", "conv_02", "conv_03"]
+    acts = {}
+    h = tf.convert_to_tensor(x)
+    for layer in m.layers[1:]:
+        h = layer(h)
+        if layer.name.startswith("act_"):
+            acts[layer.name] = h.numpy()
+    for r in rows:  # independent: numpy std across examples, averaged over units
+        assert r["spread"] == pytest.approx(acts["act_" + r["layer"]].std(axis=0).mean(), rel=1e-4)
+    s = signal_summary([{"phase": "init", **r} for r in rows])
+    assert s["diag/forward_ratio_init"] == pytest.approx(rows[-1]["spread"] / rows[0]["spread"])
+    assert s["diag/backprop_ratio_init"] == pytest.approx(rows[0]["backprop_rms"] / rows[-1]["backprop_rms"])
+    # a deep ReLU stack with tiny weights: the forward signal collapses
+    deep = _model("relu", depth=12, init="small_normal", level="default")
+    collapsed = signal_summary([{"phase": "init", **r} for r in diag.signal_profile(deep, x, y)])
+    assert collapsed["diag/forward_ratio_init"] < 1e-6
+
+
+def test_bias_gradients_are_recorded_per_layer():
+    m = _model("tanh", level="default")
+    x, y = _batch()
+    stats = diag.batch_statistics(m, x, y)
+    grads = tf.GradientTape(persistent=True)
+    with grads:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, m(x, training=True)))
+    for layer in diag.weight_layers(m):
+        g = grads.gradient(loss, layer.bias).numpy().astype(np.float64)
+        assert stats[f"grad/{layer.name}/bias_rms"] == pytest.approx(np.sqrt(np.mean(g ** 2)), rel=1e-5)

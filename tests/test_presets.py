@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_no_healthy_at_chance, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +68,7 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, preset_runs):
     out = tmp / "report"
     for name in figures:
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
+    assert assert_no_healthy_at_chance(f"sqlite:///{tmp}/mlflow.db") >= 2
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert len(cells) >= 2 and set(cells["outcome"]) == {"finished"}
     swept = yaml.safe_load((ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]["params"]

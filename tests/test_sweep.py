@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from conftest import run_cli, runs
+from conftest import assert_no_healthy_at_chance, run_cli, runs
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +35,10 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
             "config.yaml", "epochs.parquet", "diagnostics.parquet", "histograms.parquet"}
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
+    assert assert_no_healthy_at_chance(f"sqlite:///{tmp_path}/mlflow.db") == 8
+    for r in children:
+        assert r.data.tags["gradient_verdict"] in {"healthy", "slow", "stalled", "vanishing", "collapsed", "dead"}
+        assert r.data.tags["verdict_reason"]
     # launched most expensive first: the four depth-4 cells, then the depth-2 ones, each in written order
     starts = re.findall(r"\[cell (\d)/8\] (\w+)-(\w+)-d(\d)-s0 start:", proc.stdout)
     assert [s[1:] for s in sorted(starts)] == [(a, o, d) for d in ("4", "2") for a in ("sigmoid", "relu")

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, runs
+from study import verdicts
 from study.errors import ConfigError
 from study.train import train
 
@@ -18,7 +19,8 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
     p, t, m = run.data.params, run.data.tags, run.data.metrics
     assert p["model.activation"] == "tanh" and p["model.depth"] == "2" and p["optimizer.name"] == "momentum"
     assert p["optimizer.learning_rate"] == "0.01" and p["train.batch_size"] == "32" and p["seed"] == "0"
-    assert t["outcome"] == "finished" and t["gradient_verdict"] in {"healthy", "vanishing", "exploding"}
+    assert t["outcome"] == "finished" and t["gradient_verdict"] in verdicts.LABELS and t["verdict_reason"]
+    assert p["data.num_classes"] == "4"
     assert {"git_commit", "tensorflow_version", "keras_version", "device", "fingerprint"} <= set(t)
     assert "mlflow.parentRunId" not in t
     for key in ("test/loss", "test/accuracy", "time/wall_s", "grad/conv_01/l2", "grad/global_norm"):
@@ -49,6 +51,8 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
     ("data.name=cifar10", ["cifar10", "fashion_mnist", "synthetic"]),
     ("schedule.name=linear", ["linear", "cosine"]),
     ("model.bn_momentum=1.0", ["bn_momentum=1.0", "[0, 1)"]),
+    ("diagnostics.verdict.dead_above=lots", ["diagnostics.verdict.dead_above='lots'", "number"]),
+    ("+diagnostics.verdict.deadd=1", ["deadd", "dead_above"]),
 ])
 def test_invalid_values_fail_before_training_naming_value_and_choices(make_cfg, store, override, words):
     with pytest.raises(ConfigError) as err:
@@ -75,7 +79,8 @@ def test_diverging_run_is_recorded_as_a_result(make_cfg, store):
     _, client = store
     (run,) = runs(client)
     assert result["outcome"] == "diverged" and run.info.status == "FINISHED"
-    assert run.data.tags["outcome"] == "diverged" and run.data.tags["gradient_verdict"] == "exploding"
+    assert run.data.tags["outcome"] == "diverged" and run.data.tags["gradient_verdict"] == "diverged"
+    assert "loss non-finite at step" in run.data.tags["verdict_reason"]
     assert run.data.metrics["diag/first_nonfinite_step"] >= 0
     loss = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(loss) == 1 and not math.isfinite(loss[0].value)  # stopped in the first epoch, metrics kept

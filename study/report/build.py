@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from study import tracking
+from study import tracking, verdicts
 from study.report import collect, figures as F, presets
 
 
@@ -50,11 +50,18 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
     init = done[(done["depth"] == depth)].groupby("activation")["diag/ratio_first_last_init"].median()
     out["gradient_profile"] = (f"First/last RMS gradient ratio at initialisation, depth {depth}: "
                                + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items()) + ".")
-    verdicts = []
-    for v in ("vanishing", "exploding"):
-        names = c[c["verdict"] == v]["run_name"].tolist()
-        verdicts.append(f"{v}: {len(names)} cell(s)" + (f" ({', '.join(names[:12])}{', …' if len(names) > 12 else ''})" if names else ""))
-    out["ratio_vs_depth"] = f"Verdicts (thresholds {lo:g} and {hi:g}): " + "; ".join(verdicts) + "."
+    out["ratio_vs_depth"] = (f"Shaded: ratios below {lo:g} (vanishing) and above {hi:g} (exploding); a ratio "
+                             "decides the verdict only for a cell that did not learn. Verdicts: " + verdict_counts(c) + ".")
+    sig = s.signal
+    if len(sig):
+        ends = []
+        init = sig[(sig["phase"] == "init") & (sig["stat"] == "spread") & (sig["depth"] == depth)]
+        for a, sub in init.groupby("activation"):
+            m = sub.groupby("layer_index")["value"].median()
+            ends.append(f"{a} {m.iloc[-1] / m.iloc[0]:.2g}")
+        out["forward_signal"] = (f"Spread of each unit across examples, last hidden layer over first, at initialisation, "
+                                 f"depth {depth}: " + ", ".join(ends) + ". Below the collapse threshold the deep "
+                                 "layers' output barely depends on the input.")
     final = collect.final_epoch(s.epochs[s.epochs["depth"] == depth], "train/loss")
     final = final[np.isfinite(final["value"])]
     if len(final):
@@ -75,6 +82,22 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
     out["gradient_heatmap"] = (f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
                                "training is a vanishing gradient; bright bands that grow are exploding ones.")
     return out
+
+
+def verdict_counts(cells: pd.DataFrame) -> str:
+    counts = cells["verdict"].value_counts()
+    return ", ".join(f"{counts[v]} {v}" for v in verdicts.LABELS if v in counts) or "none"
+
+
+def reason_table(cells: pd.DataFrame) -> str:
+    """One row per cell: verdict, the numbers that decided it, test accuracy, and the verdict the
+    rules gave when the cell trained (when it differs)."""
+    lines = ["| cell | verdict | reason | test accuracy |", "|---|---|---|---|"]
+    for _, r in cells.sort_values("run_name").iterrows():
+        then = r.get("verdict_at_training")
+        note = f" (at training: {then})" if then not in (r["verdict"], "unknown", None) and isinstance(then, str) else ""
+        lines.append(f"| {r['run_name']} | {r['verdict']}{note} | {r['verdict_reason']} | {_fmt(r['test/accuracy'])} |")
+    return "\n".join(lines)
 
 
 def verdict_table(cells: pd.DataFrame) -> str:
@@ -111,15 +134,17 @@ def _render(i: int) -> bool:
 
 
 def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, depth: int | None = None,
-          optimizer: str | None = None, log_to_run: bool = True) -> Path:
-    s = collect.load(uri, experiment, sweep_id)
+          optimizer: str | None = None, log_to_run: bool = True,
+          thresholds: verdicts.Thresholds | None = None) -> Path:
+    th = thresholds or verdicts.Thresholds()
+    s = collect.load(uri, experiment, sweep_id, th)
     out_dir = Path(out or tracking.REPO_ROOT / "reports" / s.info["sweep_id"])
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     tables = out_dir / "tables"
     tables.mkdir(exist_ok=True)
     s.cells.to_csv(tables / "cells.csv", index=False, float_format="%.6g")
-    for name in ("epochs", "steps", "histograms"):
+    for name in ("epochs", "steps", "histograms", "signal"):
         getattr(s, name).to_parquet(tables / f"{name}.parquet", index=False)
 
     c = s.cells
@@ -127,14 +152,15 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
     depth = depth or (int(ran["depth"].max()) if ran["depth"].notna().any() else
                       int(c["depth"].max()) if c["depth"].notna().any() else None)
     optimizer = _pick(c["optimizer"].unique(), optimizer or "sgd")
-    lo = float(pd.to_numeric(c["vanishing_below"], errors="coerce").dropna().iloc[0]) if c["vanishing_below"].notna().any() else 1e-2
-    hi = float(pd.to_numeric(c["exploding_above"], errors="coerce").dropna().iloc[0]) if c["exploding_above"].notna().any() else 1e2
+    lo, hi = th.vanishing_below, th.exploding_above
     has_steps, has_act = not s.steps.empty, not s.steps.empty and (s.steps["group"] == "act").any()
     plan = [  # name, title, needs, function
         ("accuracy_heatmap", "Final test accuracy", True, lambda: F.accuracy_heatmap(c)),
         ("accuracy_vs_depth", "Test accuracy against depth", True, lambda: F.accuracy_vs_depth(c)),
         ("gradient_profile", "Weight-gradient profile across layers", has_steps, lambda: F.gradient_profile(s.steps, optimizer)),
         ("ratio_vs_depth", "First/last gradient ratio against depth", has_steps, lambda: F.ratio_vs_depth(c, lo, hi)),
+        ("forward_signal", "Forward signal through depth at initialisation", not s.signal.empty,
+         lambda: F.forward_signal(s.signal, th.collapse_below)),
         ("loss_curves", "Training-loss curves", not s.epochs.empty, lambda: F.loss_curves(s.epochs, depth)),
         ("saturation", "Saturation and dead units", has_act, lambda: F.saturation(s.steps, depth, optimizer)),
         ("backprop_histograms", "Back-propagated gradient histograms", not s.histograms.empty,
@@ -176,9 +202,11 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
                       "## Figures", "", *sections,
                       *(["## Skipped figures", "", *skipped, ""] if skipped else []),
                       "## Gradient verdict per cell", "",
-                      "vanishing / exploding / healthy from the first/last RMS gradient ratio; "
-                      "diverged, failed, running or missing cells say so.", "",
-                      verdict_table(c) if own is None else presets.cells_table(c), "",
+                      "Recomputed by this report from each run's recorded evidence (rules: README \"Gradient "
+                      "verdict\", `study/verdicts.py`), with thresholds "
+                      + ", ".join(f"{k} {v:g}" for k, v in th.__dict__.items()) + ". Verdicts: " + verdict_counts(c) + ".", "",
+                      *([verdict_table(c), ""] if own is None else []),
+                      reason_table(c) if own is None else presets.cells_table(c), "",
                       "Tables: `tables/cells.csv` (one row per cell), `tables/epochs.parquet`, `tables/steps.parquet` "
                       f"(step-level diagnostics, {collect.STEP_POINTS} evenly spaced steps per run), `tables/histograms.parquet`.", ""])
     (out_dir / "REPORT.md").write_text(text)

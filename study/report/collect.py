@@ -17,19 +17,21 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study import tracking
+from study import tracking, verdicts
 
 AXES = {"model.activation": "activation", "optimizer.name": "optimizer", "model.depth": "depth", "seed": "seed",
         "optimizer.learning_rate": "learning_rate", "train.batch_size": "batch_size", "model.init": "init",
         "schedule.name": "schedule", "diagnostics.level": "diagnostics",
-        "diagnostics.vanishing_below": "vanishing_below", "diagnostics.exploding_above": "exploding_above",
+        "data.num_classes": "num_classes", "data.name": "dataset",
         "optimizer.lr_scale": "lr_scale", "optimizer.learning_rate_effective": "lr", "model.width": "width",
         "model.kind": "model", "regularization": "regularization", "mitigation": "mitigation",
         "train.steps_per_epoch": "steps_per_epoch", "experiment_name": "preset"}
 FINAL = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/accuracy", "train/loss",
-         "eval_train/accuracy", "eval_train/loss", "time/wall_s", "time/epoch_s", "diag/ratio_first_last_init",
-         "diag/ratio_first_last_final", "diag/first_nonfinite_step", "diag/grad_norm_noise")
-NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch")
+         "eval_train/accuracy", "eval_train/loss", "time/wall_s", "time/epoch_s", "diag/first_nonfinite_step",
+         "diag/grad_norm_noise", "train/diverged_at_step",
+         *(k for k in verdicts.EVIDENCE if k not in ("diag/nonfinite_total",)), "diag/nonfinite_total")
+NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch", "num_classes")
+DATASET_CLASSES = {"fashion_mnist": 10, "digits": 10}  # runs recorded before `data.num_classes` was a param
 STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
 
 
@@ -42,6 +44,7 @@ class Sweep:
     epochs: pd.DataFrame
     steps: pd.DataFrame
     histograms: pd.DataFrame
+    signal: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
 
 
@@ -97,7 +100,21 @@ def _subsample(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["step"].isin(keep)]
 
 
-def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
+def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) -> pd.DataFrame:
+    """The verdict and its reason recomputed from each run's recorded evidence (study/verdicts.py);
+    `verdict_at_training` keeps what the rules said when the cell trained. Cells that did not run
+    (failed, running, missing) or ran without diagnostics keep `unknown`."""
+    labels, reasons = [], []
+    for row in cells.to_dict("records"):
+        ran = row["outcome"] in ("finished", "diverged") and str(row.get("diagnostics")) not in ("off", "None", "nan")
+        label, reason = verdicts.decide(row, thresholds) if ran else ("unknown", f"cell {row['outcome']}")
+        labels.append(label)
+        reasons.append(reason)
+    return cells.assign(verdict=labels, verdict_reason=reasons)
+
+
+def load(uri: str, experiment: str, sweep_id: str | None = None,
+         thresholds: verdicts.Thresholds | None = None) -> Sweep:
     c = tracking.client(uri)
     exp, parent = find_sweep(c, experiment, sweep_id)
     sid = parent.data.tags["sweep_id"]
@@ -108,24 +125,27 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
         artifact_uris[r.info.run_id] = r.info.artifact_uri
         row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
                "outcome": r.data.tags.get("outcome", "unknown"),
-               "verdict": r.data.tags.get("gradient_verdict", "unknown")}
+               "verdict_at_training": r.data.tags.get("gradient_verdict", "unknown")}
         if r.info.status == "RUNNING":
             row["outcome"] = "running"
         row |= {short: r.data.params.get(key) for key, short in AXES.items()}
         row |= {k: r.data.metrics.get(k, np.nan) for k in FINAL}
         rows.append(row)
-    cells = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "outcome", "verdict", *AXES.values(), *FINAL])
+    cells = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "outcome", "verdict_at_training",
+                                        *AXES.values(), *FINAL])
     cells = _add_missing(c, parent.info.run_id, cells, [r.data.params for r in runs])
     for col in NUMERIC:
         cells[col] = pd.to_numeric(cells[col], errors="coerce")
+    cells["num_classes"] = cells["num_classes"].fillna(cells["dataset"].map(DATASET_CLASSES))
+    cells = judge(cells, thresholds)
     for col in ("depth", "seed", "width", "steps_per_epoch"):
         cells[col] = cells[col].astype("Int64")
-    for col in ("activation", "optimizer", "outcome", "verdict", "status", "batch_size", "init", "schedule",
+    for col in ("activation", "optimizer", "outcome", "verdict", "verdict_at_training", "status", "batch_size", "init", "schedule",
                 "regularization", "mitigation"):
         cells[col] = cells[col].astype(str)
     cells = cells.sort_values(["activation", "optimizer", "depth", "seed", "run_name"], kind="stable").reset_index(drop=True)
 
-    tables = {"epochs": [], "diagnostics": [], "histograms": []}
+    tables = {"epochs": [], "diagnostics": [], "histograms": [], "signal": []}
     ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
         for name in tables:
@@ -150,7 +170,8 @@ def load(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
             **{k: v for k, v in parent.data.metrics.items()}}
     return Sweep(info, cells, tidy("epochs", ["metric", "epoch"]),
                  tidy("diagnostics", ["group", "layer_index", "stat", "step"]),
-                 tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]))
+                 tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]),
+                 tidy("signal", ["phase", "layer_index", "stat"]))
 
 
 def _same(a, b) -> bool:
@@ -180,6 +201,6 @@ def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame, params: l
             row = {short: cell.get(key, cell.get(key.removesuffix(".name")) if key.endswith(".name") else None)
                    for key, short in AXES.items()}
             row["seed"] = row["seed"] or "0"
-            missing.append(row | {"outcome": "missing", "status": "MISSING", "verdict": "unknown",
+            missing.append(row | {"outcome": "missing", "status": "MISSING", "verdict_at_training": "unknown",
                                   "run_name": ",".join(f"{k}={cell[k]}" for k in swept)})
     return pd.concat([cells, pd.DataFrame(missing)], ignore_index=True) if missing else cells

@@ -16,7 +16,11 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 MARK = {"diverged": "DIV", "failed": "FAIL", "running": "RUN", "missing": "—"}
-VERDICT_COLORS = {"vanishing": "#0072B2", "exploding": "#D55E00", "healthy": "#009E73", "unknown": "#999999"}
+VERDICT_COLORS = {"vanishing": "#0072B2", "exploding": "#D55E00", "healthy": "#009E73", "unknown": "#999999",
+                  "collapsed": "#CC79A7", "dead": "#000000", "stalled": "#E69F00", "slow": "#56B4E9",
+                  "diverged": "#D55E00"}
+VERDICT_MARK = {"diverged": "div", "exploding": "exp", "vanishing": "van", "collapsed": "col", "dead": "dead",
+                "stalled": "stall", "slow": "slow"}  # healthy and unknown carry no mark
 
 
 def style() -> None:
@@ -85,6 +89,9 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
                 mark = next((MARK[k] for k in MARK if k in outcomes), None)
                 v = acc.loc[a, o]
                 text = mark if mark and not np.isfinite(v) else (f"{v:.2f}" + ("*" if mark else "") if np.isfinite(v) else "")
+                label = cell["verdict"].mode() if "verdict" in cell and len(cell) else pd.Series(dtype=str)
+                if len(label) and label.iloc[0] in VERDICT_MARK and text:
+                    text += "\n" + VERDICT_MARK[label.iloc[0]]
                 ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=8,
                         color="white" if np.isfinite(v) and v < 0.6 else "black")
         ax.set_title(f"depth {d}")
@@ -92,7 +99,9 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
         ax.set_ylabel("activation")
         ax.tick_params(axis="x", rotation=45)
         ax.tick_params(axis="y", rotation=0)
-    fig.suptitle("Final test accuracy (* = diverged or not all seeds finished)")
+    fig.suptitle("Final test accuracy and gradient verdict")
+    fig.supxlabel("* diverged or not all seeds finished. Verdict under the value: "
+                  + ", ".join(f"{m} {v}" for v, m in VERDICT_MARK.items()) + "; none: healthy", fontsize=8)
     return fig
 
 
@@ -307,4 +316,32 @@ def gradient_heatmap(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Fig
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.colorbar(im, ax=axes, label="log10 RMS of dL/dW_l", shrink=0.8)
     fig.suptitle(f"Weight-gradient RMS by layer and step (depth {depth}, {optimizer})")
+    return fig
+
+
+def forward_signal(signal: pd.DataFrame, collapse_below: float) -> plt.Figure | None:
+    """Forward signal through depth at initialisation: each hidden activation's spread across
+    examples (per unit, averaged over the layer; log y) against layer index, a line per activation,
+    a panel per depth; the median over the cells of an (activation, depth), whose initialisation is
+    the same for every optimizer of a seed. The dotted line is the collapse threshold times layer 1."""
+    sig = signal[(signal["phase"] == "init") & (signal["stat"] == "spread")]
+    depths = sorted(sig["depth"].dropna().unique())
+    if not depths:
+        return None
+    pal = palette(sig["activation"])
+    fig, axes = _grid(len(depths), size=(3.6, 3.1))
+    for ax, d in zip(axes, depths):
+        sub = sig[sig["depth"] == d].groupby(["activation", "layer_index"], as_index=False)["value"].median()
+        for a, s in sub.groupby("activation"):
+            ax.plot(s["layer_index"], s["value"].clip(lower=1e-30), "-o", ms=3, color=pal[a], label=a)
+            ax.plot(s["layer_index"].iloc[[0, -1]], [s["value"].iloc[0] * collapse_below] * 2, ":", color=pal[a], lw=1)
+        ax.set(yscale="log", title=f"depth {d}", xlabel="activation layer (1 = input side)",
+               ylabel="spread across examples")
+        _integer_x(ax)
+    _legend(fig, axes, "activation")
+    if len(axes) == 1:  # one panel: its title says it all (a figure title would run into the legend)
+        axes[0].set_title(f"Forward signal at init, depth {depths[0]}")
+    else:
+        fig.suptitle("Forward signal at initialisation")
+    fig.supxlabel("dotted: the collapse threshold (collapse_below × layer 1's spread)", fontsize=8)
     return fig

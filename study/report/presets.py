@@ -47,10 +47,10 @@ def _done(c: pd.DataFrame) -> pd.DataFrame:
 
 def cells_table(c: pd.DataFrame) -> str:
     """One row per cell: outcome, verdict, test accuracy, ratio at initialisation, wall time."""
-    lines = ["| cell | outcome | gradient verdict | test accuracy | first/last ratio at init | wall time (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| cell | outcome | gradient verdict | reason | test accuracy | first/last ratio at init | wall time (s) |",
+             "|---|---|---|---|---|---|---|"]
     for _, r in c.sort_values("run_name").iterrows():
-        lines.append(f"| {r['run_name']} | {r['outcome']} | {r['verdict']} | {_f(r['test/accuracy'])} "
+        lines.append(f"| {r['run_name']} | {r['outcome']} | {r['verdict']} | {r['verdict_reason']} | {_f(r['test/accuracy'])} "
                      f"| {_f(r['diag/ratio_first_last_init'])} | {_f(r['time/wall_s'], 4)} |")
     return "\n".join(lines)
 

@@ -1,0 +1,183 @@
+"""The gradient verdict: one label per cell and the numbers that decided it, from recorded values only.
+
+`decide(evidence, thresholds)` is a pure function of a run's summary metrics (the `diag/*` metrics,
+`val/loss`, `train/loss`, the outcome and the number of classes K), so the report recomputes it from
+any store, older sweeps included, with thresholds changed on its command line.
+
+Evidence, in order of weight (DESIGN.md): did the network learn (progress P = 1 - final validation
+loss / ln K; 0 = chance, 1 = perfect)? Did the forward signal survive depth (the spread of each unit
+across examples, last hidden layer over first)? Do weight gradients shrink or grow geometrically with
+depth (first/last RMS ratio)? The rules, first match wins:
+
+1. `diverged`  the loss turned non-finite (training stopped at that step).
+2. `exploding` non-finite gradient entries, the global gradient norm grew more than `growth_above`
+               times its value at step 0, or the final validation loss exceeds `blowup_above` ln K.
+3. `healthy`   P >= `progress_healthy`; a pathology seen at initialisation is named in the reason
+               ("trained despite ...").
+4. `slow`      `progress_min` <= P < `progress_healthy`; pathologies named in the reason.
+   No progress (P < `progress_min`): the first pathology that explains it:
+5. `exploding` a first/last weight-gradient ratio (at init or in the last epoch) above `exploding_above`.
+6. `vanishing` a first/last weight-gradient ratio below `vanishing_below`.
+7. `collapsed` forward spread last/first (at init or at the end) below `collapse_below`: the deep
+               layers' output no longer depends on the input, whatever the gradient ratio says.
+8. `dead`      in the worst layer at least `dead_above` of the channels are inactive for every probe
+               example (ReLU family; at the end of training).
+9. `stalled`   none of these: no progress and no gradient pathology.
+`unknown`: no loss recorded (diagnostics off and no validation data, or a failed run).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+LABELS = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled", "slow", "healthy", "unknown")
+PATHOLOGIES = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled")
+
+# Evidence keys (MLflow metric names of each run's summary)
+PROGRESS = "diag/progress"
+RATIO_INIT, RATIO_FINAL = "diag/ratio_first_last_init", "diag/ratio_first_last_final"
+FORWARD_INIT, FORWARD_FINAL = "diag/forward_ratio_init", "diag/forward_ratio_final"
+BACKPROP_INIT, BACKPROP_FINAL = "diag/backprop_ratio_init", "diag/backprop_ratio_final"
+DEAD_INIT, DEAD_FINAL = "diag/dead_frac_init", "diag/dead_frac_final"
+GROWTH = "diag/grad_growth"
+NONFINITE = "diag/nonfinite_total"
+UPDATE_RATIO = "diag/update_ratio_final"
+EVIDENCE = (PROGRESS, RATIO_INIT, RATIO_FINAL, FORWARD_INIT, FORWARD_FINAL, BACKPROP_INIT, BACKPROP_FINAL,
+            DEAD_INIT, DEAD_FINAL, GROWTH, NONFINITE, UPDATE_RATIO)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """`diagnostics.verdict.*` in the config; `--verdict key=value` on the report's command line."""
+
+    progress_min: float = 0.05      # below: no progress (validation loss within 5 % of ln K)
+    progress_healthy: float = 0.25  # at or above: healthy
+    vanishing_below: float = 1e-2   # first/last RMS weight-gradient ratio
+    exploding_above: float = 1e2
+    collapse_below: float = 0.05    # forward spread, last hidden layer over first
+    dead_above: float = 0.5         # fraction of dead channels in the worst layer
+    growth_above: float = 1e3       # global gradient norm, largest over training / at step 0
+    blowup_above: float = 1.5       # final validation loss in units of ln K
+
+    @classmethod
+    def from_mapping(cls, values: Mapping | None) -> "Thresholds":
+        """From a config mapping or `key=value` pairs; unknown keys and non-numbers fail, naming them."""
+        from study.errors import ConfigError
+
+        values = dict(values or {})
+        names = [f.name for f in fields(cls)]
+        out = {}
+        for k, v in values.items():
+            if k not in names:
+                raise ConfigError(f"unknown verdict threshold {k!r}; valid: {', '.join(names)}")
+            try:
+                out[k] = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"diagnostics.verdict.{k}={v!r} must be a number") from None
+            if not math.isfinite(out[k]) or out[k] < 0:
+                raise ConfigError(f"diagnostics.verdict.{k}={v!r} must be a finite number >= 0")
+        th = cls(**out)
+        if th.progress_min > th.progress_healthy:
+            raise ConfigError(f"diagnostics.verdict.progress_min={th.progress_min} must not exceed "
+                              f"progress_healthy={th.progress_healthy}")
+        return th
+
+
+def progress(loss: float, num_classes: int | float) -> float:
+    """P = 1 - loss / ln K: 0 at chance (uniform predictions), 1 at zero loss, negative when worse."""
+    if not num_classes or num_classes < 2 or loss is None or not math.isfinite(loss):
+        return float("nan")
+    return 1.0 - float(loss) / math.log(num_classes)
+
+
+def _num(ev: Mapping, key: str) -> float:
+    v = ev.get(key)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v
+
+
+def _g(v: float) -> str:
+    return "n/a" if not math.isfinite(v) else f"{v:.2g}" if abs(v) < 0.01 or abs(v) >= 1000 else f"{v:.3g}"
+
+
+def _pick(values, test) -> float | None:
+    """The first known value of (init, final) that passes `test`."""
+    return next((v for v in values if math.isfinite(v) and test(v)), None)
+
+
+def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
+    """(label, reason) from a run's recorded evidence: the metrics in EVIDENCE plus `val/loss`,
+    `train/loss`, `num_classes` and `outcome`; missing values are skipped and said so."""
+    th = th or Thresholds()
+    k = _num(ev, "num_classes")
+    ln_k = math.log(k) if math.isfinite(k) and k >= 2 else float("nan")
+    loss, which = _num(ev, "val/loss"), "val"
+    if not math.isfinite(loss) and not math.isfinite(_num(ev, "train/loss")):
+        loss = float("nan")
+    elif not math.isfinite(loss):
+        loss, which = _num(ev, "train/loss"), "train"
+    p = _num(ev, PROGRESS)
+    if not math.isfinite(p):
+        p = progress(loss, k)
+    learned = f"{which} loss {_g(loss)} = {_g(loss / ln_k)} ln K, progress {_g(p)}"
+
+    if str(ev.get("outcome")) == "diverged" or math.isfinite(_num(ev, "train/diverged_at_step")):
+        step = _num(ev, "train/diverged_at_step")
+        if not math.isfinite(step):
+            step = _num(ev, "diag/first_nonfinite_step")
+        return "diverged", f"loss non-finite at step {int(step) if math.isfinite(step) else '?'}"
+    nonfinite, growth = _num(ev, NONFINITE), _num(ev, GROWTH)
+    if math.isfinite(nonfinite) and nonfinite > 0:
+        return "exploding", f"{int(nonfinite)} non-finite gradient entries; {learned}"
+    if math.isfinite(growth) and growth > th.growth_above:
+        return "exploding", f"global gradient norm grew {_g(growth)}x from step 0 > {_g(th.growth_above)}; {learned}"
+    if math.isfinite(loss) and math.isfinite(ln_k) and loss > th.blowup_above * ln_k:
+        return "exploding", f"{learned}: loss above {_g(th.blowup_above)} ln K"
+    if not math.isfinite(p):
+        return "unknown", "no loss recorded"
+
+    ratios = (_num(ev, RATIO_INIT), _num(ev, RATIO_FINAL))
+    forward = (_num(ev, FORWARD_INIT), _num(ev, FORWARD_FINAL))
+    dead = _num(ev, DEAD_FINAL)
+    findings = []  # (label, text) of every pathology the evidence shows
+    when = ("at init", "in the last epoch")
+    for v, w in zip(ratios, when):
+        if math.isfinite(v) and v > th.exploding_above:
+            findings.append(("exploding", f"first/last weight-gradient ratio {w} {_g(v)} > {_g(th.exploding_above)}"))
+            break
+    for v, w in zip(ratios, when):
+        if math.isfinite(v) and v < th.vanishing_below:
+            findings.append(("vanishing", f"first/last weight-gradient ratio {w} {_g(v)} < {_g(th.vanishing_below)}"))
+            break
+    for v, w in zip(forward, ("at init", "at the end")):
+        if math.isfinite(v) and v < th.collapse_below:
+            findings.append(("collapsed", f"forward spread last/first {w} {_g(v)} < {_g(th.collapse_below)}"))
+            break
+    if math.isfinite(dead) and dead >= th.dead_above:
+        findings.append(("dead", f"dead channels in the worst layer at the end {_g(dead)} >= {_g(th.dead_above)}"))
+
+    if p >= th.progress_healthy:
+        label = "healthy"
+        head = f"{learned} >= {_g(th.progress_healthy)}"
+    elif p >= th.progress_min:
+        label = "slow"
+        head = f"{learned}, between {_g(th.progress_min)} and {_g(th.progress_healthy)}"
+    else:
+        head = f"no progress: {learned} < {_g(th.progress_min)}"
+        if findings:
+            label, text = findings[0]
+            return label, f"{head}; {text}"
+        known = [f"weight-gradient ratio at init {_g(ratios[0])}"]
+        if any(map(math.isfinite, forward)):
+            known.append(f"forward spread last/first at init {_g(forward[0])}")
+        else:
+            known.append("forward signal not recorded")
+        return "stalled", f"{head}; no gradient pathology ({', '.join(known)})"
+    if findings:
+        head += "; trained despite " + "; ".join(text for _, text in findings)
+    return label, head
