@@ -16,7 +16,7 @@ URI    ?= sqlite:///$(CURDIR)/mlflow.db
 LAUNCH := $(if $(filter 1,$(JOBS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
-.PHONY: help install data sweep smoke test report ui server bench clean
+.PHONY: help install data sweep smoke test test-fast lint report ui server bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -55,6 +55,13 @@ smoke: $(STAMP) ## a 1-minute sweep on synthetic data (experiment=smoke), then i
 
 test: data ## run the test suite (fast and slow tests)
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: data ## the tests without the `slow` marker (no sweeps, servers, launchers): the inner loop
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff (configured in pyproject.toml): lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PORT= to change)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)

@@ -21,7 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from study import data, diagnostics as diag, models, tracking  # noqa: E402
+from study import data, models, tracking  # noqa: E402
+from study import diagnostics as diag
 from study.callbacks import DiagnosticsLogger, HistogramLogger  # noqa: E402
 
 
@@ -32,8 +33,11 @@ def build(variant: str, args, splits, run: tracking.RunLogger):
     model = models.build(spec, splits.input_shape, splits.num_classes)
     if variant != "plain":
         model = diag.DiagnosticModel(model.inputs, model.outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     steps = -(-len(splits.x_train) // args.batch_size)
     callbacks = []
     if variant != "plain":
@@ -85,16 +89,24 @@ def main() -> None:
         for v in variants:  # warm-up: tracing and first-epoch effects are left out
             timed_epoch(*built[v], splits, args)
         for rep in range(args.reps):  # interleaved, order rotated, so drift of a shared machine hits all alike
-            order = variants[rep % 3:] + variants[:rep % 3]
+            order = variants[rep % 3 :] + variants[: rep % 3]
             for v in order:
                 times[v].append(timed_epoch(*built[v], splits, args))
             print(f"rep {rep + 1}/{args.reps} " + " ".join(f"{v}={times[v][-1]:.2f}s" for v in variants), flush=True)
         run.flush()
     med = {v: statistics.median(t) for v, t in times.items()}
-    result = {"median_epoch_s": med, "default_over_plain": med["default"] / med["plain"],
-              "full_over_plain": med["full"] / med["plain"], "epoch_times_s": times, "config": vars(args),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "tensorflow": __import__("tensorflow").__version__}}
+    result = {
+        "median_epoch_s": med,
+        "default_over_plain": med["default"] / med["plain"],
+        "full_over_plain": med["full"] / med["plain"],
+        "epoch_times_s": times,
+        "config": vars(args),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": __import__("tensorflow").__version__,
+        },
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"median epoch: plain {med['plain']:.3f} s, default {med['default']:.3f} s, full {med['full']:.3f} s")

@@ -31,7 +31,9 @@ def main() -> None:
         seconds = time.perf_counter() - t
         cells = len(pd.read_csv(Path(out) / "tables" / "cells.csv"))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"cells": cells, "seconds": seconds, "tracking_uri": tracking.redact(a.tracking_uri)}, indent=2))
+    Path(a.out).write_text(
+        json.dumps({"cells": cells, "seconds": seconds, "tracking_uri": tracking.redact(a.tracking_uri)}, indent=2)
+    )
     print(f"report cells={cells} seconds={seconds:.1f}")
 
 

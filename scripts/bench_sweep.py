@@ -39,9 +39,21 @@ def sweep(jobs: int, extra: list[str]) -> tuple[float, int, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         launch = [] if jobs == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
         t, cpu = time.perf_counter(), _cpu_s()
-        proc = subprocess.run([sys.executable, "-m", "study.train", "-m", *GRID, *launch, *extra,
-                               f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"hydra.sweep.dir={tmp}/sweep"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "study.train",
+                "-m",
+                *GRID,
+                *launch,
+                *extra,
+                f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                f"hydra.sweep.dir={tmp}/sweep",
+            ],
+            capture_output=True,
+            text=True,
+        )
         seconds, cpu = time.perf_counter() - t, _cpu_s() - cpu
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
@@ -63,28 +75,41 @@ def main() -> None:
         seq.append(sweep(1, a.extra))
         par.append(sweep(a.jobs, a.extra))
     (seq_s, seq_n, seq_cpu, seq_cells), (par_s, par_n, par_cpu, par_cells) = (
-        [sum(x) for x in zip(*runs)] for runs in (seq, par))
+        [sum(x) for x in zip(*runs)] for runs in (seq, par)
+    )
     seq_rate, par_rate = 3600 * seq_n / seq_s, 3600 * par_n / par_s
     cores = os.cpu_count() or 1
     ceiling = a.jobs * seq_cells / par_cells
-    result = {"cells": seq_n // a.repeat, "repeat": a.repeat, "sequential_s": seq_s / a.repeat,
-              "parallel_s": par_s / a.repeat, "jobs": a.jobs, "cores": cores,
-              "cpu_s": {"sequential": seq_cpu / a.repeat, "parallel": par_cpu / a.repeat},
-              "cores_busy": {"sequential": seq_cpu / seq_s, "parallel": par_cpu / par_s},
-              "cell_s": {"sequential": seq_cells / seq_n, "parallel": par_cells / par_n},
-              "cells_per_hour": {"sequential": seq_rate, "parallel": par_rate},
-              "speedup_per_repeat": [(s[0] / s[1]) / (p[0] / p[1]) for s, p in zip(seq, par)],
-              "ceiling_without_startup_and_tail": ceiling, "speedup": par_rate / seq_rate}
+    result = {
+        "cells": seq_n // a.repeat,
+        "repeat": a.repeat,
+        "sequential_s": seq_s / a.repeat,
+        "parallel_s": par_s / a.repeat,
+        "jobs": a.jobs,
+        "cores": cores,
+        "cpu_s": {"sequential": seq_cpu / a.repeat, "parallel": par_cpu / a.repeat},
+        "cores_busy": {"sequential": seq_cpu / seq_s, "parallel": par_cpu / par_s},
+        "cell_s": {"sequential": seq_cells / seq_n, "parallel": par_cells / par_n},
+        "cells_per_hour": {"sequential": seq_rate, "parallel": par_rate},
+        "speedup_per_repeat": [(s[0] / s[1]) / (p[0] / p[1]) for s, p in zip(seq, par)],
+        "ceiling_without_startup_and_tail": ceiling,
+        "speedup": par_rate / seq_rate,
+    }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
-    print(f"sequential: {seq_n} cells in {seq_s:.0f} s ({seq_rate:.0f} cells/h, {seq_cpu / seq_s:.2f} of {cores} "
-          f"cores busy, {seq_cells / seq_n:.1f} s a cell); {a.jobs} jobs: {par_n} cells in {par_s:.0f} s "
-          f"({par_rate:.0f} cells/h, {par_cpu / par_s:.2f} cores busy, {par_cells / par_n:.1f} s a cell)")
+    print(
+        f"sequential: {seq_n} cells in {seq_s:.0f} s ({seq_rate:.0f} cells/h, {seq_cpu / seq_s:.2f} of {cores} "
+        f"cores busy, {seq_cells / seq_n:.1f} s a cell); {a.jobs} jobs: {par_n} cells in {par_s:.0f} s "
+        f"({par_rate:.0f} cells/h, {par_cpu / par_s:.2f} cores busy, {par_cells / par_n:.1f} s a cell)"
+    )
     if a.repeat > 1:
         print("speedup per repeat: " + ", ".join(f"{x:.2f}" for x in result["speedup_per_repeat"]))
-    print(f"ceiling without start-up and tail: {a.jobs} x {seq_cells / seq_n:.1f} / {par_cells / par_n:.1f} "
-          f"= {ceiling:.2f}")
+    print(
+        f"ceiling without start-up and tail: {a.jobs} x {seq_cells / seq_n:.1f} / {par_cells / par_n:.1f} "
+        f"= {ceiling:.2f}"
+    )
     print(f"speedup={result['speedup']:.2f}")
+
 
 if __name__ == "__main__":
     main()

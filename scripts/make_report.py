@@ -1,8 +1,8 @@
 """Turn a sweep's MLflow runs into tables, figures and REPORT.md (never trains).
 
-    python scripts/make_report.py                       # latest sweep, local store
-    python scripts/make_report.py --tracking-uri sqlite:///<dir>/mlflow.db --out <dir>/report
-    python scripts/make_report.py --tracking-uri http://127.0.0.1:5000 --sweep 20261126-101500-ab12cd
+python scripts/make_report.py                       # latest sweep, local store
+python scripts/make_report.py --tracking-uri sqlite:///<dir>/mlflow.db --out <dir>/report
+python scripts/make_report.py --tracking-uri http://127.0.0.1:5000 --sweep 20261126-101500-ab12cd
 """
 
 from __future__ import annotations
@@ -24,9 +24,14 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
     p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
-    p.add_argument("--verdict", action="append", default=[], metavar="KEY=VALUE",
-                   help="a verdict threshold, e.g. --verdict progress_healthy=0.3 (repeatable; README "
-                        "'Gradient verdict' lists them); verdicts are recomputed from the recorded evidence")
+    p.add_argument(
+        "--verdict",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a verdict threshold, e.g. --verdict progress_healthy=0.3 (repeatable; README "
+        "'Gradient verdict' lists them); verdicts are recomputed from the recorded evidence",
+    )
     a = p.parse_args()
     try:
         pairs = dict(v.split("=", 1) for v in a.verdict if "=" in v)
@@ -36,8 +41,16 @@ def main() -> None:
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     t = time.perf_counter()
-    out = build(a.tracking_uri, a.experiment, a.sweep, a.out, depth=a.depth, optimizer=a.optimizer, log_to_run=not a.no_log,
-                thresholds=thresholds)
+    out = build(
+        a.tracking_uri,
+        a.experiment,
+        a.sweep,
+        a.out,
+        depth=a.depth,
+        optimizer=a.optimizer,
+        log_to_run=not a.no_log,
+        thresholds=thresholds,
+    )
     print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
 
 

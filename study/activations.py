@@ -6,7 +6,7 @@ h_l and the gradient dL/dh_l. Adding an activation is one entry in ACTIVATIONS (
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 

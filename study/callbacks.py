@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 
 import keras
-from hydra.experimental.callback import Callback
 import numpy as np
 import pandas as pd
+from hydra.experimental.callback import Callback
 
 from study import diagnostics as diag
 from study import tracking
@@ -94,7 +94,9 @@ class DiagnosticsLogger(keras.callbacks.Callback):
 
     def _probe(self, phase: str) -> None:
         if self.x_probe is not None and len(self.x_probe) > 1:
-            self.signal += [{"phase": phase, **row} for row in diag.signal_profile(self.model, self.x_probe, self.y_probe)]
+            self.signal += [
+                {"phase": phase, **row} for row in diag.signal_profile(self.model, self.x_probe, self.y_probe)
+            ]
 
     def on_train_begin(self, logs=None):
         self._probe("init")
@@ -121,15 +123,19 @@ class DiagnosticsLogger(keras.callbacks.Callback):
             r_final = float(np.mean(last_epoch[:, first]) / np.mean(last_epoch[:, last]))
             growth = float(np.nanmax(norms_all) / norms_all[0]) if np.isfinite(norms_all).any() else float("nan")
         nonfinite_step = self.model.diag_first_nonfinite_step()
-        norms = norms_all[-max(self.steps_per_epoch, min(10, len(table))):]
+        norms = norms_all[-max(self.steps_per_epoch, min(10, len(table))) :]
         with np.errstate(divide="ignore", invalid="ignore"):  # step-to-step jitter of log ||g||, blind to slow drift
             jumps = np.diff(np.log(norms))
-            noise = float(np.sqrt(np.mean(jumps ** 2) / 2)) if len(jumps) else float("nan")
+            noise = float(np.sqrt(np.mean(jumps**2) / 2)) if len(jumps) else float("nan")
         updates = [keys.index(k) for k in keys if k.endswith("/update_ratio")]
-        self.summary = {"diag/ratio_first_last_init": r_init, "diag/ratio_first_last_final": r_final,
-                        "diag/nonfinite_total": float(np.nansum(table[:, keys.index("grad/nonfinite")])),
-                        "diag/grad_norm_noise": noise, "diag/grad_growth": growth,
-                        "diag/update_ratio_final": float(np.median(np.mean(last_epoch[:, updates], axis=0)))}
+        self.summary = {
+            "diag/ratio_first_last_init": r_init,
+            "diag/ratio_first_last_final": r_final,
+            "diag/nonfinite_total": float(np.nansum(table[:, keys.index("grad/nonfinite")])),
+            "diag/grad_norm_noise": noise,
+            "diag/grad_growth": growth,
+            "diag/update_ratio_final": float(np.median(np.mean(last_epoch[:, updates], axis=0))),
+        }
         self.summary |= signal_summary(self.signal)
         if nonfinite_step >= 0:
             self.summary["diag/first_nonfinite_step"] = nonfinite_step
@@ -139,15 +145,17 @@ class DiagnosticsLogger(keras.callbacks.Callback):
         stats = self.model.diag_stats
         values = np.vstack(self.rows) if self.rows else np.zeros((0, len(stats)))
         steps = np.repeat(np.arange(len(values)), len(stats))
-        return pd.DataFrame({
-            "step": steps.astype("int64"),
-            "epoch": (steps // self.steps_per_epoch).astype("int64"),
-            "group": np.tile([s.group for s in stats], len(values)),
-            "layer": np.tile([s.layer for s in stats], len(values)),
-            "layer_index": np.tile([s.layer_index for s in stats], len(values)).astype("int64"),
-            "stat": np.tile([s.stat for s in stats], len(values)),
-            "value": values.reshape(-1).astype("float64"),
-        })
+        return pd.DataFrame(
+            {
+                "step": steps.astype("int64"),
+                "epoch": (steps // self.steps_per_epoch).astype("int64"),
+                "group": np.tile([s.group for s in stats], len(values)),
+                "layer": np.tile([s.layer for s in stats], len(values)),
+                "layer_index": np.tile([s.layer_index for s in stats], len(values)).astype("int64"),
+                "stat": np.tile([s.stat for s in stats], len(values)),
+                "value": values.reshape(-1).astype("float64"),
+            }
+        )
 
     def signal_table(self) -> pd.DataFrame:
         """phase (init / end), layer, layer_index, stat, value: the signal probe, long format."""
@@ -167,7 +175,9 @@ def signal_summary(rows: list[dict]) -> dict[str, float]:
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
             out[f"diag/forward_ratio_{suffix}"] = float(np.float64(r[-1]["spread"]) / np.float64(r[0]["spread"]))
-            out[f"diag/backprop_ratio_{suffix}"] = float(np.float64(r[0]["backprop_rms"]) / np.float64(r[-1]["backprop_rms"]))
+            out[f"diag/backprop_ratio_{suffix}"] = float(
+                np.float64(r[0]["backprop_rms"]) / np.float64(r[-1]["backprop_rms"])
+            )
         dead = [row["dead_frac"] for row in r if "dead_frac" in row]
         if dead:
             out[f"diag/dead_frac_{suffix}"] = float(max(dead))
@@ -251,27 +261,40 @@ class MlflowSweepCallback(Callback):
         tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         name = config.get("experiment_name") or "sweep"
-        run = c.create_run(exp_id, run_name=f"{name}-{sweep_id}", tags={
-            "sweep_id": sweep_id, "role": "sweep", "preset": str(name), **tracking.environment_tags()})
+        run = c.create_run(
+            exp_id,
+            run_name=f"{name}-{sweep_id}",
+            tags={"sweep_id": sweep_id, "role": "sweep", "preset": str(name), **tracking.environment_tags()},
+        )
         if cells is not None:  # the planned grid, so the report can show cells that never ran
             c.log_text(run.info.run_id, json.dumps(cells, indent=1), "grid.json")
-        info = {"sweep_id": sweep_id, "parent_run_id": run.info.run_id, "experiment_id": exp_id,
-                "n_cells": len(cells) if cells is not None else None, "started": time.time()}
+        info = {
+            "sweep_id": sweep_id,
+            "parent_run_id": run.info.run_id,
+            "experiment_id": exp_id,
+            "n_cells": len(cells) if cells is not None else None,
+            "started": time.time(),
+        }
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
-        print(f"[sweep {sweep_id}] {info['n_cells'] or '?'} cells -> {tracking.redact(t.uri)} "
-              f"experiment {t.experiment!r}, parent run {run.info.run_id}", flush=True)
+        print(
+            f"[sweep {sweep_id}] {info['n_cells'] or '?'} cells -> {tracking.redact(t.uri)} "
+            f"experiment {t.experiment!r}, parent run {run.info.run_id}",
+            flush=True,
+        )
 
     def on_multirun_end(self, config, **kwargs) -> None:
         info = read_sweep_file(config.hydra.sweep.dir)
         if info is None:
             return
         c = tracking.client(config.tracking.uri)
-        children = c.search_runs([info["experiment_id"]], f"tags.sweep_id = '{info['sweep_id']}' "
-                                 f"and tags.role = 'cell'", max_results=50000)
-        reused = c.search_runs([info["experiment_id"]], f"tags.`{tracking.REUSED_TAG}.{info['sweep_id']}` = '1'",
-                               max_results=50000)
+        children = c.search_runs(
+            [info["experiment_id"]], f"tags.sweep_id = '{info['sweep_id']}' and tags.role = 'cell'", max_results=50000
+        )
+        reused = c.search_runs(
+            [info["experiment_id"]], f"tags.`{tracking.REUSED_TAG}.{info['sweep_id']}` = '1'", max_results=50000
+        )
         outcomes = [r.data.tags.get("outcome", "unknown") for r in children] + ["reused"] * len(reused)
         children = children + reused
         counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
@@ -280,10 +303,14 @@ class MlflowSweepCallback(Callback):
         run.tags({f"cells_{o}": n for o, n in counts.items()} | {"cells": len(children)})
         run.metrics({"sweep/wall_time_s": wall, "sweep/cells": len(children)}, step=0)
         run.end("FINISHED")
-        print(f"[sweep {info['sweep_id']}] done in {wall:.0f} s: "
-              + ", ".join(f"{n} {o}" for o, n in counts.items()), flush=True)
+        print(
+            f"[sweep {info['sweep_id']}] done in {wall:.0f} s: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
+            flush=True,
+        )
         missing = (info["n_cells"] or len(children)) - len(children)
         if counts.get("failed") or missing:
-            raise SystemExit(f"[sweep {info['sweep_id']}] {counts.get('failed', 0)} cell(s) failed "
-                             f"(tracebacks: artifact traceback.txt of their runs), {missing} cell(s) not run "
-                             "(invalid values, printed above)")
+            raise SystemExit(
+                f"[sweep {info['sweep_id']}] {counts.get('failed', 0)} cell(s) failed "
+                f"(tracebacks: artifact traceback.txt of their runs), {missing} cell(s) not run "
+                "(invalid values, printed above)"
+            )

@@ -111,8 +111,10 @@ def _synthetic(n_train: int = 2048, n_test: int = 512, image_size: int = 28, num
         y = rng.integers(0, num_classes, size=n)
         theta = y * np.pi / num_classes
         phase = rng.uniform(0, 2 * np.pi, size=n)
-        wave = np.cos(2 * np.pi / 6 * (np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy)
-                      + phase[:, None, None])
+        wave = np.cos(
+            2 * np.pi / 6 * (np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy)
+            + phase[:, None, None]
+        )
         x = 0.5 + 0.3 * wave + 0.2 * rng.standard_normal((n, image_size, image_size))
         return np.clip(x, 0.0, 1.0)[..., None], y
 
@@ -159,8 +161,16 @@ def load(
         x_te, y_te = x_te[:test_subset], y_te[:test_subset]
     f32, i32 = np.float32, np.int32
     return Splits(
-        x_tr.astype(f32), y_tr.astype(i32), x_val.astype(f32), y_val.astype(i32),
-        x_te.astype(f32), y_te.astype(i32), num_classes, name, x_probe.astype(f32), y_probe.astype(i32),
+        x_tr.astype(f32),
+        y_tr.astype(i32),
+        x_val.astype(f32),
+        y_val.astype(i32),
+        x_te.astype(f32),
+        y_te.astype(i32),
+        num_classes,
+        name,
+        x_probe.astype(f32),
+        y_probe.astype(i32),
     )
 
 

@@ -123,8 +123,10 @@ def activation_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 def layout(model: keras.Model, level: str, activation: str) -> list[Stat]:
     """The ordered list of statistics the train step computes at `level`."""
-    stats = [Stat("grad/global_norm", "global", "", 0, "global_norm"),
-             Stat("grad/nonfinite", "global", "", 0, "nonfinite")]
+    stats = [
+        Stat("grad/global_norm", "global", "", 0, "global_norm"),
+        Stat("grad/nonfinite", "global", "", 0, "nonfinite"),
+    ]
     for i, layer in enumerate(weight_layers(model), start=1):
         stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in WEIGHT_GRAD_STATS]
         if layer.use_bias:
@@ -158,8 +160,9 @@ def _compute(model, x, y, acts_on: bool, training: bool):
 class DiagnosticModel(keras.Model):
     """A functional Keras model whose train step also computes the diagnostic statistics."""
 
-    def enable_diagnostics(self, level: str, activation: str, small_grad_threshold: float = 1e-8,
-                           activation_params: dict | None = None):
+    def enable_diagnostics(
+        self, level: str, activation: str, small_grad_threshold: float = 1e-8, activation_params: dict | None = None
+    ):
         if level not in LEVELS:
             from study.errors import unknown
 
@@ -202,8 +205,10 @@ class DiagnosticModel(keras.Model):
         """The statistics vector in `layout` order (`before`: kernels before the update)."""
         grads = [None if g is None else tf.cast(g, tf.float32) * inv for g in grads]
         finite = [g for g in grads if g is not None]
-        values = [tf.linalg.global_norm(finite),
-                  tf.cast(tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in finite]), tf.float32)]
+        values = [
+            tf.linalg.global_norm(finite),
+            tf.cast(tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in finite]), tf.float32),
+        ]
         by_var = {id(v): g for v, g in zip(self.trainable_weights, grads)}
         for layer, w_before in zip(self._diag_layers, before):
             values += weight_grad_stats(by_var[id(layer.kernel)], self._diag_threshold)
@@ -244,7 +249,8 @@ def batch_statistics(model: DiagnosticModel, x, y) -> dict[str, float]:
     tests, at initialisation and by other tools."""
     kernels = [l.kernel for l in model._diag_layers]
     _, _, grads, grads_h, acts, inv = _compute(
-        model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), model._diag_acts_on, training=True)
+        model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), model._diag_acts_on, training=True
+    )
     before = [k.value for k in kernels]
     vec = model.diag_vector(grads, grads_h, acts, inv, before).numpy()
     return {s.key: float(v) for s, v in zip(model.diag_stats, vec)}
@@ -258,16 +264,20 @@ def signal_profile(model: DiagnosticModel, x, y) -> list[dict]:
     norm's moving statistics and the layers' random-seed states are restored afterwards, so the
     training that follows is unchanged."""
     saved = [v.value for v in model.non_trainable_variables]
-    _, _, _, grads_h, acts, inv = _compute(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True,
-                                           training=True)
+    _, _, _, grads_h, acts, inv = _compute(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True, training=True)
     for v, value in zip(model.non_trainable_variables, saved):
         v.assign(value)
     rows = []
     names = [l.name.removeprefix("act_") for l in activation_layers(model)]
     for i, (name, h, gh) in enumerate(zip(names, acts, grads_h), start=1):
         h = tf.cast(h, tf.float32)
-        row = {"layer": name, "layer_index": i, "spread": float(spread(h)), "rms": float(_rms(h)),
-               "backprop_rms": float(_rms(tf.cast(gh, tf.float32)) * float(inv))}
+        row = {
+            "layer": name,
+            "layer_index": i,
+            "spread": float(spread(h)),
+            "rms": float(_rms(h)),
+            "backprop_rms": float(_rms(tf.cast(gh, tf.float32)) * float(inv)),
+        }
         off = inactive(h, model._diag_activation, model._diag_act_params)
         if off is not None:
             row["dead_frac"] = float(dead_fraction(off))
@@ -300,14 +310,17 @@ def probe_tensors(model: DiagnosticModel, x, y) -> dict[str, list[tuple[str, int
     """Activation outputs h_l, back-propagated gradients dL/dh_l and weight gradients dL/dW_l on a
     probe batch, in inference mode (no dropout, no batch-norm update), without updating the model."""
     _, _, grads, grads_h, acts, inv = _compute(
-        model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True, training=False)
+        model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True, training=False
+    )
     by_var = {id(v): g for v, g in zip(model.trainable_weights, grads)}
     names = [l.name.removeprefix("act_") for l in activation_layers(model)]
     return {
         "activation": [(n, i, np.asarray(h, np.float64)) for i, (n, h) in enumerate(zip(names, acts), 1)],
         "backprop": [(n, i, np.asarray(g, np.float64) * float(inv)) for i, (n, g) in enumerate(zip(names, grads_h), 1)],
-        "weight_grad": [(l.name, i, np.asarray(by_var[id(l.kernel)], np.float64) * float(inv))
-                        for i, l in enumerate(model._diag_layers, 1)],
+        "weight_grad": [
+            (l.name, i, np.asarray(by_var[id(l.kernel)], np.float64) * float(inv))
+            for i, l in enumerate(model._diag_layers, 1)
+        ],
     }
 
 
@@ -321,10 +334,27 @@ def histograms(tensors: dict[str, list[tuple[str, int, np.ndarray]]]) -> list[di
                 edges, values = ACT_BINS, np.clip(t, ACT_BINS[0], ACT_BINS[-1])
             else:
                 nz = t[t != 0]
-                rows.append(dict(quantity=quantity, layer=layer, layer_index=index, bin_left=-np.inf,
-                                 bin_right=-np.inf, count=int(t.size - nz.size)))
+                rows.append(
+                    dict(
+                        quantity=quantity,
+                        layer=layer,
+                        layer_index=index,
+                        bin_left=-np.inf,
+                        bin_right=-np.inf,
+                        count=int(t.size - nz.size),
+                    )
+                )
                 edges, values = LOG_GRAD_BINS, np.clip(np.log10(np.abs(nz)), LOG_GRAD_BINS[0], LOG_GRAD_BINS[-1])
             counts, _ = np.histogram(values, bins=edges)
-            rows += [dict(quantity=quantity, layer=layer, layer_index=index, bin_left=float(lo),
-                          bin_right=float(hi), count=int(c)) for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+            rows += [
+                dict(
+                    quantity=quantity,
+                    layer=layer,
+                    layer_index=index,
+                    bin_left=float(lo),
+                    bin_right=float(hi),
+                    count=int(c),
+                )
+                for lo, hi, c in zip(edges[:-1], edges[1:], counts)
+            ]
     return rows

@@ -95,15 +95,19 @@ def _head(x, spec: ModelSpec, num_classes: int):
         if spec.dropout:
             x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i:02d}")(x)
         dense = keras.layers.Dense(
-            units, kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
-            kernel_regularizer=_regularizer(spec), name=f"dense_{i:02d}",
+            units,
+            kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_regularizer=_regularizer(spec),
+            name=f"dense_{i:02d}",
         )
         x = _block(x, dense, f"dense_{i:02d}", spec)
     if spec.dropout:
         x = keras.layers.Dropout(spec.dropout, name="dropout_logits")(x)
     return keras.layers.Dense(
-        num_classes, kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
-        kernel_regularizer=_regularizer(spec), name="logits",
+        num_classes,
+        kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+        kernel_regularizer=_regularizer(spec),
+        name="logits",
     )(x)
 
 
@@ -117,9 +121,12 @@ def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -
     x, filters, ends = inputs, spec.width, _stage_ends(spec.depth)
     for i in range(1, spec.depth + 1):
         conv = keras.layers.Conv2D(
-            filters, spec.kernel_size, padding="same",
+            filters,
+            spec.kernel_size,
+            padding="same",
             kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
-            kernel_regularizer=_regularizer(spec), name=f"conv_{i:02d}",
+            kernel_regularizer=_regularizer(spec),
+            name=f"conv_{i:02d}",
         )
         x = _block(x, conv, f"conv_{i:02d}", spec, skip=spec.residual and x.shape[-1] == filters)
         if i in ends:
@@ -135,8 +142,10 @@ def build_mlp(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -
     x = keras.layers.Flatten(name="flatten")(inputs)
     for i in range(1, spec.depth + 1):
         dense = keras.layers.Dense(
-            spec.width, kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
-            kernel_regularizer=_regularizer(spec), name=f"dense_{i:02d}",
+            spec.width,
+            kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_regularizer=_regularizer(spec),
+            name=f"dense_{i:02d}",
         )
         x = _block(x, dense, f"dense_{i:02d}", spec, skip=spec.residual and x.shape[-1] == spec.width)
     spec_no_head = ModelSpec(**{**spec.__dict__, "head_units": []})

@@ -19,12 +19,19 @@ OPTIMIZERS = {
     "nesterov": lambda lr, p, kw: keras.optimizers.SGD(lr, momentum=p.get("momentum", 0.9), nesterov=True, **kw),
     "adagrad": lambda lr, p, kw: keras.optimizers.Adagrad(lr, **kw),
     "rmsprop": lambda lr, p, kw: keras.optimizers.RMSprop(lr, rho=p.get("rho", 0.9), **kw),
-    "adam": lambda lr, p, kw: keras.optimizers.Adam(lr, beta_1=p.get("beta_1", 0.9), beta_2=p.get("beta_2", 0.999), **kw),
+    "adam": lambda lr, p, kw: keras.optimizers.Adam(
+        lr, beta_1=p.get("beta_1", 0.9), beta_2=p.get("beta_2", 0.999), **kw
+    ),
     "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, weight_decay=p.get("weight_decay", 0.004), **kw),
     "nadam": lambda lr, p, kw: keras.optimizers.Nadam(lr, **kw),
 }
-PARAMS = {"momentum": {"momentum"}, "nesterov": {"momentum"}, "rmsprop": {"rho"},
-          "adam": {"beta_1", "beta_2"}, "adamw": {"weight_decay"}}
+PARAMS = {
+    "momentum": {"momentum"},
+    "nesterov": {"momentum"},
+    "rmsprop": {"rho"},
+    "adam": {"beta_1", "beta_2"},
+    "adamw": {"weight_decay"},
+}
 SCHEDULES = ("constant", "exponential", "step", "cosine")
 
 
@@ -36,8 +43,10 @@ def check(name: str, learning_rate: float, params: dict, schedule: str, clipnorm
         raise ConfigError(f"optimizer.learning_rate={learning_rate!r} must be a number > 0")
     extra = set(params) - PARAMS.get(name, set())
     if extra:
-        raise ConfigError(f"optimizer {name!r} takes no parameter {sorted(extra)}; "
-                          f"valid: {sorted(PARAMS.get(name, set())) or ['none']}")
+        raise ConfigError(
+            f"optimizer {name!r} takes no parameter {sorted(extra)}; "
+            f"valid: {sorted(PARAMS.get(name, set())) or ['none']}"
+        )
     if schedule not in SCHEDULES:
         raise unknown("schedule", schedule, SCHEDULES)
     for what, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
@@ -45,8 +54,16 @@ def check(name: str, learning_rate: float, params: dict, schedule: str, clipnorm
             raise ConfigError(f"optimizer.{what}={v} must be > 0 or null")
 
 
-def schedule(name: str, learning_rate: float, steps_per_epoch: int, epochs: int, *,
-             decay_rate: float = 0.5, decay_epochs: float = 1.0, alpha: float = 0.0):
+def schedule(
+    name: str,
+    learning_rate: float,
+    steps_per_epoch: int,
+    epochs: int,
+    *,
+    decay_rate: float = 0.5,
+    decay_epochs: float = 1.0,
+    alpha: float = 0.0,
+):
     """A learning rate (float) or a Keras schedule; `decay_epochs` is the period of exponential
     and step decay, `alpha` the final fraction of the cosine schedule."""
     decay_steps = max(1, int(math.ceil(decay_epochs * steps_per_epoch)))

@@ -16,14 +16,19 @@ to the square of `model.width` (a conv layer's work), and inversely to `train.ba
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from study.errors import unknown
 
 ORDERS = ("cost", "as_written")
 # override key -> exponent of its value in the estimated cost
-COST_KEYS = {"model.depth": 1.0, "model.width": 2.0, "train.epochs": 1.0, "data.train_subset": 1.0,
-             "train.batch_size": -1.0}
+COST_KEYS = {
+    "model.depth": 1.0,
+    "model.width": 2.0,
+    "train.epochs": 1.0,
+    "data.train_subset": 1.0,
+    "train.batch_size": -1.0,
+}
 
 
 def estimated_cost(overrides: Sequence[str]) -> float:

@@ -65,8 +65,10 @@ def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
         except requests.RequestException as err:
-            raise TrackingError(f"tracking server {redact(uri)} is not reachable ({type(err).__name__}); "
-                                "start it with `make server`, or set tracking.uri to another store") from None
+            raise TrackingError(
+                f"tracking server {redact(uri)} is not reachable ({type(err).__name__}); "
+                "start it with `make server`, or set tracking.uri to another store"
+            ) from None
     if artifacts and artifacts.startswith("file:"):
         from urllib.parse import unquote, urlparse
 
@@ -76,8 +78,10 @@ def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
             with tempfile.NamedTemporaryFile(dir=folder):
                 pass
         except OSError as err:
-            raise TrackingError(f"artifact folder {folder} is not writable ({err.strerror}); "
-                                "set tracking.artifact_location to a writable folder") from None
+            raise TrackingError(
+                f"artifact folder {folder} is not writable ({err.strerror}); "
+                "set tracking.artifact_location to a writable folder"
+            ) from None
 
 
 def ensure_experiment(c: MlflowClient, name: str, artifacts: str | None) -> str:
@@ -109,17 +113,26 @@ def fingerprint(flat: dict[str, object]) -> str:
     """Hash of the semantic config: what is trained, not where it is logged or how it is launched.
     Keys added to the config after runs were recorded are left out while they hold the value that
     reproduces those runs (ADDED_KEYS), so earlier runs of an unchanged cell are still found."""
-    keep = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)
-            and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
+    keep = {
+        k: v
+        for k, v in flat.items()
+        if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)
+        and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+    }
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -146,8 +159,12 @@ REUSED_TAG = "reused_in"  # `reused_in.<sweep id>` on a run that a later sweep s
 def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str):
     """Before a sweep cell trains: runs of the same fingerprint left RUNNING by a killed sweep are
     marked KILLED; a FINISHED one is returned (and tagged as part of this sweep) to be reused."""
-    prior = c.search_runs([experiment_id], f"tags.fingerprint = '{fingerprint}' and tags.role = 'cell'",
-                          order_by=["attributes.start_time DESC"], max_results=1000)
+    prior = c.search_runs(
+        [experiment_id],
+        f"tags.fingerprint = '{fingerprint}' and tags.role = 'cell'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
     for r in prior:
         if r.info.status == "RUNNING":
             c.set_tag(r.info.run_id, "outcome", "killed")
@@ -187,26 +204,31 @@ class RunLogger:
                 except Exception as err:  # noqa: PERF203 - network errors differ by store
                     last = err
                     if attempt < self.RETRIES - 1:
-                        time.sleep(2 ** attempt)
+                        time.sleep(2**attempt)
             else:
                 path = self.spill_dir / f"unsent_metrics_{self.run_id}.jsonl"
                 with path.open("a") as f:
                     for m in self._pending:
-                        f.write(json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n")
+                        f.write(
+                            json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step})
+                            + "\n"
+                        )
                 n, self._pending = len(self._pending), []
-                raise TrackingError(f"tracking store unreachable while logging run {self.run_id} "
-                                    f"({type(last).__name__}: {redact(str(last))[:200]}); {n} metrics kept in {path}")
+                raise TrackingError(
+                    f"tracking store unreachable while logging run {self.run_id} "
+                    f"({type(last).__name__}: {redact(str(last))[:200]}); {n} metrics kept in {path}"
+                )
             self._pending = self._pending[MAX_METRICS_PER_BATCH:]
 
     def params(self, values: dict[str, object]) -> None:
         items = [Param(k, redact(_param_str(v))[:6000]) for k, v in sorted(values.items())]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
     def tags(self, values: dict[str, object]) -> None:
         items = [RunTag(k, redact(str(v))) for k, v in values.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=items[i:i + MAX_PARAMS_PER_BATCH])
+            self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_PER_BATCH])
 
     def text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)

@@ -34,7 +34,7 @@ TRAIN_EVAL_EXAMPLES = 10_000  # after training, `eval_train/*` evaluates this ma
 
 def model_spec(cfg: DictConfig) -> models.ModelSpec:
     m = OmegaConf.to_container(cfg.model, resolve=True)
-    act_params = (m.pop("activation_params") or {})
+    act_params = m.pop("activation_params") or {}
     unknown_keys = set(act_params) - set(models.activations.ACTIVATIONS)
     if unknown_keys:
         raise unknown("activation in model.activation_params", sorted(unknown_keys)[0], models.activations.ACTIVATIONS)
@@ -51,20 +51,25 @@ def check(cfg: DictConfig) -> None:
     """Every check that needs no data: fails before training, naming value and valid choices."""
     models.check(model_spec(cfg))
     o = cfg.optimizer
-    optimizers.check(o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name,
-                     o.get("clipnorm"), o.get("clipvalue"))
+    optimizers.check(
+        o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name, o.get("clipnorm"), o.get("clipvalue")
+    )
     scale = o.get("lr_scale", 1.0)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
-        raise ConfigError(f"optimizer.lr_scale={scale!r} must be a number > 0 (it multiplies "
-                          f"optimizer.learning_rate={o.learning_rate})")
+        raise ConfigError(
+            f"optimizer.lr_scale={scale!r} must be a number > 0 (it multiplies "
+            f"optimizer.learning_rate={o.learning_rate})"
+        )
     if cfg.data.name not in data.DATASETS:
         raise unknown("dataset", cfg.data.name, data.DATASETS)
     if cfg.diagnostics.level not in diag.LEVELS:
         raise unknown("diagnostics level", cfg.diagnostics.level, diag.LEVELS)
     bs = cfg.train.batch_size
     if not (bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
-        raise ConfigError(f"train.batch_size={bs!r} must be 'full' (batch gradient descent), "
-                          "1 (stochastic) or an integer N > 1 (mini-batch)")
+        raise ConfigError(
+            f"train.batch_size={bs!r} must be 'full' (batch gradient descent), "
+            "1 (stochastic) or an integer N > 1 (mini-batch)"
+        )
     if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
     thresholds(cfg)
@@ -78,8 +83,10 @@ def thresholds(cfg: DictConfig) -> verdicts.Thresholds:
 def batch_size(cfg: DictConfig, n_train: int) -> int:
     bs = n_train if cfg.train.batch_size == "full" else int(cfg.train.batch_size)
     if bs > n_train:
-        raise ConfigError(f"train.batch_size={bs} is larger than the training set ({n_train} examples of "
-                          f"{cfg.data.name!r}); use at most {n_train} or 'full'")
+        raise ConfigError(
+            f"train.batch_size={bs} is larger than the training set ({n_train} examples of "
+            f"{cfg.data.name!r}); use at most {n_train} or 'full'"
+        )
     return bs
 
 
@@ -147,9 +154,15 @@ def train(cfg: DictConfig) -> dict:
     check(cfg)
     setup_keras(cfg)
     d = cfg.data
-    splits = data.load(d.name, seed=int(cfg.seed), val_fraction=d.val_fraction, train_subset=d.get("train_subset"),
-                       test_subset=d.get("test_subset"), options=OmegaConf.to_container(d.options) if "options" in d else {},
-                       probe_size=int(cfg.diagnostics.get("probe_size", 256)))
+    splits = data.load(
+        d.name,
+        seed=int(cfg.seed),
+        val_fraction=d.val_fraction,
+        train_subset=d.get("train_subset"),
+        test_subset=d.get("test_subset"),
+        options=OmegaConf.to_container(d.options) if "options" in d else {},
+        probe_size=int(cfg.diagnostics.get("probe_size", 256)),
+    )
     bs = batch_size(cfg, len(splits.x_train))
     steps_per_epoch = math.ceil(len(splits.x_train) / bs)
 
@@ -159,47 +172,77 @@ def train(cfg: DictConfig) -> dict:
     exp_id = ctx.get("experiment_id")
     if not exp_id:  # a single run; a sweep's callback made these checks once, before any job
         tracking.check_store(t.uri, None)
-        exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location")))
+        exp_id = tracking.ensure_experiment(
+            c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location"))
+        )
         tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     flat = tracking.flatten(resolved)
-    tags = {"role": "cell" if ctx else "single", "fingerprint": tracking.fingerprint(flat),
-            **tracking.environment_tags(), "outcome": "running"}
+    tags = {
+        "role": "cell" if ctx else "single",
+        "fingerprint": tracking.fingerprint(flat),
+        **tracking.environment_tags(),
+        "outcome": "running",
+    }
     where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
     if ctx:
         tags |= {"mlflow.parentRunId": ctx["parent_run_id"], "sweep_id": ctx["sweep_id"], "cell_index": ctx["index"]}
         done = None if t.get("rerun") else tracking.resume(c, exp_id, tags["fingerprint"], ctx["sweep_id"])
         if done is not None:
-            print(f"{where}{t.run_name} skipped: already FINISHED as run {done.info.run_id} "
-                  "(tracking.rerun=true to train it again)", flush=True)
+            print(
+                f"{where}{t.run_name} skipped: already FINISHED as run {done.info.run_id} "
+                "(tracking.rerun=true to train it again)",
+                flush=True,
+            )
             return {**done.data.metrics, "outcome": "skipped", "run_id": done.info.run_id}
     run_info = c.create_run(exp_id, run_name=t.run_name, tags={k: str(v) for k, v in tags.items()}).info
     run = tracking.RunLogger(c, run_info.run_id)
-    print(f"{where}{t.run_name} start: activation={cfg.model.activation} optimizer={cfg.optimizer.name} "
-          f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})", flush=True)
+    print(
+        f"{where}{t.run_name} start: activation={cfg.model.activation} optimizer={cfg.optimizer.name} "
+        f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})",
+        flush=True,
+    )
     try:
-        run.params(flat | {"train.batch_size_resolved": bs, "train.steps_per_epoch": steps_per_epoch,
-                           "optimizer.learning_rate_effective": learning_rate(cfg),
-                           "data.num_classes": splits.num_classes})
+        run.params(
+            flat
+            | {
+                "train.batch_size_resolved": bs,
+                "train.steps_per_epoch": steps_per_epoch,
+                "optimizer.learning_rate_effective": learning_rate(cfg),
+                "data.num_classes": splits.num_classes,
+            }
+        )
         run.text(OmegaConf.to_yaml(resolved), "config.yaml")
         result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
-        run.tags({"outcome": result["outcome"], "gradient_verdict": result["gradient_verdict"],
-                  "verdict_reason": result["verdict_reason"]})
+        run.tags(
+            {
+                "outcome": result["outcome"],
+                "gradient_verdict": result["gradient_verdict"],
+                "verdict_reason": result["verdict_reason"],
+            }
+        )
         run.end("FINISHED")
     except BaseException as err:
         trace, error = traceback.format_exc(), f"{type(err).__name__}: {err}"
         status = "FAILED" if isinstance(err, Exception) else "KILLED"
-        for record in (run.flush, lambda: run.text(trace, "traceback.txt"),
-                       lambda: run.tags({"outcome": "failed", "error": error[:5000]}), lambda: run.end(status)):
+        for record in (
+            run.flush,
+            lambda: run.text(trace, "traceback.txt"),
+            lambda: run.tags({"outcome": "failed", "error": error[:5000]}),
+            lambda: run.end(status),
+        ):
             with contextlib.suppress(Exception):  # the store may be what failed; report the first error
                 record()
         print(f"{where}{t.run_name} FAILED: {tracking.redact(error)}", flush=True)
         raise
     result["run_id"] = run_info.run_id
-    print(f"{where}{t.run_name} {result['outcome']}: test/accuracy={result['test/accuracy']:.4f} "
-          f"in {result['time/wall_s']:.1f} s; verdict {result['gradient_verdict']}: {result['verdict_reason']}", flush=True)
+    print(
+        f"{where}{t.run_name} {result['outcome']}: test/accuracy={result['test/accuracy']:.4f} "
+        f"in {result['time/wall_s']:.1f} s; verdict {result['gradient_verdict']}: {result['verdict_reason']}",
+        flush=True,
+    )
     return result
 
 
@@ -212,12 +255,24 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     base = models.build(spec, splits.input_shape, splits.num_classes)
     model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
     s, o = cfg.schedule, cfg.optimizer
-    lr = optimizers.schedule(s.name, learning_rate(cfg), steps_per_epoch, int(cfg.train.epochs),
-                             decay_rate=s.get("decay_rate", 0.5), decay_epochs=s.get("decay_epochs", 1.0),
-                             alpha=s.get("alpha", 0.0))
-    opt = optimizers.build(o.name, lr, dict(o.get("params") or {}), clipnorm=o.get("clipnorm"), clipvalue=o.get("clipvalue"))
-    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=False)
+    lr = optimizers.schedule(
+        s.name,
+        learning_rate(cfg),
+        steps_per_epoch,
+        int(cfg.train.epochs),
+        decay_rate=s.get("decay_rate", 0.5),
+        decay_epochs=s.get("decay_epochs", 1.0),
+        alpha=s.get("alpha", 0.0),
+    )
+    opt = optimizers.build(
+        o.name, lr, dict(o.get("params") or {}), clipnorm=o.get("clipnorm"), clipvalue=o.get("clipvalue")
+    )
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
     dc = cfg.diagnostics
     model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold), spec.activation_params)
     guard, epochs = DivergenceGuard(), EpochLogger(run)
@@ -240,18 +295,29 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         verbose = 1 if sys.stdout.isatty() else 0
     seed = int(cfg.seed)
     t_fit = time.time()
-    model.fit(data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=seed), epochs=int(cfg.train.epochs),
-              validation_data=data.pipeline(splits.x_val, splits.y_val, 1024) if len(splits.x_val) else None,
-              callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles, seeded
+    model.fit(
+        data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=seed),
+        epochs=int(cfg.train.epochs),
+        validation_data=data.pipeline(splits.x_val, splits.y_val, 1024) if len(splits.x_val) else None,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )  # tf.data shuffles, seeded
     fit_s = time.time() - t_fit
     test = model.evaluate(data.pipeline(splits.x_test, splits.y_test, 1024), verbose=0, return_dict=True)
     n_eval = min(len(splits.x_train), TRAIN_EVAL_EXAMPLES)  # the fit itself, without dropout
-    fitted = model.evaluate(data.pipeline(splits.x_train[:n_eval], splits.y_train[:n_eval], 1024), verbose=0,
-                            return_dict=True)
-    result = {"test/loss": float(test["loss"]), "test/accuracy": float(test["accuracy"]),
-              "eval_train/loss": float(fitted["loss"]), "eval_train/accuracy": float(fitted["accuracy"]),
-              "time/fit_s": fit_s, "time/epoch_s": fit_s / max(1, epochs.epochs_done),
-              "epochs_done": epochs.epochs_done}
+    fitted = model.evaluate(
+        data.pipeline(splits.x_train[:n_eval], splits.y_train[:n_eval], 1024), verbose=0, return_dict=True
+    )
+    result = {
+        "test/loss": float(test["loss"]),
+        "test/accuracy": float(test["accuracy"]),
+        "eval_train/loss": float(fitted["loss"]),
+        "eval_train/accuracy": float(fitted["accuracy"]),
+        "time/fit_s": fit_s,
+        "time/epoch_s": fit_s / max(1, epochs.epochs_done),
+        "epochs_done": epochs.epochs_done,
+    }
     diverged = guard.diverged_at is not None
     result["outcome"] = "diverged" if diverged else "finished"
     if diverged:

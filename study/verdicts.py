@@ -29,8 +29,8 @@ depth (first/last RMS ratio)? The rules, first match wins:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 
 LABELS = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled", "slow", "healthy", "unknown")
 PATHOLOGIES = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled")
@@ -44,25 +44,37 @@ DEAD_INIT, DEAD_FINAL = "diag/dead_frac_init", "diag/dead_frac_final"
 GROWTH = "diag/grad_growth"
 NONFINITE = "diag/nonfinite_total"
 UPDATE_RATIO = "diag/update_ratio_final"
-EVIDENCE = (PROGRESS, RATIO_INIT, RATIO_FINAL, FORWARD_INIT, FORWARD_FINAL, BACKPROP_INIT, BACKPROP_FINAL,
-            DEAD_INIT, DEAD_FINAL, GROWTH, NONFINITE, UPDATE_RATIO)
+EVIDENCE = (
+    PROGRESS,
+    RATIO_INIT,
+    RATIO_FINAL,
+    FORWARD_INIT,
+    FORWARD_FINAL,
+    BACKPROP_INIT,
+    BACKPROP_FINAL,
+    DEAD_INIT,
+    DEAD_FINAL,
+    GROWTH,
+    NONFINITE,
+    UPDATE_RATIO,
+)
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """`diagnostics.verdict.*` in the config; `--verdict key=value` on the report's command line."""
 
-    progress_min: float = 0.05      # below: no progress (validation loss within 5 % of ln K)
+    progress_min: float = 0.05  # below: no progress (validation loss within 5 % of ln K)
     progress_healthy: float = 0.25  # at or above: healthy
-    vanishing_below: float = 1e-2   # first/last RMS weight-gradient ratio
+    vanishing_below: float = 1e-2  # first/last RMS weight-gradient ratio
     exploding_above: float = 1e2
-    collapse_below: float = 0.05    # forward spread, last hidden layer over first
-    dead_above: float = 0.5         # fraction of dead channels in the worst layer
-    growth_above: float = 1e3       # global gradient norm, largest over training / at step 0
-    blowup_above: float = 1.5       # final validation loss in units of ln K
+    collapse_below: float = 0.05  # forward spread, last hidden layer over first
+    dead_above: float = 0.5  # fraction of dead channels in the worst layer
+    growth_above: float = 1e3  # global gradient norm, largest over training / at step 0
+    blowup_above: float = 1.5  # final validation loss in units of ln K
 
     @classmethod
-    def from_mapping(cls, values: Mapping | None) -> "Thresholds":
+    def from_mapping(cls, values: Mapping | None) -> Thresholds:
         """From a config mapping or `key=value` pairs; unknown keys and non-numbers fail, naming them."""
         from study.errors import ConfigError
 
@@ -80,8 +92,10 @@ class Thresholds:
                 raise ConfigError(f"diagnostics.verdict.{k}={v!r} must be a finite number >= 0")
         th = cls(**out)
         if th.progress_min > th.progress_healthy:
-            raise ConfigError(f"diagnostics.verdict.progress_min={th.progress_min} must not exceed "
-                              f"progress_healthy={th.progress_healthy}")
+            raise ConfigError(
+                f"diagnostics.verdict.progress_min={th.progress_min} must not exceed "
+                f"progress_healthy={th.progress_healthy}"
+            )
         return th
 
 

@@ -14,8 +14,17 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 import study.train  # noqa: E402,F401  (registers the repo_root resolver)
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["data=synthetic", "data.options.n_train=256", "data.options.n_test=64", "data.options.image_size=12",
-        "model.width=4", "model.depth=2", "train.epochs=1", "train.batch_size=32", "train.verbose=0"]
+TINY = [
+    "data=synthetic",
+    "data.options.n_train=256",
+    "data.options.n_test=64",
+    "data.options.image_size=12",
+    "model.width=4",
+    "model.depth=2",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "train.verbose=0",
+]
 
 
 @pytest.fixture
@@ -39,8 +48,14 @@ def make_cfg(store):
 def run_cli(args, tmp_path, extra_env=None, timeout=600):
     """`python -m study.train ARGS` in a subprocess, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(extra_env or {})}
-    return subprocess.run([sys.executable, "-m", "study.train", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "study.train", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:
@@ -61,8 +76,16 @@ def runs(client, experiment="activation-study"):
 def smoke_store(tmp_path_factory):
     """One smoke multirun with full diagnostics, shared by the sweep and report tests."""
     tmp = tmp_path_factory.mktemp("smoke")
-    proc = run_cli(["-m", "experiment=smoke", "diagnostics=full", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-                    f"hydra.sweep.dir={tmp}/sweep"], tmp)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "diagnostics=full",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"hydra.sweep.dir={tmp}/sweep",
+        ],
+        tmp,
+    )
     return tmp, proc
 
 

@@ -10,7 +10,9 @@ def test_synthetic_is_deterministic_and_split_by_seed():
     a = data.load("synthetic", seed=0, val_fraction=0.25, options={"n_train": 200, "n_test": 50, "image_size": 12})
     b = data.load("synthetic", seed=0, val_fraction=0.25, options={"n_train": 200, "n_test": 50, "image_size": 12})
     c = data.load("synthetic", seed=1, val_fraction=0.25, options={"n_train": 200, "n_test": 50, "image_size": 12})
-    assert a.x_train.shape == (150, 12, 12, 1) and a.x_val.shape == (50, 12, 12, 1) and a.x_test.shape == (50, 12, 12, 1)
+    assert (
+        a.x_train.shape == (150, 12, 12, 1) and a.x_val.shape == (50, 12, 12, 1) and a.x_test.shape == (50, 12, 12, 1)
+    )
     np.testing.assert_array_equal(a.x_train, b.x_train)
     assert not np.array_equal(a.x_train, c.x_train)
     np.testing.assert_array_equal(a.x_test, c.x_test)  # the test set does not depend on the seed
@@ -41,11 +43,14 @@ def test_pipeline_batches_and_seeded_shuffle():
     assert first == again and [len(b) for b in first] == [4, 4, 2] and sorted(sum(first, [])) == list(range(10))
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"name": "cifar"}, ["cifar", "fashion_mnist", "digits", "synthetic"]),
-    ({"name": "digits", "train_subset": 99999}, ["train_subset=99999"]),
-    ({"name": "digits", "val_fraction": 1.5}, ["val_fraction=1.5"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"name": "cifar"}, ["cifar", "fashion_mnist", "digits", "synthetic"]),
+        ({"name": "digits", "train_subset": 99999}, ["train_subset=99999"]),
+        ({"name": "digits", "val_fraction": 1.5}, ["val_fraction=1.5"]),
+    ],
+)
 def test_bad_data_options_are_named(kwargs, words):
     with pytest.raises(ValueError) as err:
         data.load(seed=0, **kwargs)

@@ -6,18 +6,33 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from study import data, diagnostics as diag, models
+from study import data, models
+from study import diagnostics as diag
 from study.callbacks import signal_summary
 
 
-def _model(activation="tanh", depth=3, width=4, init="glorot_uniform", shape=(10, 10, 1), level="full",
-           optimizer=None, head_units=(), classes=3):
+def _model(
+    activation="tanh",
+    depth=3,
+    width=4,
+    init="glorot_uniform",
+    shape=(10, 10, 1),
+    level="full",
+    optimizer=None,
+    head_units=(),
+    classes=3,
+):
     keras.utils.set_random_seed(1)
-    base = models.build(models.ModelSpec(depth=depth, width=width, activation=activation, init=init,
-                                         head_units=list(head_units)), shape, classes)
+    base = models.build(
+        models.ModelSpec(depth=depth, width=width, activation=activation, init=init, head_units=list(head_units)),
+        shape,
+        classes,
+    )
     m = diag.DiagnosticModel(base.inputs, base.outputs)
-    m.compile(optimizer=optimizer or keras.optimizers.SGD(0.1),
-              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.compile(
+        optimizer=optimizer or keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     m.enable_diagnostics(level, activation, small_grad_threshold=1e-3)
     return m
 
@@ -40,17 +55,28 @@ def _independent(model, x, y):
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
     grads = tape.gradient(loss, list(model.trainable_weights) + list(acts.values()))
     wg = dict(zip([id(v) for v in model.trainable_weights], grads))
-    out = {"grad/global_norm": np.sqrt(sum(np.sum(np.square(g.numpy().astype(np.float64))) for g in grads[:len(model.trainable_weights)]))}
+    out = {
+        "grad/global_norm": np.sqrt(
+            sum(np.sum(np.square(g.numpy().astype(np.float64))) for g in grads[: len(model.trainable_weights)])
+        )
+    }
     for layer in diag.weight_layers(model):
         g = wg[id(layer.kernel)].numpy().astype(np.float64)
         w = layer.kernel.numpy().astype(np.float64)
-        out |= {f"grad/{layer.name}/l2": np.linalg.norm(g), f"grad/{layer.name}/rms": np.sqrt(np.mean(g ** 2)),
-                f"grad/{layer.name}/max": np.abs(g).max(), f"grad/{layer.name}/small_frac": np.mean(np.abs(g) < 1e-3),
-                f"weight/{layer.name}/l2": np.linalg.norm(w)}
-    for (name, h), gh in zip(acts.items(), grads[len(model.trainable_weights):]):
+        out |= {
+            f"grad/{layer.name}/l2": np.linalg.norm(g),
+            f"grad/{layer.name}/rms": np.sqrt(np.mean(g**2)),
+            f"grad/{layer.name}/max": np.abs(g).max(),
+            f"grad/{layer.name}/small_frac": np.mean(np.abs(g) < 1e-3),
+            f"weight/{layer.name}/l2": np.linalg.norm(w),
+        }
+    for (name, h), gh in zip(acts.items(), grads[len(model.trainable_weights) :]):
         h = h.numpy().astype(np.float64)
-        out |= {f"backprop/{name}/l2": np.linalg.norm(gh.numpy().astype(np.float64)),
-                f"act/{name}/mean": h.mean(), f"act/{name}/std": h.std()}
+        out |= {
+            f"backprop/{name}/l2": np.linalg.norm(gh.numpy().astype(np.float64)),
+            f"act/{name}/mean": h.mean(),
+            f"act/{name}/std": h.std(),
+        }
     return out
 
 
@@ -74,7 +100,9 @@ def test_update_ratio_is_the_relative_weight_change_of_the_step():
     latest = dict(zip([s.key for s in m.diag_stats], m._diag_vars.latest.numpy()))
     for l in diag.weight_layers(m):
         w0, w1 = before[l.name], l.kernel.numpy().astype(np.float64)
-        assert latest[f"weight/{l.name}/update_ratio"] == pytest.approx(np.linalg.norm(w1 - w0) / np.linalg.norm(w0), rel=1e-4)
+        assert latest[f"weight/{l.name}/update_ratio"] == pytest.approx(
+            np.linalg.norm(w1 - w0) / np.linalg.norm(w0), rel=1e-4
+        )
         assert latest[f"weight/{l.name}/l2"] == pytest.approx(np.linalg.norm(w0), rel=1e-5)
 
 
@@ -93,8 +121,11 @@ def test_diagnostic_train_step_trains_exactly_like_keras_own():
 def test_statistics_are_unscaled_under_loss_scaling():
     x, y = _batch()
     plain = diag.batch_statistics(_model("tanh"), x, y)
-    scaled = diag.batch_statistics(_model("tanh", optimizer=keras.optimizers.LossScaleOptimizer(
-        keras.optimizers.SGD(0.1), initial_scale=2.0 ** 15)), x, y)
+    scaled = diag.batch_statistics(
+        _model("tanh", optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0**15)),
+        x,
+        y,
+    )
     for key in plain:
         assert scaled[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-12), key
 
@@ -191,4 +222,4 @@ def test_bias_gradients_are_recorded_per_layer():
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, m(x, training=True)))
     for layer in diag.weight_layers(m):
         g = grads.gradient(loss, layer.bias).numpy().astype(np.float64)
-        assert stats[f"grad/{layer.name}/bias_rms"] == pytest.approx(np.sqrt(np.mean(g ** 2)), rel=1e-5)
+        assert stats[f"grad/{layer.name}/bias_rms"] == pytest.approx(np.sqrt(np.mean(g**2)), rel=1e-5)

@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT, free_port, run_cli, runs
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, free_port, run_cli, runs
 from study import tracking
 
 pytestmark = pytest.mark.slow
@@ -18,8 +18,14 @@ pytestmark = pytest.mark.slow
 def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = [sys.executable, "-m", "study.train", "-m", "experiment=smoke", f"tracking.uri={uri}"]
-    first = subprocess.Popen([*args, f"hydra.sweep.dir={tmp_path}/sweep1"], cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    first = subprocess.Popen(
+        [*args, f"hydra.sweep.dir={tmp_path}/sweep1"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     for line in first.stdout:
         if line.startswith("[cell 4/8]") and "start:" in line:
             time.sleep(1.0)  # cell 4 is now training: its run is RUNNING
@@ -44,16 +50,35 @@ def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
     assert len(killed) == 1 and killed[0].data.tags["outcome"] == "killed"
     # the resumed sweep's report sees all 8 cells
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri", uri,
-                           "--out", str(out), "--no-log"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_report.py"),
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(out),
+            "--no-log",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "8 cells: 8 finished" in (out / "REPORT.md").read_text()
 
 
 def test_rerun_true_trains_again(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    base = ["-m", "experiment=smoke", "model.activation=relu", "optimizer=adam", "model.depth=2", "train.epochs=1",
-            f"tracking.uri={uri}"]
+    base = [
+        "-m",
+        "experiment=smoke",
+        "model.activation=relu",
+        "optimizer=adam",
+        "model.depth=2",
+        "train.epochs=1",
+        f"tracking.uri={uri}",
+    ]
     assert run_cli([*base, f"hydra.sweep.dir={tmp_path}/s1"], tmp_path).returncode == 0
     again = run_cli([*base, "tracking.rerun=true", f"hydra.sweep.dir={tmp_path}/s2"], tmp_path)
     assert again.returncode == 0 and "skipped" not in again.stdout
@@ -63,15 +88,25 @@ def test_rerun_true_trains_again(tmp_path):
 @pytest.mark.parametrize("multirun", [False, True])
 def test_unreachable_tracking_server_is_a_clear_error_before_training(tmp_path, multirun):
     t = time.time()
-    proc = run_cli([*(["-m", "experiment=smoke"] if multirun else []), f"tracking.uri=http://bob:pw@127.0.0.1:{free_port()}"], tmp_path)
+    proc = run_cli(
+        [*(["-m", "experiment=smoke"] if multirun else []), f"tracking.uri=http://bob:pw@127.0.0.1:{free_port()}"],
+        tmp_path,
+    )
     assert proc.returncode != 0 and time.time() - t < 60
     assert "is not reachable" in proc.stderr and "make server" in proc.stderr
     assert "pw" not in proc.stderr + proc.stdout and "start:" not in proc.stdout
 
 
 def test_unwritable_artifact_store_is_a_clear_error(tmp_path):
-    proc = run_cli(["data=synthetic", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                    "tracking.experiment=unwritable", "tracking.artifact_location=/etc/hostname/artifacts"], tmp_path)
+    proc = run_cli(
+        [
+            "data=synthetic",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            "tracking.experiment=unwritable",
+            "tracking.artifact_location=/etc/hostname/artifacts",
+        ],
+        tmp_path,
+    )
     assert proc.returncode != 0 and "is not writable" in proc.stderr and "start:" not in proc.stdout
 
 
@@ -79,9 +114,21 @@ def test_server_lost_mid_run_keeps_every_metric(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     port = free_port()
-    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{tmp_path}/server.db", "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):

@@ -6,15 +6,27 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from study.report import figures as F, preset_figures as P  # noqa: E402
+from study.report import figures as F  # noqa: E402
+from study.report import preset_figures as P
 
 
 def _cells():
     rows = []
-    for m, ratios in (("none", {16: (2.9e-10, 2.2e-10), 32: (0.0, 0.0)}), ("batch_norm", {16: (3.5, 9.0), 32: (4.6, 8.0)})):
+    for m, ratios in (
+        ("none", {16: (2.9e-10, 2.2e-10), 32: (0.0, 0.0)}),
+        ("batch_norm", {16: (3.5, 9.0), 32: (4.6, 8.0)}),
+    ):
         for d, (init, final) in ratios.items():
-            rows.append({"activation": "sigmoid", "optimizer": "sgd", "mitigation": m, "depth": d,
-                         "diag/ratio_first_last_init": init, "diag/ratio_first_last_final": final})
+            rows.append(
+                {
+                    "activation": "sigmoid",
+                    "optimizer": "sgd",
+                    "mitigation": m,
+                    "depth": d,
+                    "diag/ratio_first_last_init": init,
+                    "diag/ratio_first_last_final": final,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -34,9 +46,19 @@ def test_a_ratio_of_exactly_zero_is_drawn_below_every_real_ratio_and_named_in_th
 
 
 def test_a_cell_whose_ratio_at_init_is_undefined_still_shows_its_last_epoch():
-    cells = pd.DataFrame([{"activation": "relu", "optimizer": "sgd", "init": i, "depth": d,
-                           "diag/ratio_first_last_init": r0, "diag/ratio_first_last_final": r1}
-                          for i, d, r0, r1 in (("small_normal", 4, 13.2, 3.8), ("small_normal", 16, np.nan, 0.0))])
+    cells = pd.DataFrame(
+        [
+            {
+                "activation": "relu",
+                "optimizer": "sgd",
+                "init": i,
+                "depth": d,
+                "diag/ratio_first_last_init": r0,
+                "diag/ratio_first_last_final": r1,
+            }
+            for i, d, r0, r1 in (("small_normal", 4, 13.2, 3.8), ("small_normal", 16, np.nan, 0.0))
+        ]
+    )
     ax = P.ratio_by(cells, "init", 1e-2, 1e2).axes[0]
     solid = [l for l in ax.get_lines() if l.get_marker() == "o"][0]
     assert list(solid.get_xdata()) == [4, 16] and np.isfinite(solid.get_ydata()).all()

@@ -8,9 +8,14 @@ from study.sweeper import estimated_cost, order_cells
 
 def test_deeper_cells_launch_first_and_ties_keep_the_written_order():
     cells = [[f"model.activation={a}", f"model.depth={d}"] for a in ("relu", "tanh") for d in (2, 16, 4)]
-    assert order_cells(cells) == [["model.activation=relu", "model.depth=16"], ["model.activation=tanh", "model.depth=16"],
-                                  ["model.activation=relu", "model.depth=4"], ["model.activation=tanh", "model.depth=4"],
-                                  ["model.activation=relu", "model.depth=2"], ["model.activation=tanh", "model.depth=2"]]
+    assert order_cells(cells) == [
+        ["model.activation=relu", "model.depth=16"],
+        ["model.activation=tanh", "model.depth=16"],
+        ["model.activation=relu", "model.depth=4"],
+        ["model.activation=tanh", "model.depth=4"],
+        ["model.activation=relu", "model.depth=2"],
+        ["model.activation=tanh", "model.depth=2"],
+    ]
     assert order_cells(cells, "as_written") == cells
 
 
@@ -18,12 +23,15 @@ def test_cost_grows_with_depth_epochs_examples_and_width_squared_and_falls_with_
     assert estimated_cost(["model.depth=8"]) == pytest.approx(2 * estimated_cost(["model.depth=4"]))
     assert estimated_cost(["model.width=16"]) == pytest.approx(4 * estimated_cost(["model.width=8"]))
     assert estimated_cost(["train.epochs=6", "data.train_subset=1024"]) == pytest.approx(
-        3 * estimated_cost(["train.epochs=4", "data.train_subset=512"]))
+        3 * estimated_cost(["train.epochs=4", "data.train_subset=512"])
+    )
     batches = [["train.batch_size=full"], ["train.batch_size=32"], ["train.batch_size=1"]]
     assert order_cells(batches) == batches[::-1]
     # width 16 at depth 2 does more work than width 8 at depth 4
     assert order_cells([["model.depth=4", "model.width=8"], ["model.depth=2", "model.width=16"]])[0] == [
-        "model.depth=2", "model.width=16"]
+        "model.depth=2",
+        "model.width=16",
+    ]
 
 
 def test_cells_without_cost_keys_keep_the_written_order():

@@ -5,7 +5,6 @@ two presets run at a time, so the nine run in a few minutes; every preset-specif
 `mitigations` keeps all four (each is its own code path).
 """
 
-
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT, assert_no_healthy_at_chance, run_cli
 
 pytestmark = pytest.mark.slow
@@ -22,13 +20,23 @@ pytestmark = pytest.mark.slow
 PRESETS = {  # preset: (axis overrides, its report's figures)
     "gd_variants": (["train.batch_size=1,full"], ["gd_loss", "gd_noise"]),
     "lr_schedules": (["optimizer=adam", "schedule=constant,cosine", "model.depth=4"], ["schedule_curves"]),
-    "optimizers_tuned": (["optimizer=sgd,adam", "optimizer.lr_scale=0.1,10", "model.activation=relu", "model.depth=4"],
-                         ["lr_sensitivity", "isolation"]),
-    "init": (["model.init=he_normal,small_normal", "model.activation=relu", "model.depth=4"],
-             ["init_accuracy", "init_ratio"]),
+    "optimizers_tuned": (
+        ["optimizer=sgd,adam", "optimizer.lr_scale=0.1,10", "model.activation=relu", "model.depth=4"],
+        ["lr_sensitivity", "isolation"],
+    ),
+    "init": (
+        ["model.init=he_normal,small_normal", "model.activation=relu", "model.depth=4"],
+        ["init_accuracy", "init_ratio"],
+    ),
     "regularization": (["regularization=none,dropout", "model.activation=relu"], ["generalization"]),
-    "mitigations": (["model.activation=sigmoid", "model.depth=4"], ["mitigation_ratio", "mitigation_accuracy", "mitigation_train_accuracy"]),
-    "glorot_bengio_2010": (["model.activation=tanh"], ["activations_over_training", "backprop_by_init", "glorot_accuracy"]),
+    "mitigations": (
+        ["model.activation=sigmoid", "model.depth=4"],
+        ["mitigation_ratio", "mitigation_accuracy", "mitigation_train_accuracy"],
+    ),
+    "glorot_bengio_2010": (
+        ["model.activation=tanh"],
+        ["activations_over_training", "backprop_by_init", "glorot_accuracy"],
+    ),
     "he_2015": (["model.depth=12"], ["he_curves", "he_ratio"]),
     "width": (["model.width=4,8", "model.activation=relu"], ["width_effects"]),
 }
@@ -41,13 +49,32 @@ def test_every_preset_file_has_a_tiny_run_here():
 
 def _sweep_and_report(preset: str, tmp: Path):
     """The preset's tiny sweep, then its report (each in its own process, as `make sweep` runs them)."""
-    proc = run_cli(["-m", f"experiment={preset}", "size=tiny", *PRESETS[preset][0], f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-                    f"hydra.sweep.dir={tmp}/sweep"], tmp)
+    proc = run_cli(
+        [
+            "-m",
+            f"experiment={preset}",
+            "size=tiny",
+            *PRESETS[preset][0],
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"hydra.sweep.dir={tmp}/sweep",
+        ],
+        tmp,
+    )
     if proc.returncode != 0:
         return proc, None
-    return proc, subprocess.run([sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri",
-                                 f"sqlite:///{tmp}/mlflow.db", "--out", str(tmp / "report")],
-                                capture_output=True, text=True, timeout=600)
+    return proc, subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_report.py"),
+            "--tracking-uri",
+            f"sqlite:///{tmp}/mlflow.db",
+            "--out",
+            str(tmp / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +100,18 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, preset_runs):
     assert len(cells) >= 2 and set(cells["outcome"]) == {"finished"}
     swept = yaml.safe_load((ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]["params"]
     kept = [k for k in swept if not any(o.startswith(f"{k}=") and "," not in o for o in overrides)]
-    column = {"model.init": "init", "model.width": "width", "train.batch_size": "batch_size", "schedule": "schedule",
-              "optimizer": "optimizer", "optimizer.lr_scale": "lr_scale", "regularization": "regularization",
-              "mitigation": "mitigation", "model.activation": "activation", "model.depth": "depth"}
+    column = {
+        "model.init": "init",
+        "model.width": "width",
+        "train.batch_size": "batch_size",
+        "schedule": "schedule",
+        "optimizer": "optimizer",
+        "optimizer.lr_scale": "lr_scale",
+        "regularization": "regularization",
+        "mitigation": "mitigation",
+        "model.activation": "activation",
+        "model.depth": "depth",
+    }
     for key in kept:  # every axis the tiny run kept varies in the report's table
         assert cells[column[key]].nunique() >= 2, key
     text = (out / "REPORT.md").read_text()

@@ -10,8 +10,10 @@ from study import activations, models, optimizers
 def _tiny_step(activation="relu", optimizer="adam", lr=0.01, params=None):
     keras.utils.set_random_seed(0)
     m = models.build(models.ModelSpec(depth=2, width=4, activation=activation), (12, 12, 1), 3)
-    m.compile(optimizer=optimizers.build(optimizer, lr, params),
-              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.compile(
+        optimizer=optimizers.build(optimizer, lr, params),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     x = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32)
     y = np.arange(16) % 3
     before = [w.numpy().copy() for w in m.trainable_weights]
@@ -59,9 +61,13 @@ def test_schedules():
     step = optimizers.schedule("step", lr, spe, epochs, decay_rate=0.1, decay_epochs=2)
     cos = optimizers.schedule("cosine", lr, spe, epochs)
     assert optimizers.schedule("constant", lr, spe, epochs) == lr
-    assert float(exp(10)) == pytest.approx(0.05) and float(exp(5)) == pytest.approx(0.1 * 0.5 ** 0.5)
+    assert float(exp(10)) == pytest.approx(0.05) and float(exp(5)) == pytest.approx(0.1 * 0.5**0.5)
     assert float(step(19)) == pytest.approx(0.1) and float(step(20)) == pytest.approx(0.01)
-    assert float(cos(0)) == pytest.approx(0.1) and float(cos(20)) == pytest.approx(0.05) and float(cos(40)) == pytest.approx(0.0, abs=1e-8)
+    assert (
+        float(cos(0)) == pytest.approx(0.1)
+        and float(cos(20)) == pytest.approx(0.05)
+        and float(cos(40)) == pytest.approx(0.0, abs=1e-8)
+    )
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 5, 8, 16, 32])
@@ -88,7 +94,9 @@ def test_cnn_options_batch_norm_dropout_regularisation_head():
 
 def test_mlp_builder():
     m = models.build(models.ModelSpec(kind="mlp", depth=5, width=16, activation="tanh"), (8, 8, 1), 10)
-    assert [l.name for l in m.layers if isinstance(l, keras.layers.Dense)] == [f"dense_{i:02d}" for i in range(1, 6)] + ["logits"]
+    assert [l.name for l in m.layers if isinstance(l, keras.layers.Dense)] == [
+        f"dense_{i:02d}" for i in range(1, 6)
+    ] + ["logits"]
 
 
 def test_residual_cnn_skips_only_where_shapes_match_and_computes_x_plus_block():
@@ -97,8 +105,15 @@ def test_residual_cnn_skips_only_where_shapes_match_and_computes_x_plus_block():
     # pools after conv 2 and 4 double the width: conv 1 (1 -> 4 channels), 3 and 5 have no skip
     assert adds == ["add_conv_02", "add_conv_04", "add_conv_06"]
     x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
-    probe = keras.Model(m.inputs, [m.get_layer("pool_02").output, m.get_layer("act_conv_03").output,
-                                   m.get_layer("act_conv_04").output, m.get_layer("add_conv_04").output])
+    probe = keras.Model(
+        m.inputs,
+        [
+            m.get_layer("pool_02").output,
+            m.get_layer("act_conv_03").output,
+            m.get_layer("act_conv_04").output,
+            m.get_layer("add_conv_04").output,
+        ],
+    )
     _, h3, h4, out = (np.asarray(t) for t in probe(x))
     np.testing.assert_allclose(out, h3 + h4, rtol=1e-6)
     plain = models.build(models.ModelSpec(depth=6, width=4), (28, 28, 1), 10)

@@ -9,24 +9,39 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, free_port, run_cli, runs
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, free_port, run_cli, runs
 from study import tracking
 
 pytestmark = pytest.mark.slow
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) if Path("/usr/lib/postgresql").exists() else None
+PG_BIN = (
+    next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+    if Path("/usr/lib/postgresql").exists()
+    else None
+)
 
 
 def _cells(uri):
     all_runs = runs(MlflowClient(tracking_uri=uri))
-    return [r for r in all_runs if r.data.tags.get("role") == "sweep"], [r for r in all_runs if r.data.tags.get("role") == "cell"]
+    return [r for r in all_runs if r.data.tags.get("role") == "sweep"], [
+        r for r in all_runs if r.data.tags.get("role") == "cell"
+    ]
 
 
 def test_smoke_sweep_with_two_joblib_jobs(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={uri}",
-                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"tracking.uri={uri}",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (parent,), children = _cells(uri)
     assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
@@ -36,9 +51,21 @@ def test_smoke_sweep_with_two_joblib_jobs(tmp_path):
 
 def test_submitit_local_launcher(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=local", "model.activation=relu", "optimizer=adam",
-                    "model.depth=2,4", "train.epochs=1", "train.threads=1", f"tracking.uri={uri}",
-                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "hydra/launcher=local",
+            "model.activation=relu",
+            "optimizer=adam",
+            "model.depth=2,4",
+            "train.epochs=1",
+            "train.threads=1",
+            f"tracking.uri={uri}",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (parent,), children = _cells(uri)
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
@@ -53,17 +80,38 @@ def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
         shutil.chown(pg_dir, "postgres")
     as_pg = ["su", "postgres", "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else ["sh", "-c"]
     subprocess.run([*as_pg, f"{PG_BIN}/initdb -D {pg_dir}/data -A trust -U mlflow >/dev/null"], check=True)
-    subprocess.run([*as_pg, f"{PG_BIN}/pg_ctl -D {pg_dir}/data -l {pg_dir}/log -w -o '-h 127.0.0.1 -p {pg_port} "
-                    f"-k {pg_dir}' start >/dev/null"], check=True)
+    subprocess.run(
+        [
+            *as_pg,
+            f"{PG_BIN}/pg_ctl -D {pg_dir}/data -l {pg_dir}/log -w -o '-h 127.0.0.1 -p {pg_port} "
+            f"-k {pg_dir}' start >/dev/null",
+        ],
+        check=True,
+    )
     server = None
     try:
-        subprocess.run([f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow", "mlflow"], check=True)
+        subprocess.run(
+            [f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow", "mlflow"], check=True
+        )
         backend = f"postgresql+psycopg2://mlflow:secret@127.0.0.1:{pg_port}/mlflow"
-        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri", backend,
-                                   "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts",
-                                   "--host", "127.0.0.1", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                backend,
+                "--artifacts-destination",
+                str(tmp_path / "artifacts"),
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "server.log", "w"),
+            start_new_session=True,
+        )
         uri = f"http://127.0.0.1:{port}"
         for _ in range(240):
             assert server.poll() is None, "mlflow server exited"
@@ -72,8 +120,18 @@ def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
                 break
             except tracking.TrackingError:
                 time.sleep(0.5)
-        proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                        "tracking=server", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+        proc = run_cli(
+            [
+                "-m",
+                "experiment=smoke",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                "tracking=server",
+                f"tracking.uri={uri}",
+                f"hydra.sweep.dir={tmp_path}/sweep",
+            ],
+            tmp_path,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         (parent,), children = _cells(uri)
         assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
@@ -99,15 +157,41 @@ def test_ray_launcher_against_a_local_ray_head(tmp_path):
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = subprocess.run([str(ray_cli), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                            "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
-                           capture_output=True, text=True, timeout=180, env=env)
+    start = subprocess.run(
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
     assert start.returncode == 0, start.stderr[-3000:]
     try:
         uri = f"sqlite:///{tmp_path}/mlflow.db"
-        proc = run_cli(["-m", "experiment=smoke", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
-                        "model.activation=relu", "optimizer=adam", "model.depth=2,4", "train.epochs=1",
-                        f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path, extra_env=env)
+        proc = run_cli(
+            [
+                "-m",
+                "experiment=smoke",
+                "hydra/launcher=ray_cluster",
+                f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+                "model.activation=relu",
+                "optimizer=adam",
+                "model.depth=2,4",
+                "train.epochs=1",
+                f"tracking.uri={uri}",
+                f"hydra.sweep.dir={tmp_path}/sweep",
+            ],
+            tmp_path,
+            extra_env=env,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         (parent,), children = _cells(uri)
         assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)

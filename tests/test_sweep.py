@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from conftest import assert_no_healthy_at_chance, run_cli, runs
 
 pytestmark = pytest.mark.slow
@@ -32,7 +31,11 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
         assert {"test/accuracy", "test/loss", "train/loss", "val/accuracy", "time/wall_s"} <= set(r.data.metrics)
         assert {"act/conv_01/mean", "backprop/conv_01/l2", "diag/ratio_first_last_init"} <= set(r.data.metrics)
         assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {
-            "config.yaml", "epochs.parquet", "diagnostics.parquet", "histograms.parquet"}
+            "config.yaml",
+            "epochs.parquet",
+            "diagnostics.parquet",
+            "histograms.parquet",
+        }
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
     assert assert_no_healthy_at_chance(f"sqlite:///{tmp_path}/mlflow.db") == 8
@@ -41,15 +44,31 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
         assert r.data.tags["verdict_reason"]
     # launched most expensive first: the four depth-4 cells, then the depth-2 ones, each in written order
     starts = re.findall(r"\[cell (\d)/8\] (\w+)-(\w+)-d(\d)-s0 start:", proc.stdout)
-    assert [s[1:] for s in sorted(starts)] == [(a, o, d) for d in ("4", "2") for a in ("sigmoid", "relu")
-                                               for o in ("sgd", "adam")]
+    assert [s[1:] for s in sorted(starts)] == [
+        (a, o, d) for d in ("4", "2") for a in ("sigmoid", "relu") for o in ("sgd", "adam")
+    ]
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
-    proc = run_cli(["-m", "experiment=smoke", "model.activation=relu", "optimizer=adam", "model.depth=2,4",
-                    "train.epochs=1", "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
-                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
-    assert proc.returncode != 0 and "1 cell(s) failed" in proc.stderr + proc.stdout and "0 cell(s) not run" in proc.stderr + proc.stdout
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "model.activation=relu",
+            "optimizer=adam",
+            "model.depth=2,4",
+            "train.epochs=1",
+            "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
+    assert (
+        proc.returncode != 0
+        and "1 cell(s) failed" in proc.stderr + proc.stdout
+        and "0 cell(s) not run" in proc.stderr + proc.stdout
+    )
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
@@ -65,16 +84,32 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_an_invalid_cell_stops_the_sweep_before_any_training(tmp_path):
-    proc = run_cli(["-m", "experiment=smoke", "model.activation=relu,reluu",
-                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "model.activation=relu,reluu",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
     assert proc.returncode != 0
     assert "unknown activation 'reluu'" in proc.stderr and "valid choices" in proc.stderr
     assert "start:" not in proc.stdout
 
 
 def test_an_unknown_launch_order_stops_the_sweep_before_the_parent_run(tmp_path):
-    proc = run_cli(["-m", "experiment=smoke", "hydra.sweeper.order=longest",
-                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "hydra.sweeper.order=longest",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
     assert proc.returncode != 0
     assert "unknown hydra.sweeper.order 'longest'; valid choices: as_written, cost" in proc.stderr
     assert "[sweep" not in proc.stdout and "start:" not in proc.stdout

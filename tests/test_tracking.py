@@ -29,8 +29,12 @@ def test_metrics_go_in_batches_of_at_most_1000(tmp_path):
 
 
 def test_flatten_and_fingerprint_ignore_where_results_go():
-    cfg = {"model": {"depth": 8, "activation": "relu"}, "seed": 0,
-           "tracking": {"uri": "sqlite:///a.db"}, "train": {"epochs": 3, "verbose": 0}}
+    cfg = {
+        "model": {"depth": 8, "activation": "relu"},
+        "seed": 0,
+        "tracking": {"uri": "sqlite:///a.db"},
+        "train": {"epochs": 3, "verbose": 0},
+    }
     flat = tracking.flatten(cfg)
     assert flat["model.depth"] == 8 and flat["tracking.uri"] == "sqlite:///a.db"
     other = tracking.flatten({**cfg, "tracking": {"uri": "http://x"}, "train": {"epochs": 3, "verbose": 1}})

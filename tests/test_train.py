@@ -4,8 +4,8 @@ import math
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli, runs
+
 from study import verdicts
 from study.errors import ConfigError
 from study.train import train
@@ -40,20 +40,23 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
     assert table["step"].max() + 1 == int(p["train.steps_per_epoch"]) * 2
 
 
-@pytest.mark.parametrize("override, words", [
-    ("model.activation=reluu", ["reluu", "sigmoid", "leaky_relu", "softsign"]),
-    ("optimizer.name=adamax", ["adamax", "sgd", "nadam"]),
-    ("model.depth=0", ["model.depth=0", ">= 1"]),
-    ("optimizer.learning_rate=0", ["learning_rate=0", "> 0"]),
-    ("optimizer.learning_rate=-0.1", ["learning_rate=-0.1"]),
-    ("train.batch_size=100000", ["batch_size=100000", "230"]),
-    ("train.batch_size=big", ["batch_size='big'", "full"]),
-    ("data.name=cifar10", ["cifar10", "fashion_mnist", "synthetic"]),
-    ("schedule.name=linear", ["linear", "cosine"]),
-    ("model.bn_momentum=1.0", ["bn_momentum=1.0", "[0, 1)"]),
-    ("diagnostics.verdict.dead_above=lots", ["diagnostics.verdict.dead_above='lots'", "number"]),
-    ("+diagnostics.verdict.deadd=1", ["deadd", "dead_above"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.activation=reluu", ["reluu", "sigmoid", "leaky_relu", "softsign"]),
+        ("optimizer.name=adamax", ["adamax", "sgd", "nadam"]),
+        ("model.depth=0", ["model.depth=0", ">= 1"]),
+        ("optimizer.learning_rate=0", ["learning_rate=0", "> 0"]),
+        ("optimizer.learning_rate=-0.1", ["learning_rate=-0.1"]),
+        ("train.batch_size=100000", ["batch_size=100000", "230"]),
+        ("train.batch_size=big", ["batch_size='big'", "full"]),
+        ("data.name=cifar10", ["cifar10", "fashion_mnist", "synthetic"]),
+        ("schedule.name=linear", ["linear", "cosine"]),
+        ("model.bn_momentum=1.0", ["bn_momentum=1.0", "[0, 1)"]),
+        ("diagnostics.verdict.dead_above=lots", ["diagnostics.verdict.dead_above='lots'", "number"]),
+        ("+diagnostics.verdict.deadd=1", ["deadd", "dead_above"]),
+    ],
+)
 def test_invalid_values_fail_before_training_naming_value_and_choices(make_cfg, store, override, words):
     with pytest.raises(ConfigError) as err:
         train(make_cfg(override))
@@ -75,7 +78,9 @@ def test_same_config_twice_gives_identical_metrics(make_cfg):
 
 
 def test_diverging_run_is_recorded_as_a_result(make_cfg, store):
-    result = train(make_cfg("optimizer=sgd", "optimizer.learning_rate=1e4", "model.activation=leaky_relu", "train.epochs=3"))
+    result = train(
+        make_cfg("optimizer=sgd", "optimizer.learning_rate=1e4", "model.activation=leaky_relu", "train.epochs=3")
+    )
     _, client = store
     (run,) = runs(client)
     assert result["outcome"] == "diverged" and run.info.status == "FINISHED"
@@ -88,8 +93,18 @@ def test_diverging_run_is_recorded_as_a_result(make_cfg, store):
 
 
 def test_lr_scale_schedule_and_train_set_evaluation_are_recorded(make_cfg, store):
-    train(make_cfg("optimizer=sgd", "optimizer.lr_scale=0.3", "schedule=step", "schedule.decay_epochs=1",
-                   "schedule.decay_rate=0.5", "train.epochs=3", "regularization=l2", "mitigation=clipping"))
+    train(
+        make_cfg(
+            "optimizer=sgd",
+            "optimizer.lr_scale=0.3",
+            "schedule=step",
+            "schedule.decay_epochs=1",
+            "schedule.decay_rate=0.5",
+            "train.epochs=3",
+            "regularization=l2",
+            "mitigation=clipping",
+        )
+    )
     _, client = store
     (run,) = runs(client)
     p, m = run.data.params, run.data.metrics
@@ -103,7 +118,7 @@ def test_lr_scale_schedule_and_train_set_evaluation_are_recorded(make_cfg, store
     assert 0 <= m["eval_train/accuracy"] <= 1 and m["eval_train/loss"] > 0
     table = pd.read_parquet(client.download_artifacts(run.info.run_id, "diagnostics.parquet"))
     g = table[table["stat"] == "global_norm"].sort_values("step")["value"].to_numpy()
-    g = g[-max(int(p["train.steps_per_epoch"]), 10):]  # the last epoch, or the last 10 steps if an epoch has fewer
+    g = g[-max(int(p["train.steps_per_epoch"]), 10) :]  # the last epoch, or the last 10 steps if an epoch has fewer
     jumps = [math.log(b / a) for a, b in zip(g, g[1:])]  # recomputed from the step table
     assert m["diag/grad_norm_noise"] == pytest.approx(math.sqrt(sum(j * j for j in jumps) / len(jumps) / 2), rel=1e-5)
 

@@ -12,28 +12,45 @@ LN10 = math.log(10)
 
 def ev(val_loss, **kw):
     """Evidence of a finished 10-class run with the given final validation loss."""
-    base = {"num_classes": 10, "val/loss": val_loss, "outcome": "finished", "diag/ratio_first_last_init": 1.0,
-            "diag/ratio_first_last_final": 1.0, "diag/forward_ratio_init": 0.5, "diag/forward_ratio_final": 0.5,
-            "diag/nonfinite_total": 0, "diag/grad_growth": 3.0}
+    base = {
+        "num_classes": 10,
+        "val/loss": val_loss,
+        "outcome": "finished",
+        "diag/ratio_first_last_init": 1.0,
+        "diag/ratio_first_last_final": 1.0,
+        "diag/forward_ratio_init": 0.5,
+        "diag/forward_ratio_final": 0.5,
+        "diag/nonfinite_total": 0,
+        "diag/grad_growth": 3.0,
+    }
     return base | kw
 
 
-@pytest.mark.parametrize("evidence, label, words", [
-    (ev(0.8), "healthy", ["progress 0.65"]),
-    (ev(0.8, **{"diag/ratio_first_last_init": 549}), "healthy", ["trained despite", "549 > 100"]),
-    (ev(2.0), "slow", ["between 0.05 and 0.25"]),
-    (ev(float("nan"), outcome="diverged", **{"train/diverged_at_step": 17}), "diverged", ["step 17"]),
-    (ev(1.0, **{"diag/nonfinite_total": 3}), "exploding", ["3 non-finite"]),
-    (ev(1.0, **{"diag/grad_growth": 5e3}), "exploding", ["grew 5e+03x"]),
-    (ev(9.0), "exploding", ["above 1.5 ln K"]),
-    (ev(LN10, **{"diag/ratio_first_last_init": 300}), "exploding", ["no progress", "300 > 100"]),
-    (ev(LN10, **{"diag/ratio_first_last_init": 3e-10, "diag/forward_ratio_init": 1e-9}), "vanishing",
-     ["no progress", "3e-10 < 0.01"]),
-    (ev(LN10, **{"diag/ratio_first_last_init": 5.9, "diag/forward_ratio_init": 4e-4}), "collapsed",
-     ["val loss 2.3 = 1 ln K", "forward spread last/first at init 0.0004 < 0.05"]),
-    (ev(LN10, **{"diag/dead_frac_final": 0.8}), "dead", ["0.8 >= 0.5"]),
-    (ev(LN10 * 0.99), "stalled", ["no gradient pathology"]),
-])
+@pytest.mark.parametrize(
+    "evidence, label, words",
+    [
+        (ev(0.8), "healthy", ["progress 0.65"]),
+        (ev(0.8, **{"diag/ratio_first_last_init": 549}), "healthy", ["trained despite", "549 > 100"]),
+        (ev(2.0), "slow", ["between 0.05 and 0.25"]),
+        (ev(float("nan"), outcome="diverged", **{"train/diverged_at_step": 17}), "diverged", ["step 17"]),
+        (ev(1.0, **{"diag/nonfinite_total": 3}), "exploding", ["3 non-finite"]),
+        (ev(1.0, **{"diag/grad_growth": 5e3}), "exploding", ["grew 5e+03x"]),
+        (ev(9.0), "exploding", ["above 1.5 ln K"]),
+        (ev(LN10, **{"diag/ratio_first_last_init": 300}), "exploding", ["no progress", "300 > 100"]),
+        (
+            ev(LN10, **{"diag/ratio_first_last_init": 3e-10, "diag/forward_ratio_init": 1e-9}),
+            "vanishing",
+            ["no progress", "3e-10 < 0.01"],
+        ),
+        (
+            ev(LN10, **{"diag/ratio_first_last_init": 5.9, "diag/forward_ratio_init": 4e-4}),
+            "collapsed",
+            ["val loss 2.3 = 1 ln K", "forward spread last/first at init 0.0004 < 0.05"],
+        ),
+        (ev(LN10, **{"diag/dead_frac_final": 0.8}), "dead", ["0.8 >= 0.5"]),
+        (ev(LN10 * 0.99), "stalled", ["no gradient pathology"]),
+    ],
+)
 def test_rules_first_match_wins(evidence, label, words):
     got, reason = verdicts.decide(evidence)
     assert got == label, reason
@@ -43,14 +60,20 @@ def test_rules_first_match_wins(evidence, label, words):
 def test_no_run_near_chance_is_healthy_whatever_the_gradients_say():
     for ratio in (1e-12, 0.5, 5.9, 1e4):
         for forward in (1e-6, 0.5, float("nan")):
-            label, _ = verdicts.decide(ev(0.99 * LN10, **{"diag/ratio_first_last_init": ratio,
-                                                          "diag/forward_ratio_init": forward}))
+            label, _ = verdicts.decide(
+                ev(0.99 * LN10, **{"diag/ratio_first_last_init": ratio, "diag/forward_ratio_init": forward})
+            )
             assert label != "healthy"
 
 
 def test_old_runs_without_new_evidence_say_what_is_missing():
-    old = {"num_classes": 10, "val/loss": LN10, "outcome": "finished", "diag/ratio_first_last_init": 5.9,
-           "diag/ratio_first_last_final": 0.15}
+    old = {
+        "num_classes": 10,
+        "val/loss": LN10,
+        "outcome": "finished",
+        "diag/ratio_first_last_init": 5.9,
+        "diag/ratio_first_last_final": 0.15,
+    }
     label, reason = verdicts.decide(old)
     assert label == "stalled" and "forward signal not recorded" in reason
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from study import tracking, verdicts
-from study.report import collect, figures as F, presets
+from study.report import collect, presets
+from study.report import figures as F
 
 
 def _fmt(v, digits=3) -> str:
@@ -21,7 +21,7 @@ def _fmt(v, digits=3) -> str:
 
 
 def _when(ms) -> str:
-    return "n/a" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "n/a" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _pick(values, preferred):
@@ -40,18 +40,27 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
             best.append(f"depth {d}: {a} + {o} ({v:.3f})")
     odd = c[~c["outcome"].isin(["finished"])]
     odd_text = "; ".join(f"{r.run_name} {r.outcome}" for r in odd.itertuples()) or "none"
-    out["accuracy_heatmap"] = f"Best cell per depth: {', '.join(best) or 'none'}. Cells not finished normally: {odd_text}."
+    out["accuracy_heatmap"] = (
+        f"Best cell per depth: {', '.join(best) or 'none'}. Cells not finished normally: {odd_text}."
+    )
     trend = []
     for a, sub in done.groupby("activation"):
         by_d = sub.groupby("depth")["test/accuracy"].mean()
         if len(by_d) > 1:
             trend.append(f"{a} {by_d.iloc[0]:.2f} → {by_d.iloc[-1]:.2f}")
-    out["accuracy_vs_depth"] = ("Mean test accuracy over optimizers, shallowest → deepest: " + (", ".join(trend) or "n/a") + ".")
+    out["accuracy_vs_depth"] = (
+        "Mean test accuracy over optimizers, shallowest → deepest: " + (", ".join(trend) or "n/a") + "."
+    )
     init = done[(done["depth"] == depth)].groupby("activation")["diag/ratio_first_last_init"].median()
-    out["gradient_profile"] = (f"First/last RMS gradient ratio at initialisation, depth {depth}: "
-                               + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items()) + ".")
-    out["ratio_vs_depth"] = (f"Shaded: ratios below {lo:g} (vanishing) and above {hi:g} (exploding); a ratio "
-                             "decides the verdict only for a cell that did not learn. Verdicts: " + verdict_counts(c) + ".")
+    out["gradient_profile"] = (
+        f"First/last RMS gradient ratio at initialisation, depth {depth}: "
+        + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items())
+        + "."
+    )
+    out["ratio_vs_depth"] = (
+        f"Shaded: ratios below {lo:g} (vanishing) and above {hi:g} (exploding); a ratio "
+        "decides the verdict only for a cell that did not learn. Verdicts: " + verdict_counts(c) + "."
+    )
     sig = s.signal
     if len(sig):
         ends = []
@@ -59,28 +68,48 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         for a, sub in init.groupby("activation"):
             m = sub.groupby("layer_index")["value"].median()
             ends.append(f"{a} {m.iloc[-1] / m.iloc[0]:.2g}")
-        out["forward_signal"] = (f"Spread of each unit across examples, last hidden layer over first, at initialisation, "
-                                 f"depth {depth}: " + ", ".join(ends) + ". Below the collapse threshold the deep "
-                                 "layers' output barely depends on the input.")
+        out["forward_signal"] = (
+            f"Spread of each unit across examples, last hidden layer over first, at initialisation, "
+            f"depth {depth}: " + ", ".join(ends) + ". Below the collapse threshold the deep "
+            "layers' output barely depends on the input."
+        )
     final = collect.final_epoch(s.epochs[s.epochs["depth"] == depth], "train/loss")
     final = final[np.isfinite(final["value"])]
     if len(final):
         r = final.loc[final["value"].idxmin()]
-        out["loss_curves"] = f"Lowest final training loss at depth {depth}: {r.activation} + {r.optimizer} ({r.value:.3f})."
-    st = s.steps[(s.steps["group"] == "act") & s.steps["stat"].isin(["saturation", "dead_frac"])
-                 & (s.steps["depth"] == depth) & (s.steps["optimizer"] == optimizer)]
+        out["loss_curves"] = (
+            f"Lowest final training loss at depth {depth}: {r.activation} + {r.optimizer} ({r.value:.3f})."
+        )
+    st = s.steps[
+        (s.steps["group"] == "act")
+        & s.steps["stat"].isin(["saturation", "dead_frac"])
+        & (s.steps["depth"] == depth)
+        & (s.steps["optimizer"] == optimizer)
+    ]
     if len(st):
         last = st[st["step"] == st.groupby("run_id")["step"].transform("max")]
         m = last.groupby(["activation", "stat"])["value"].mean()
-        out["saturation"] = ("Mean over layers at the end of training: "
-                             + ", ".join(f"{a} {'saturated' if k == 'saturation' else 'dead'} {v:.2f}" for (a, k), v in m.items()) + ".")
+        out["saturation"] = (
+            "Mean over layers at the end of training: "
+            + ", ".join(f"{a} {'saturated' if k == 'saturation' else 'dead'} {v:.2f}" for (a, k), v in m.items())
+            + "."
+        )
     h = s.histograms
-    means = collect.backprop_layer_means(h[(h["depth"] == depth) & (h["optimizer"] == optimizer)] if len(h) else h, "activation")
+    means = collect.backprop_layer_means(
+        h[(h["depth"] == depth) & (h["optimizer"] == optimizer)] if len(h) else h, "activation"
+    )
     if means:
-        out["backprop_histograms"] = "Mean log10 |dL/dh| at initialisation: " + "; ".join(
-            f"{a} {m.iloc[0]:.1f} (layer 1) vs {m.iloc[-1]:.1f} (layer {m.index[-1]})" for a, m in means.items()) + "."
-    out["gradient_heatmap"] = (f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
-                               "training is a vanishing gradient; bright bands that grow are exploding ones.")
+        out["backprop_histograms"] = (
+            "Mean log10 |dL/dh| at initialisation: "
+            + "; ".join(
+                f"{a} {m.iloc[0]:.1f} (layer 1) vs {m.iloc[-1]:.1f} (layer {m.index[-1]})" for a, m in means.items()
+            )
+            + "."
+        )
+    out["gradient_heatmap"] = (
+        f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
+        "training is a vanishing gradient; bright bands that grow are exploding ones."
+    )
     return out
 
 
@@ -95,15 +124,19 @@ def reason_table(cells: pd.DataFrame) -> str:
     lines = ["| cell | verdict | reason | test accuracy |", "|---|---|---|---|"]
     for _, r in cells.sort_values("run_name").iterrows():
         then = r.get("verdict_at_training")
-        note = f" (at training: {then})" if then not in (r["verdict"], "unknown", None) and isinstance(then, str) else ""
+        note = (
+            f" (at training: {then})" if then not in (r["verdict"], "unknown", None) and isinstance(then, str) else ""
+        )
         lines.append(f"| {r['run_name']} | {r['verdict']}{note} | {r['verdict_reason']} | {_fmt(r['test/accuracy'])} |")
     return "\n".join(lines)
 
 
 def verdict_table(cells: pd.DataFrame) -> str:
     depths = sorted(cells["depth"].dropna().unique())
-    lines = ["| activation | optimizer | " + " | ".join(f"depth {d}" for d in depths) + " |",
-             "|---|---|" + "---|" * len(depths)]
+    lines = [
+        "| activation | optimizer | " + " | ".join(f"depth {d}" for d in depths) + " |",
+        "|---|---|" + "---|" * len(depths),
+    ]
     for (a, o), sub in cells.groupby(["activation", "optimizer"]):
         row = []
         for d in depths:
@@ -118,24 +151,50 @@ def verdict_table(cells: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-_PLAN: list = []  # (name, make, folder) of the figures; set before forking the drawing processes
+NOT_DRAWN = 3  # exit code of a drawing process whose figure has no data
 
 
-def _render(i: int) -> bool:
-    """Draw figure i of _PLAN and save it as PNG and PDF (runs in a forked process)."""
-    name, make, folder = _PLAN[i]
-    fig = make() if make is not None else None
+def _render(name: str, make, folder: Path) -> None:
+    """Draw one figure and save it as PNG and PDF (in a forked process: exits NOT_DRAWN without data)."""
+    fig = make()
     if fig is None:
-        return False
+        raise SystemExit(NOT_DRAWN)
     for ext in ("png", "pdf"):
         fig.savefig(folder / f"{name}.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
     plt.close(fig)
-    return True
 
 
-def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, depth: int | None = None,
-          optimizer: str | None = None, log_to_run: bool = True,
-          thresholds: verdicts.Thresholds | None = None) -> Path:
+def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list[bool]:
+    """Draw (name, make) figures, `workers` forked processes at a time (a fork shares the tables
+    without pickling them); returns which were drawn. A figure that fails raises, naming it."""
+    ctx = multiprocessing.get_context("fork")
+    drawn = []
+    for start in range(0, len(plan), max(1, workers)):
+        procs = [
+            (name, ctx.Process(target=_render, args=(name, make, folder)))
+            for name, make in plan[start : start + workers]
+        ]
+        for _, p in procs:
+            p.start()
+        for name, p in procs:
+            p.join()
+            if p.exitcode not in (0, NOT_DRAWN):
+                raise RuntimeError(f"figure {name!r} failed (exit code {p.exitcode}; traceback above)")
+            drawn.append(p.exitcode == 0)
+    return drawn
+
+
+def build(
+    uri: str,
+    experiment: str,
+    sweep_id: str | None,
+    out: str | None,
+    *,
+    depth: int | None = None,
+    optimizer: str | None = None,
+    log_to_run: bool = True,
+    thresholds: verdicts.Thresholds | None = None,
+) -> Path:
     th = thresholds or verdicts.Thresholds()
     s = collect.load(uri, experiment, sweep_id, th)
     out_dir = Path(out or tracking.REPO_ROOT / "reports" / s.info["sweep_id"])
@@ -149,23 +208,46 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
 
     c = s.cells
     ran = c[c["outcome"].isin(["finished", "diverged"])]  # default: the deepest depth with results
-    depth = depth or (int(ran["depth"].max()) if ran["depth"].notna().any() else
-                      int(c["depth"].max()) if c["depth"].notna().any() else None)
+    depth = depth or (
+        int(ran["depth"].max())
+        if ran["depth"].notna().any()
+        else int(c["depth"].max())
+        if c["depth"].notna().any()
+        else None
+    )
     optimizer = _pick(c["optimizer"].unique(), optimizer or "sgd")
     lo, hi = th.vanishing_below, th.exploding_above
     has_steps, has_act = not s.steps.empty, not s.steps.empty and (s.steps["group"] == "act").any()
     plan = [  # name, title, needs, function
         ("accuracy_heatmap", "Final test accuracy", True, lambda: F.accuracy_heatmap(c)),
         ("accuracy_vs_depth", "Test accuracy against depth", True, lambda: F.accuracy_vs_depth(c)),
-        ("gradient_profile", "Weight-gradient profile across layers", has_steps, lambda: F.gradient_profile(s.steps, optimizer)),
+        (
+            "gradient_profile",
+            "Weight-gradient profile across layers",
+            has_steps,
+            lambda: F.gradient_profile(s.steps, optimizer),
+        ),
         ("ratio_vs_depth", "First/last gradient ratio against depth", has_steps, lambda: F.ratio_vs_depth(c, lo, hi)),
-        ("forward_signal", "Forward signal through depth at initialisation", not s.signal.empty,
-         lambda: F.forward_signal(s.signal, th.collapse_below)),
+        (
+            "forward_signal",
+            "Forward signal through depth at initialisation",
+            not s.signal.empty,
+            lambda: F.forward_signal(s.signal, th.collapse_below),
+        ),
         ("loss_curves", "Training-loss curves", not s.epochs.empty, lambda: F.loss_curves(s.epochs, depth)),
         ("saturation", "Saturation and dead units", has_act, lambda: F.saturation(s.steps, depth, optimizer)),
-        ("backprop_histograms", "Back-propagated gradient histograms", not s.histograms.empty,
-         lambda: F.backprop_histograms(s.histograms, depth, optimizer)),
-        ("gradient_heatmap", "Layer × step gradient heatmap", has_steps, lambda: F.gradient_heatmap(s.steps, depth, optimizer)),
+        (
+            "backprop_histograms",
+            "Back-propagated gradient histograms",
+            not s.histograms.empty,
+            lambda: F.backprop_histograms(s.histograms, depth, optimizer),
+        ),
+        (
+            "gradient_heatmap",
+            "Layer × step gradient heatmap",
+            has_steps,
+            lambda: F.gradient_heatmap(s.steps, depth, optimizer),
+        ),
     ]
     own = presets.section(s, lo, hi)
     if own is not None:  # a study preset: its own figures answer its question
@@ -174,41 +256,65 @@ def build(uri: str, experiment: str, sweep_id: str | None, out: str | None, *, d
     else:
         caps = captions(s, depth, optimizer, lo, hi)
     F.style()
-    global _PLAN
-    _PLAN = [(name, make if ok else None, fig_dir) for name, _, ok, make in plan]
-    with ProcessPoolExecutor(min(2, os.cpu_count() or 1), mp_context=multiprocessing.get_context("fork")) as pool:
-        drawn = list(pool.map(_render, range(len(plan))))
+    drawn = draw(
+        [(name, make if ok else (lambda: None)) for name, _, ok, make in plan], fig_dir, min(2, os.cpu_count() or 1)
+    )
     sections, skipped = [], []
-    for (name, title, ok, make), done in zip(plan, drawn):
+    for (name, title, _, _), done in zip(plan, drawn):
         if not done:
-            skipped.append(f"- {title}: skipped, the sweep has no data for it (diagnostics level "
-                           f"{', '.join(sorted(set(c['diagnostics'].dropna()))) or 'unknown'}; needs `diagnostics=full` "
-                           "for activation statistics and histograms, `default` for gradient statistics).")
+            skipped.append(
+                f"- {title}: skipped, the sweep has no data for it (diagnostics level "
+                f"{', '.join(sorted(set(c['diagnostics'].dropna()))) or 'unknown'}; needs `diagnostics=full` "
+                "for activation statistics and histograms, `default` for gradient statistics)."
+            )
             continue
         sections.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
     counts = c["outcome"].value_counts().sort_index()
     i = s.info
-    meta = [f"- sweep `{i['sweep_id']}` (preset `{i.get('preset', '?')}`), experiment `{i['experiment']}`, store `{i['tracking_uri']}`",
-            f"- started {_when(i.get('start_time'))}, ended {_when(i.get('end_time'))}, wall time "
-            f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
-            f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
-            f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}",
-            f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items())]
+    meta = [
+        f"- sweep `{i['sweep_id']}` (preset `{i.get('preset', '?')}`), experiment `{i['experiment']}`, "
+        f"store `{i['tracking_uri']}`",
+        f"- started {_when(i.get('start_time'))}, ended {_when(i.get('end_time'))}, wall time "
+        f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
+        f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
+        f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}",
+        f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
+    ]
     if own is None:
-        meta.append(f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` (`--depth`, `--optimizer` to change)")
+        meta.append(
+            f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` "
+            "(`--depth`, `--optimizer` to change)"
+        )
     question = presets.QUESTIONS.get(str(i.get("preset")))
-    text = "\n".join([f"# Report of sweep {i['sweep_id']}", "", *meta, "",
-                      *([f"**Question.** {question}", ""] if question and own is not None else []),
-                      "## Figures", "", *sections,
-                      *(["## Skipped figures", "", *skipped, ""] if skipped else []),
-                      "## Gradient verdict per cell", "",
-                      "Recomputed by this report from each run's recorded evidence (rules: README \"Gradient "
-                      "verdict\", `study/verdicts.py`), with thresholds "
-                      + ", ".join(f"{k} {v:g}" for k, v in th.__dict__.items()) + ". Verdicts: " + verdict_counts(c) + ".", "",
-                      *([verdict_table(c), ""] if own is None else []),
-                      reason_table(c) if own is None else presets.cells_table(c), "",
-                      "Tables: `tables/cells.csv` (one row per cell), `tables/epochs.parquet`, `tables/steps.parquet` "
-                      f"(step-level diagnostics, {collect.STEP_POINTS} evenly spaced steps per run), `tables/histograms.parquet`.", ""])
+    text = "\n".join(
+        [
+            f"# Report of sweep {i['sweep_id']}",
+            "",
+            *meta,
+            "",
+            *([f"**Question.** {question}", ""] if question and own is not None else []),
+            "## Figures",
+            "",
+            *sections,
+            *(["## Skipped figures", "", *skipped, ""] if skipped else []),
+            "## Gradient verdict per cell",
+            "",
+            "Recomputed by this report from each run's recorded evidence (rules: README \"Gradient "
+            'verdict", `study/verdicts.py`), with thresholds '
+            + ", ".join(f"{k} {v:g}" for k, v in th.__dict__.items())
+            + ". Verdicts: "
+            + verdict_counts(c)
+            + ".",
+            "",
+            *([verdict_table(c), ""] if own is None else []),
+            reason_table(c) if own is None else presets.cells_table(c),
+            "",
+            "Tables: `tables/cells.csv` (one row per cell), `tables/epochs.parquet`, `tables/steps.parquet` "
+            f"(step-level diagnostics, {collect.STEP_POINTS} evenly spaced steps per run), "
+            "`tables/histograms.parquet`, `tables/signal.parquet`.",
+            "",
+        ]
+    )
     (out_dir / "REPORT.md").write_text(text)
     if log_to_run:
         tracking.client(uri).log_artifacts(i["parent_run_id"], str(out_dir), "report")

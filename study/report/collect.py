@@ -19,17 +19,44 @@ from mlflow.tracking import MlflowClient
 
 from study import tracking, verdicts
 
-AXES = {"model.activation": "activation", "optimizer.name": "optimizer", "model.depth": "depth", "seed": "seed",
-        "optimizer.learning_rate": "learning_rate", "train.batch_size": "batch_size", "model.init": "init",
-        "schedule.name": "schedule", "diagnostics.level": "diagnostics",
-        "data.num_classes": "num_classes", "data.name": "dataset",
-        "optimizer.lr_scale": "lr_scale", "optimizer.learning_rate_effective": "lr", "model.width": "width",
-        "model.kind": "model", "regularization": "regularization", "mitigation": "mitigation",
-        "train.steps_per_epoch": "steps_per_epoch", "experiment_name": "preset"}
-FINAL = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/accuracy", "train/loss",
-         "eval_train/accuracy", "eval_train/loss", "time/wall_s", "time/epoch_s", "diag/first_nonfinite_step",
-         "diag/grad_norm_noise", "train/diverged_at_step",
-         *(k for k in verdicts.EVIDENCE if k not in ("diag/nonfinite_total",)), "diag/nonfinite_total")
+AXES = {
+    "model.activation": "activation",
+    "optimizer.name": "optimizer",
+    "model.depth": "depth",
+    "seed": "seed",
+    "optimizer.learning_rate": "learning_rate",
+    "train.batch_size": "batch_size",
+    "model.init": "init",
+    "schedule.name": "schedule",
+    "diagnostics.level": "diagnostics",
+    "data.num_classes": "num_classes",
+    "data.name": "dataset",
+    "optimizer.lr_scale": "lr_scale",
+    "optimizer.learning_rate_effective": "lr",
+    "model.width": "width",
+    "model.kind": "model",
+    "regularization": "regularization",
+    "mitigation": "mitigation",
+    "train.steps_per_epoch": "steps_per_epoch",
+    "experiment_name": "preset",
+}
+FINAL = (
+    "test/accuracy",
+    "test/loss",
+    "val/accuracy",
+    "val/loss",
+    "train/accuracy",
+    "train/loss",
+    "eval_train/accuracy",
+    "eval_train/loss",
+    "time/wall_s",
+    "time/epoch_s",
+    "diag/first_nonfinite_step",
+    "diag/grad_norm_noise",
+    "train/diverged_at_step",
+    *(k for k in verdicts.EVIDENCE if k not in ("diag/nonfinite_total",)),
+    "diag/nonfinite_total",
+)
 NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch", "num_classes")
 DATASET_CLASSES = {"fashion_mnist": 10, "digits": 10}  # runs recorded before `data.num_classes` was a param
 STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
@@ -87,8 +114,9 @@ def _artifact(uri: str, artifact_uri: str, name: str, tmp: str) -> pd.DataFrame 
         else:
             from mlflow.artifacts import download_artifacts
 
-            path = download_artifacts(artifact_uri=f"{artifact_uri}/{name}", dst_path=tempfile.mkdtemp(dir=tmp),
-                                      tracking_uri=uri)
+            path = download_artifacts(
+                artifact_uri=f"{artifact_uri}/{name}", dst_path=tempfile.mkdtemp(dir=tmp), tracking_uri=uri
+            )
         return pd.read_parquet(path)
     except Exception:  # missing: a failed, killed or still running cell, or a lower diagnostics level
         return None
@@ -113,8 +141,9 @@ def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) ->
     return cells.assign(verdict=labels, verdict_reason=reasons)
 
 
-def load(uri: str, experiment: str, sweep_id: str | None = None,
-         thresholds: verdicts.Thresholds | None = None) -> Sweep:
+def load(
+    uri: str, experiment: str, sweep_id: str | None = None, thresholds: verdicts.Thresholds | None = None
+) -> Sweep:
     c = tracking.client(uri)
     exp, parent = find_sweep(c, experiment, sweep_id)
     sid = parent.data.tags["sweep_id"]
@@ -123,16 +152,21 @@ def load(uri: str, experiment: str, sweep_id: str | None = None,
     rows, artifact_uris = [], {}
     for r in runs:
         artifact_uris[r.info.run_id] = r.info.artifact_uri
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-               "outcome": r.data.tags.get("outcome", "unknown"),
-               "verdict_at_training": r.data.tags.get("gradient_verdict", "unknown")}
+        row = {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            "outcome": r.data.tags.get("outcome", "unknown"),
+            "verdict_at_training": r.data.tags.get("gradient_verdict", "unknown"),
+        }
         if r.info.status == "RUNNING":
             row["outcome"] = "running"
         row |= {short: r.data.params.get(key) for key, short in AXES.items()}
         row |= {k: r.data.metrics.get(k, np.nan) for k in FINAL}
         rows.append(row)
-    cells = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "outcome", "verdict_at_training",
-                                        *AXES.values(), *FINAL])
+    cells = pd.DataFrame(
+        rows, columns=["run_id", "run_name", "status", "outcome", "verdict_at_training", *AXES.values(), *FINAL]
+    )
     cells = _add_missing(c, parent.info.run_id, cells, [r.data.params for r in runs])
     for col in NUMERIC:
         cells[col] = pd.to_numeric(cells[col], errors="coerce")
@@ -140,16 +174,29 @@ def load(uri: str, experiment: str, sweep_id: str | None = None,
     cells = judge(cells, thresholds)
     for col in ("depth", "seed", "width", "steps_per_epoch"):
         cells[col] = cells[col].astype("Int64")
-    for col in ("activation", "optimizer", "outcome", "verdict", "verdict_at_training", "status", "batch_size", "init", "schedule",
-                "regularization", "mitigation"):
+    for col in (
+        "activation",
+        "optimizer",
+        "outcome",
+        "verdict",
+        "verdict_at_training",
+        "status",
+        "batch_size",
+        "init",
+        "schedule",
+        "regularization",
+        "mitigation",
+    ):
         cells[col] = cells[col].astype(str)
-    cells = cells.sort_values(["activation", "optimizer", "depth", "seed", "run_name"], kind="stable").reset_index(drop=True)
+    cells = cells.sort_values(["activation", "optimizer", "depth", "seed", "run_name"], kind="stable").reset_index(
+        drop=True
+    )
 
     tables = {"epochs": [], "diagnostics": [], "histograms": [], "signal": []}
     ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
         for name in tables:
-            frames = pool.map(lambda rid: (rid, _artifact(uri, artifact_uris[rid], f"{name}.parquet", tmp)), ids)
+            frames = pool.map(lambda rid, n=name: (rid, _artifact(uri, artifact_uris[rid], f"{n}.parquet", tmp)), ids)
             for rid, df in frames:
                 if df is not None and len(df):
                     df = _subsample(df) if name == "diagnostics" else df
@@ -160,18 +207,40 @@ def load(uri: str, experiment: str, sweep_id: str | None = None,
         if not tables[name]:
             return pd.DataFrame(columns=[*keys.columns, *sort])
         df = pd.concat(tables[name], ignore_index=True).merge(keys, on="run_id")
-        axes = ["activation", "optimizer", "depth", "seed", "init", "width", "lr", "batch_size", "schedule",
-                "regularization", "mitigation"]
+        axes = [
+            "activation",
+            "optimizer",
+            "depth",
+            "seed",
+            "init",
+            "width",
+            "lr",
+            "batch_size",
+            "schedule",
+            "regularization",
+            "mitigation",
+        ]
         return df.sort_values([*axes, *sort], kind="stable").reset_index(drop=True)
 
-    info = {"sweep_id": sid, "experiment": experiment, "parent_run_id": parent.info.run_id,
-            "tracking_uri": tracking.redact(uri), "start_time": parent.info.start_time,
-            "end_time": parent.info.end_time, "parent_status": parent.info.status, **parent.data.tags,
-            **{k: v for k, v in parent.data.metrics.items()}}
-    return Sweep(info, cells, tidy("epochs", ["metric", "epoch"]),
-                 tidy("diagnostics", ["group", "layer_index", "stat", "step"]),
-                 tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]),
-                 tidy("signal", ["phase", "layer_index", "stat"]))
+    info = {
+        "sweep_id": sid,
+        "experiment": experiment,
+        "parent_run_id": parent.info.run_id,
+        "tracking_uri": tracking.redact(uri),
+        "start_time": parent.info.start_time,
+        "end_time": parent.info.end_time,
+        "parent_status": parent.info.status,
+        **parent.data.tags,
+        **{k: v for k, v in parent.data.metrics.items()},
+    }
+    return Sweep(
+        info,
+        cells,
+        tidy("epochs", ["metric", "epoch"]),
+        tidy("diagnostics", ["group", "layer_index", "stat", "step"]),
+        tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]),
+        tidy("signal", ["phase", "layer_index", "stat"]),
+    )
 
 
 def _same(a, b) -> bool:
@@ -198,9 +267,18 @@ def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame, params: l
     missing = []
     for cell in planned:
         if not any(all(_same(value(p, k), cell[k]) for k in swept) for p in params):
-            row = {short: cell.get(key, cell.get(key.removesuffix(".name")) if key.endswith(".name") else None)
-                   for key, short in AXES.items()}
+            row = {
+                short: cell.get(key, cell.get(key.removesuffix(".name")) if key.endswith(".name") else None)
+                for key, short in AXES.items()
+            }
             row["seed"] = row["seed"] or "0"
-            missing.append(row | {"outcome": "missing", "status": "MISSING", "verdict_at_training": "unknown",
-                                  "run_name": ",".join(f"{k}={cell[k]}" for k in swept)})
+            missing.append(
+                row
+                | {
+                    "outcome": "missing",
+                    "status": "MISSING",
+                    "verdict_at_training": "unknown",
+                    "run_name": ",".join(f"{k}={cell[k]}" for k in swept),
+                }
+            )
     return pd.concat([cells, pd.DataFrame(missing)], ignore_index=True) if missing else cells

@@ -16,11 +16,26 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 MARK = {"diverged": "DIV", "failed": "FAIL", "running": "RUN", "missing": "—"}
-VERDICT_COLORS = {"vanishing": "#0072B2", "exploding": "#D55E00", "healthy": "#009E73", "unknown": "#999999",
-                  "collapsed": "#CC79A7", "dead": "#000000", "stalled": "#E69F00", "slow": "#56B4E9",
-                  "diverged": "#D55E00"}
-VERDICT_MARK = {"diverged": "div", "exploding": "exp", "vanishing": "van", "collapsed": "col", "dead": "dead",
-                "stalled": "stall", "slow": "slow"}  # healthy and unknown carry no mark
+VERDICT_COLORS = {
+    "vanishing": "#0072B2",
+    "exploding": "#D55E00",
+    "healthy": "#009E73",
+    "unknown": "#999999",
+    "collapsed": "#CC79A7",
+    "dead": "#000000",
+    "stalled": "#E69F00",
+    "slow": "#56B4E9",
+    "diverged": "#D55E00",
+}
+VERDICT_MARK = {
+    "diverged": "div",
+    "exploding": "exp",
+    "vanishing": "van",
+    "collapsed": "col",
+    "dead": "dead",
+    "stalled": "stall",
+    "slow": "slow",
+}  # healthy and unknown carry no mark
 
 
 def style() -> None:
@@ -62,8 +77,9 @@ def _legend(fig, axes, title: str) -> None:
 def _grid(n: int, ncols: int | None = None, size=(3.6, 3.0), sharey=True):
     ncols = ncols or min(n, 5)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
-                             sharey=sharey, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, sharey=sharey, layout="constrained"
+    )
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -75,33 +91,59 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
     acts, opts = sorted(cells["activation"].unique()), sorted(cells["optimizer"].unique())
     if not depths:
         return None
-    fig, axes = _grid(len(depths), ncols=min(len(depths), 2), size=(0.95 * len(opts) + 2.2, 0.5 * len(acts) + 1.6),
-                      sharey=False)
+    fig, axes = _grid(
+        len(depths), ncols=min(len(depths), 2), size=(0.95 * len(opts) + 2.2, 0.5 * len(acts) + 1.6), sharey=False
+    )
     for ax, d in zip(axes, depths):
         sub = cells[cells["depth"] == d]
-        acc = sub.groupby(["activation", "optimizer"])["test/accuracy"].mean().unstack().reindex(index=acts, columns=opts)
-        sns.heatmap(acc, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=ax is axes[-1], annot=False,
-                    cbar_kws={"label": "test accuracy"} if ax is axes[-1] else None)
+        acc = (
+            sub.groupby(["activation", "optimizer"])["test/accuracy"].mean().unstack().reindex(index=acts, columns=opts)
+        )
+        sns.heatmap(
+            acc,
+            ax=ax,
+            vmin=0,
+            vmax=1,
+            cmap="viridis",
+            cbar=ax is axes[-1],
+            annot=False,
+            cbar_kws={"label": "test accuracy"} if ax is axes[-1] else None,
+        )
         for i, a in enumerate(acts):
             for j, o in enumerate(opts):
                 cell = sub[(sub["activation"] == a) & (sub["optimizer"] == o)]
                 outcomes = set(cell["outcome"])
                 mark = next((MARK[k] for k in MARK if k in outcomes), None)
                 v = acc.loc[a, o]
-                text = mark if mark and not np.isfinite(v) else (f"{v:.2f}" + ("*" if mark else "") if np.isfinite(v) else "")
+                text = (
+                    mark
+                    if mark and not np.isfinite(v)
+                    else (f"{v:.2f}" + ("*" if mark else "") if np.isfinite(v) else "")
+                )
                 label = cell["verdict"].mode() if "verdict" in cell and len(cell) else pd.Series(dtype=str)
                 if len(label) and label.iloc[0] in VERDICT_MARK and text:
                     text += "\n" + VERDICT_MARK[label.iloc[0]]
-                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=8,
-                        color="white" if np.isfinite(v) and v < 0.6 else "black")
+                ax.text(
+                    j + 0.5,
+                    i + 0.5,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if np.isfinite(v) and v < 0.6 else "black",
+                )
         ax.set_title(f"depth {d}")
         ax.set_xlabel("optimizer")
         ax.set_ylabel("activation")
         ax.tick_params(axis="x", rotation=45)
         ax.tick_params(axis="y", rotation=0)
     fig.suptitle("Final test accuracy and gradient verdict")
-    fig.supxlabel("* diverged or not all seeds finished. Verdict under the value: "
-                  + ", ".join(f"{m} {v}" for v, m in VERDICT_MARK.items()) + "; none: healthy", fontsize=8)
+    fig.supxlabel(
+        "* diverged or not all seeds finished. Verdict under the value: "
+        + ", ".join(f"{m} {v}" for v, m in VERDICT_MARK.items())
+        + "; none: healthy",
+        fontsize=8,
+    )
     return fig
 
 
@@ -117,8 +159,16 @@ def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure | None:
     several = cells.groupby(["activation", "optimizer", "depth"])["seed"].nunique().max() > 1
     for ax, o in zip(axes, opts):
         sub = data[data["optimizer"] == o]
-        sns.lineplot(sub, x="depth", y="test/accuracy", hue="activation", palette=pal, marker="o", ax=ax,
-                     errorbar=("ci", 95) if several else None)
+        sns.lineplot(
+            sub,
+            x="depth",
+            y="test/accuracy",
+            hue="activation",
+            palette=pal,
+            marker="o",
+            ax=ax,
+            errorbar=("ci", 95) if several else None,
+        )
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
         ax.set(title=o, xlabel="depth (conv layers)", ylabel="test accuracy", ylim=(0, 1))
@@ -135,18 +185,23 @@ def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure | None:
     if not depths:
         return None
     pal = palette(g["activation"])
-    fig, axes = plt.subplots(2, len(depths), figsize=(3.4 * len(depths), 5.8), squeeze=False, sharey="row",
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        2, len(depths), figsize=(3.4 * len(depths), 5.8), squeeze=False, sharey="row", layout="constrained"
+    )
     last_epoch = g.groupby("run_id")["epoch"].transform("max")
     for col, d in enumerate(depths):
-        for row, (label, sub) in enumerate((("at initialisation", g[g["step"] == 0]),
-                                            ("last epoch (mean)", g[g["epoch"] == last_epoch]))):
+        for row, (label, sub) in enumerate(
+            (("at initialisation", g[g["step"] == 0]), ("last epoch (mean)", g[g["epoch"] == last_epoch]))
+        ):
             sub = sub[sub["depth"] == d].groupby(["activation", "layer_index"], as_index=False)["value"].mean()
             ax = axes[row, col]
             sns.lineplot(sub, x="layer_index", y="value", hue="activation", palette=pal, marker="o", ax=ax)
             ax.set_yscale("log")
-            ax.set(title=f"depth {d}" if row == 0 else "", xlabel="layer index (1 = input side)" if row else "",
-                   ylabel=f"RMS of dL/dW_l, {label}" if col == 0 else "")
+            ax.set(
+                title=f"depth {d}" if row == 0 else "",
+                xlabel="layer index (1 = input side)" if row else "",
+                ylabel=f"RMS of dL/dW_l, {label}" if col == 0 else "",
+            )
             _integer_x(ax)
     _legend(fig, list(axes.flat), "activation")
     fig.suptitle(f"Weight-gradient profile across layers ({optimizer})")
@@ -170,8 +225,10 @@ def ratio_lines(ax, s: pd.DataFrame, color, label: str, lo: float) -> bool:
     underflowed) has no place on a log axis: it is drawn just above the axis floor `lo` with a
     downward triangle. Returns whether any was."""
     zero = False
-    for col, style, marker, alpha, lab in (("diag/ratio_first_last_final", "-", "o", 1.0, label),
-                                           ("diag/ratio_first_last_init", "--", "x", 0.7, None)):
+    for col, style, marker, alpha, lab in (
+        ("diag/ratio_first_last_final", "-", "o", 1.0, label),
+        ("diag/ratio_first_last_init", "--", "x", 0.7, None),
+    ):
         v, floor = s[col], lo * 2
         z = (v == 0).to_numpy()
         ax.plot(s.index, v.where(~z, floor), style, marker=marker, color=color, alpha=alpha, label=lab, ms=4)
@@ -184,17 +241,30 @@ def ratio_lines(ax, s: pd.DataFrame, color, label: str, lo: float) -> bool:
 def _with_ratio(cells: pd.DataFrame) -> pd.DataFrame:
     """Cells with a depth and at least one of the two ratios (at initialisation it is undefined,
     NaN, when both layers' gradients are 0; the last epoch's may still be known)."""
-    return cells.dropna(subset=["depth"]).dropna(subset=["diag/ratio_first_last_init", "diag/ratio_first_last_final"],
-                                                 how="all")
+    return cells.dropna(subset=["depth"]).dropna(
+        subset=["diag/ratio_first_last_init", "diag/ratio_first_last_final"], how="all"
+    )
 
 
 def ratio_zones(ax, lo: float, hi: float, vanishing_below: float, exploding_above: float, label: bool) -> None:
     """Shade the vanishing and exploding zones of a ratio panel (named in the legend when `label`)
     and fix its y limits."""
-    ax.axhspan(lo, vanishing_below, color=VERDICT_COLORS["vanishing"], alpha=0.12, lw=0,
-               label=f"vanishing (< {vanishing_below:g})" if label else None)
-    ax.axhspan(exploding_above, hi, color=VERDICT_COLORS["exploding"], alpha=0.12, lw=0,
-               label=f"exploding (> {exploding_above:g})" if label else None)
+    ax.axhspan(
+        lo,
+        vanishing_below,
+        color=VERDICT_COLORS["vanishing"],
+        alpha=0.12,
+        lw=0,
+        label=f"vanishing (< {vanishing_below:g})" if label else None,
+    )
+    ax.axhspan(
+        exploding_above,
+        hi,
+        color=VERDICT_COLORS["exploding"],
+        alpha=0.12,
+        lw=0,
+        label=f"exploding (> {exploding_above:g})" if label else None,
+    )
     ax.set_ylim(lo, hi)
 
 
@@ -255,8 +325,12 @@ def loss_curves(epochs: pd.DataFrame, depth: int) -> plt.Figure | None:
 def saturation(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | None:
     """(f) Saturation (sigmoid, tanh, softsign) or dead-unit fraction (ReLU family) per layer over
     training, a panel per activation, colour = layer index (Glorot & Bengio 2010, Figs. 2-3)."""
-    a = steps[(steps["group"] == "act") & (steps["stat"].isin(["saturation", "dead_frac"]))
-              & (steps["depth"] == depth) & (steps["optimizer"] == optimizer)]
+    a = steps[
+        (steps["group"] == "act")
+        & (steps["stat"].isin(["saturation", "dead_frac"]))
+        & (steps["depth"] == depth)
+        & (steps["optimizer"] == optimizer)
+    ]
     if a.empty:
         return None
     acts = sorted(a["activation"].unique())
@@ -267,8 +341,12 @@ def saturation(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | 
         stat = sub["stat"].iloc[0]
         for idx, s in sub.groupby("layer_index"):
             ax.plot(s["step"], s["value"], color=plt.cm.viridis(norm(idx)), lw=1.2)
-        ax.set(title=act, xlabel="training step", ylim=(-0.02, 1.02),
-               ylabel="saturated fraction" if stat == "saturation" else "dead-unit fraction")
+        ax.set(
+            title=act,
+            xlabel="training step",
+            ylim=(-0.02, 1.02),
+            ylabel="saturated fraction" if stat == "saturation" else "dead-unit fraction",
+        )
     fig.suptitle(f"Saturation and dead units per layer (depth {depth}, {optimizer})")
     return fig
 
@@ -276,8 +354,13 @@ def saturation(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | 
 def backprop_histograms(hist: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | None:
     """(g) Histograms of back-propagated gradients dL/dh_l per layer at initialisation, a panel per
     activation (Glorot & Bengio 2010, Fig. 7), on log10 |g| bins shared by every cell."""
-    h = hist[(hist["quantity"] == "backprop") & (hist["epoch"] == 0) & (hist["depth"] == depth)
-             & (hist["optimizer"] == optimizer) & np.isfinite(hist["bin_left"])]
+    h = hist[
+        (hist["quantity"] == "backprop")
+        & (hist["epoch"] == 0)
+        & (hist["depth"] == depth)
+        & (hist["optimizer"] == optimizer)
+        & np.isfinite(hist["bin_left"])
+    ]
     if h.empty:
         return None
     acts = sorted(h["activation"].unique())
@@ -290,16 +373,23 @@ def backprop_histograms(hist: pd.DataFrame, depth: int, optimizer: str) -> plt.F
             frac = s["count"] / max(1, s["count"].sum())
             ax.plot((s["bin_left"] + s["bin_right"]) / 2, frac, color=plt.cm.viridis(norm(idx)), lw=1.2)
         ax.set(title=act, xlabel="log10 |dL/dh_l|", ylabel="fraction of entries", xlim=xlim)
-    fig.suptitle(f"Back-propagated gradients at initialisation (depth {depth}; shared bins, the outermost "
-                 "bins also hold the values beyond them)")
+    fig.suptitle(
+        f"Back-propagated gradients at initialisation (depth {depth}; shared bins, the outermost "
+        "bins also hold the values beyond them)"
+    )
     return fig
 
 
 def gradient_heatmap(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | None:
     """(h) Layer × step heatmap of the RMS weight gradient (log colour) of the deepest network, a
     panel per activation."""
-    g = steps[(steps["group"] == "grad") & (steps["stat"] == "rms") & (steps["depth"] == depth)
-              & (steps["optimizer"] == optimizer) & (steps["layer"] != "logits")]
+    g = steps[
+        (steps["group"] == "grad")
+        & (steps["stat"] == "rms")
+        & (steps["depth"] == depth)
+        & (steps["optimizer"] == optimizer)
+        & (steps["layer"] != "logits")
+    ]
     acts = sorted(g["activation"].unique())
     if not acts:
         return None
@@ -308,9 +398,16 @@ def gradient_heatmap(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Fig
     vmin, vmax = (np.log10(positive.min()), np.log10(positive.max())) if len(positive) else (-8, 0)
     for ax, act in zip(axes, acts):
         m = g[g["activation"] == act].pivot_table(index="layer_index", columns="step", values="value")
-        im = ax.imshow(np.log10(m.clip(lower=1e-30).to_numpy()), aspect="auto", origin="lower", cmap="viridis",
-                       vmin=vmin, vmax=vmax, interpolation="nearest",
-                       extent=(m.columns.min(), m.columns.max(), m.index.min() - 0.5, m.index.max() + 0.5))
+        im = ax.imshow(
+            np.log10(m.clip(lower=1e-30).to_numpy()),
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            interpolation="nearest",
+            extent=(m.columns.min(), m.columns.max(), m.index.min() - 0.5, m.index.max() + 0.5),
+        )
         ax.set(title=act, xlabel="training step", ylabel="layer index (1 = input side)")
         ax.grid(False)
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -335,8 +432,12 @@ def forward_signal(signal: pd.DataFrame, collapse_below: float) -> plt.Figure | 
         for a, s in sub.groupby("activation"):
             ax.plot(s["layer_index"], s["value"].clip(lower=1e-30), "-o", ms=3, color=pal[a], label=a)
             ax.plot(s["layer_index"].iloc[[0, -1]], [s["value"].iloc[0] * collapse_below] * 2, ":", color=pal[a], lw=1)
-        ax.set(yscale="log", title=f"depth {d}", xlabel="activation layer (1 = input side)",
-               ylabel="spread across examples")
+        ax.set(
+            yscale="log",
+            title=f"depth {d}",
+            xlabel="activation layer (1 = input side)",
+            ylabel="spread across examples",
+        )
         _integer_x(ax)
     _legend(fig, axes, "activation")
     if len(axes) == 1:  # one panel: its title says it all (a figure title would run into the legend)

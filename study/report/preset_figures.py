@@ -11,8 +11,18 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.report.figures import (_grid, _integer_x, _layer_colorbar, _legend, _ratio_legend_entries,
-                                  _with_ratio, palette, ratio_limits, ratio_lines, ratio_zones)
+from study.report.figures import (
+    _grid,
+    _integer_x,
+    _layer_colorbar,
+    _legend,
+    _ratio_legend_entries,
+    _with_ratio,
+    palette,
+    ratio_limits,
+    ratio_lines,
+    ratio_zones,
+)
 
 
 def batch_order(values) -> list[str]:
@@ -24,8 +34,9 @@ def _mean_over_seeds(df: pd.DataFrame, by: list[str], value: str = "value") -> p
     return df.groupby(by, as_index=False, dropna=False)[value].mean()
 
 
-def curves_vs(epochs: pd.DataFrame, hue: str, facet: str, metrics: list[tuple[str, str]],
-              hue_order=None, x: str = "epoch") -> plt.Figure | None:
+def curves_vs(
+    epochs: pd.DataFrame, hue: str, facet: str, metrics: list[tuple[str, str]], hue_order=None, x: str = "epoch"
+) -> plt.Figure | None:
     """Per-epoch curves: a row per (metric, label), a column per value of `facet`, a line per
     value of `hue` (mean over seeds). `x` is `epoch` or `time/elapsed_s` (wall time)."""
     e = epochs[np.isfinite(epochs["value"])].copy()
@@ -35,8 +46,14 @@ def curves_vs(epochs: pd.DataFrame, hue: str, facet: str, metrics: list[tuple[st
     e[hue] = e[hue].astype(str)
     order = hue_order or sorted(e[hue].unique())
     pal = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    fig, axes = plt.subplots(len(metrics), len(facets), figsize=(3.8 * len(facets), 2.9 * len(metrics)),
-                             squeeze=False, sharex="col", layout="constrained")
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(facets),
+        figsize=(3.8 * len(facets), 2.9 * len(metrics)),
+        squeeze=False,
+        sharex="col",
+        layout="constrained",
+    )
     wide = e.pivot_table(index=["run_id", hue, facet, "epoch"], columns="metric", values="value").reset_index()
     wide["epoch"] = wide["epoch"] + 1
     for r, (metric, label) in enumerate(metrics):
@@ -53,8 +70,11 @@ def curves_vs(epochs: pd.DataFrame, hue: str, facet: str, metrics: list[tuple[st
                     ax.plot(s[x], s[metric], "-o", ms=3, color=pal[h], label=h)
             if metric == "train/learning_rate":
                 ax.set_yscale("log")
-            ax.set(title=f"{facet} {f}" if r == 0 else "", ylabel=label if c == 0 else "",
-                   xlabel=("epoch" if x == "epoch" else "wall time (s)") if r == len(metrics) - 1 else "")
+            ax.set(
+                title=f"{facet} {f}" if r == 0 else "",
+                ylabel=label if c == 0 else "",
+                xlabel=("epoch" if x == "epoch" else "wall time (s)") if r == len(metrics) - 1 else "",
+            )
             if x == "epoch":
                 _integer_x(ax)
     _legend(fig, list(axes.flat), hue)
@@ -69,14 +89,16 @@ def loss_vs_epoch_and_time(epochs: pd.DataFrame, order: list[str]) -> plt.Figure
     acts = sorted(e["activation"].unique())
     if e.empty:
         return None
-    wide = e.pivot_table(index=["run_id", "batch_size", "activation", "epoch"], columns="metric",
-                         values="value").reset_index()
+    wide = e.pivot_table(
+        index=["run_id", "batch_size", "activation", "epoch"], columns="metric", values="value"
+    ).reset_index()
     if "time/elapsed_s" not in wide:
         return None
     wide["epoch"] += 1
     pal = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    fig, axes = plt.subplots(len(acts), 2, figsize=(8, 3.0 * len(acts)), squeeze=False, sharey="row",
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(acts), 2, figsize=(8, 3.0 * len(acts)), squeeze=False, sharey="row", layout="constrained"
+    )
     for r, a in enumerate(acts):
         sub = wide[wide["activation"] == a].groupby(["batch_size", "epoch"], as_index=False).mean(numeric_only=True)
         for c, (x, label) in enumerate((("epoch", "epoch"), ("time/elapsed_s", "wall time (s)"))):
@@ -140,8 +162,7 @@ def lr_sensitivity(cells: pd.DataFrame) -> plt.Figure | None:
             ax.plot(s["lr"], s["val/accuracy"], "-o", ms=3, color=pal[o], label=o)
             b = best[(best["optimizer"] == o) & (best["activation"] == a) & (best["depth"] == d)]
             ax.plot(b["lr"], b["val/accuracy"], "*", ms=12, color=pal[o], mec="black", mew=0.5)
-        ax.set(xscale="log", title=f"{a}, depth {d}", xlabel="learning rate", ylabel="validation accuracy",
-               ylim=(0, 1))
+        ax.set(xscale="log", title=f"{a}, depth {d}", xlabel="learning rate", ylabel="validation accuracy", ylim=(0, 1))
     _legend(fig, axes, "optimizer")
     fig.suptitle("Learning-rate sensitivity (★ best on validation)")
     return fig
@@ -157,8 +178,15 @@ def isolation(best: pd.DataFrame) -> plt.Figure | None:
     pal = palette(best["activation"])
     for ax, d in zip(axes, depths):
         sub = best[best["depth"] == d].astype({"activation": str})
-        sns.barplot(sub, x="optimizer", y="test/accuracy", hue="activation", palette=pal, ax=ax,
-                    order=sorted(best["optimizer"].unique()))
+        sns.barplot(
+            sub,
+            x="optimizer",
+            y="test/accuracy",
+            hue="activation",
+            palette=pal,
+            ax=ax,
+            order=sorted(best["optimizer"].unique()),
+        )
         ax.set(title=f"depth {d}", ylim=(0, 1), ylabel="test accuracy (best learning rate)")
         ax.tick_params(axis="x", rotation=30)
     _legend(fig, axes, "activation")
@@ -169,23 +197,39 @@ def isolation(best: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def axis_heatmap(cells: pd.DataFrame, col: str, value: str = "test/accuracy", *, log: bool = False,
-                 label: str = "test accuracy") -> plt.Figure | None:
+def axis_heatmap(
+    cells: pd.DataFrame, col: str, value: str = "test/accuracy", *, log: bool = False, label: str = "test accuracy"
+) -> plt.Figure | None:
     """Mean `value` as a heatmap, activation × `col`, a panel per depth (log10 colour when `log`)."""
     depths = sorted(cells["depth"].dropna().unique())
     if not depths:
         return None
     cols = sorted(cells[col].astype(str).unique(), key=lambda v: (v != "none", v))  # the baseline first
     acts = sorted(cells["activation"].unique())
-    fig, axes = _grid(len(depths), ncols=min(len(depths), 2), size=(0.9 * len(cols) + 2.4, 0.5 * len(acts) + 1.6),
-                      sharey=False)
+    fig, axes = _grid(
+        len(depths), ncols=min(len(depths), 2), size=(0.9 * len(cols) + 2.4, 0.5 * len(acts) + 1.6), sharey=False
+    )
     data = cells.assign(**{col: cells[col].astype(str)})
     for ax, d in zip(axes, depths):
-        m = data[data["depth"] == d].groupby(["activation", col])[value].mean().unstack().reindex(index=acts, columns=cols)
+        m = (
+            data[data["depth"] == d]
+            .groupby(["activation", col])[value]
+            .mean()
+            .unstack()
+            .reindex(index=acts, columns=cols)
+        )
         shown = np.log10(m.clip(lower=1e-30)) if log else m
-        sns.heatmap(shown, ax=ax, cmap="viridis", annot=m.map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.2g}" if log else f"{v:.2f}"),
-                    fmt="", vmin=None if log else 0, vmax=None if log else 1, annot_kws={"fontsize": 8},
-                    cbar_kws={"label": f"log10 {label}" if log else label})
+        sns.heatmap(
+            shown,
+            ax=ax,
+            cmap="viridis",
+            annot=m.map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.2g}" if log else f"{v:.2f}"),
+            fmt="",
+            vmin=None if log else 0,
+            vmax=None if log else 1,
+            annot_kws={"fontsize": 8},
+            cbar_kws={"label": f"log10 {label}" if log else label},
+        )
         ax.set(title=f"depth {d}", xlabel=col, ylabel="activation")
         ax.tick_params(axis="x", rotation=30)
         ax.tick_params(axis="y", rotation=0)
@@ -222,8 +266,11 @@ def final_weight_norm(steps: pd.DataFrame) -> pd.DataFrame:
     """Per run: the L2 norm of all hidden and output kernels together at the last logged step."""
     w = steps[(steps["group"] == "weight") & (steps["stat"] == "l2")]
     last = w[w["step"] == w.groupby("run_id")["step"].transform("max")]
-    return last.groupby("run_id", as_index=False)["value"].apply(lambda v: float(np.sqrt((v ** 2).sum()))).rename(
-        columns={"value": "weight_norm"})
+    return (
+        last.groupby("run_id", as_index=False)["value"]
+        .apply(lambda v: float(np.sqrt((v**2).sum())))
+        .rename(columns={"value": "weight_norm"})
+    )
 
 
 def generalization(cells: pd.DataFrame, norms: pd.DataFrame) -> plt.Figure | None:
@@ -232,12 +279,22 @@ def generalization(cells: pd.DataFrame, norms: pd.DataFrame) -> plt.Figure | Non
     data = cells.merge(norms, on="run_id", how="left").dropna(subset=["test/accuracy", "eval_train/accuracy"])
     if data.empty:
         return None
-    data = data.assign(gap=data["eval_train/accuracy"] - data["test/accuracy"], activation=data["activation"].astype(str))
-    order = [r for r in ("none", "l1", "l2", "dropout") if r in set(data["regularization"])] or sorted(data["regularization"].unique())
+    data = data.assign(
+        gap=data["eval_train/accuracy"] - data["test/accuracy"], activation=data["activation"].astype(str)
+    )
+    order = [r for r in ("none", "l1", "l2", "dropout") if r in set(data["regularization"])] or sorted(
+        data["regularization"].unique()
+    )
     pal = palette(data["activation"])
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
-    for ax, (y, label) in zip(axes, (("test/accuracy", "test accuracy"), ("gap", "train − test accuracy"),
-                                     ("weight_norm", "weight norm ||W|| after training"))):
+    for ax, (y, label) in zip(
+        axes,
+        (
+            ("test/accuracy", "test accuracy"),
+            ("gap", "train − test accuracy"),
+            ("weight_norm", "weight norm ||W|| after training"),
+        ),
+    ):
         sns.barplot(data, x="regularization", y=y, hue="activation", order=order, palette=pal, ax=ax, errorbar=None)
         ax.set(ylabel=label, xlabel="")
     _legend(fig, list(axes), "activation")
@@ -252,8 +309,15 @@ def activation_over_training(steps: pd.DataFrame, col: str) -> plt.Figure | None
     if a.empty:
         return None
     acts, cols = sorted(a["activation"].unique()), sorted(a[col].astype(str).unique())
-    fig, axes = plt.subplots(len(acts), len(cols), figsize=(4.0 * len(cols), 2.8 * len(acts)), squeeze=False,
-                             sharex=True, sharey="row", layout="constrained")
+    fig, axes = plt.subplots(
+        len(acts),
+        len(cols),
+        figsize=(4.0 * len(cols), 2.8 * len(acts)),
+        squeeze=False,
+        sharex=True,
+        sharey="row",
+        layout="constrained",
+    )
     norm = _layer_colorbar(fig, axes.ravel().tolist(), int(a["layer_index"].max()))
     for r, act in enumerate(acts):
         for c, v in enumerate(cols):
@@ -264,8 +328,11 @@ def activation_over_training(steps: pd.DataFrame, col: str) -> plt.Figure | None
                 color = plt.cm.viridis(norm(idx))
                 ax.plot(s["step"], s["mean"], color=color, lw=1.2)
                 ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"], color=color, alpha=0.12, lw=0)
-            ax.set(title=f"{act}, {v}", xlabel="training step" if r == len(acts) - 1 else "",
-                   ylabel="activation mean ± std" if c == 0 else "")
+            ax.set(
+                title=f"{act}, {v}",
+                xlabel="training step" if r == len(acts) - 1 else "",
+                ylabel="activation mean ± std" if c == 0 else "",
+            )
     fig.suptitle("Activation values per hidden layer over training (Glorot & Bengio 2010, Fig. 2)")
     return fig
 
@@ -277,19 +344,32 @@ def backprop_by(hist: pd.DataFrame, col: str, epoch: int = 0) -> plt.Figure | No
     if h.empty:
         return None
     acts, cols = sorted(h["activation"].unique()), sorted(h[col].astype(str).unique())
-    fig, axes = plt.subplots(len(acts), len(cols), figsize=(4.0 * len(cols), 2.8 * len(acts)), squeeze=False,
-                             sharex=True, layout="constrained")
+    fig, axes = plt.subplots(
+        len(acts),
+        len(cols),
+        figsize=(4.0 * len(cols), 2.8 * len(acts)),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
     norm = _layer_colorbar(fig, axes.ravel().tolist(), int(h["layer_index"].max()))
     filled = h[h["count"] > 0]
     for r, act in enumerate(acts):
         for c, v in enumerate(cols):
             ax = axes[r, c]
             for idx, s in h[(h["activation"] == act) & (h[col].astype(str) == v)].groupby("layer_index"):
-                ax.plot((s["bin_left"] + s["bin_right"]) / 2, s["count"] / max(1, s["count"].sum()),
-                        color=plt.cm.viridis(norm(idx)), lw=1.2)
-            ax.set(title=f"{act}, {v}", xlabel="log10 |dL/dh_l|" if r == len(acts) - 1 else "",
-                   ylabel="fraction" if c == 0 else "",
-                   xlim=(filled["bin_left"].min() - 0.5, filled["bin_right"].max() + 0.5))
+                ax.plot(
+                    (s["bin_left"] + s["bin_right"]) / 2,
+                    s["count"] / max(1, s["count"].sum()),
+                    color=plt.cm.viridis(norm(idx)),
+                    lw=1.2,
+                )
+            ax.set(
+                title=f"{act}, {v}",
+                xlabel="log10 |dL/dh_l|" if r == len(acts) - 1 else "",
+                ylabel="fraction" if c == 0 else "",
+                xlim=(filled["bin_left"].min() - 0.5, filled["bin_right"].max() + 0.5),
+            )
     when = "initialisation" if epoch == 0 else f"epoch {epoch}"
     fig.suptitle(f"Back-propagated gradients per layer at {when} (Glorot & Bengio 2010, Fig. 7)")
     return fig

@@ -5,25 +5,26 @@ smoke, paper), whose report is the generic activation × optimizer × depth one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from study.report import collect, preset_figures as P
+from study.report import collect
+from study.report import preset_figures as P
 
 QUESTIONS = {
     "gd_variants": "How do batch, stochastic and mini-batch gradient descent differ per epoch, per second "
-                   "and in gradient noise?",
+    "and in gradient noise?",
     "lr_schedules": "Which learning-rate schedule helps SGD with momentum and Adam?",
     "optimizers_tuned": "Which optimizer is best when each gets its own best learning rate?",
     "init": "How does the initialisation interact with activation and depth?",
     "regularization": "What do L1, L2 and dropout do to the train-test gap and the weights?",
     "mitigations": "Do batch norm, residual connections and gradient clipping remove the vanishing or "
-                   "exploding verdict at depths 16 and 32?",
+    "exploding verdict at depths 16 and 32?",
     "glorot_bengio_2010": "Glorot & Bengio (2010): do sigmoid units saturate, and does normalized init keep "
-                          "back-propagated gradients alike across layers?",
+    "back-propagated gradients alike across layers?",
     "he_2015": "He et al. (2015): does a deep plain ReLU net train with Glorot init, or only with He init?",
     "width": "How do accuracy, cost and the gradient ratio change with width at a fixed depth?",
 }
@@ -47,11 +48,15 @@ def _done(c: pd.DataFrame) -> pd.DataFrame:
 
 def cells_table(c: pd.DataFrame) -> str:
     """One row per cell: outcome, verdict, test accuracy, ratio at initialisation, wall time."""
-    lines = ["| cell | outcome | gradient verdict | reason | test accuracy | first/last ratio at init | wall time (s) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| cell | outcome | gradient verdict | reason | test accuracy | first/last ratio at init | wall time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for _, r in c.sort_values("run_name").iterrows():
-        lines.append(f"| {r['run_name']} | {r['outcome']} | {r['verdict']} | {r['verdict_reason']} | {_f(r['test/accuracy'])} "
-                     f"| {_f(r['diag/ratio_first_last_init'])} | {_f(r['time/wall_s'], 4)} |")
+        lines.append(
+            f"| {r['run_name']} | {r['outcome']} | {r['verdict']} | {r['verdict_reason']} | {_f(r['test/accuracy'])} "
+            f"| {_f(r['diag/ratio_first_last_init'])} | {_f(r['time/wall_s'], 4)} |"
+        )
     return "\n".join(lines)
 
 
@@ -62,14 +67,27 @@ def gd_variants(s, lo, hi):
     t = collect.final_epoch(e, "time/elapsed_s").groupby("batch_size")["value"].mean()
     noise = c.groupby("batch_size")["diag/grad_norm_noise"].mean()
     steps = c.groupby("batch_size")["steps_per_epoch"].first()
-    parts = [f"batch {b} ({int(steps[b]) if b in steps and pd.notna(steps[b]) else '?'} steps/epoch): loss "
-             f"{_f(loss.get(b))} after {_f(t.get(b))} s" for b in order]
-    return [Figure("gd_loss", "Loss against epochs and wall time", lambda: P.loss_vs_epoch_and_time(e, order),
-                   "Final training loss and training time: " + "; ".join(parts) + "."),
-            Figure("gd_noise", "Gradient-norm noise", lambda: P.grad_noise(s.steps, c, order),
-                   "Step-to-step jitter of log ||g|| (sqrt of half the mean squared change between "
-                   "consecutive steps, over the last epoch, or the last 10 steps when an epoch has fewer; "
-                   "slow drift barely counts): " + ", ".join(f"batch {b} {_f(noise.get(b))}" for b in order) + ".")]
+    parts = [
+        f"batch {b} ({int(steps[b]) if b in steps and pd.notna(steps[b]) else '?'} steps/epoch): loss "
+        f"{_f(loss.get(b))} after {_f(t.get(b))} s"
+        for b in order
+    ]
+    return [
+        Figure(
+            "gd_loss",
+            "Loss against epochs and wall time",
+            lambda: P.loss_vs_epoch_and_time(e, order),
+            "Final training loss and training time: " + "; ".join(parts) + ".",
+        ),
+        Figure(
+            "gd_noise",
+            "Gradient-norm noise",
+            lambda: P.grad_noise(s.steps, c, order),
+            "Step-to-step jitter of log ||g|| (sqrt of half the mean squared change between "
+            "consecutive steps, over the last epoch, or the last 10 steps when an epoch has fewer; "
+            "slow drift barely counts): " + ", ".join(f"batch {b} {_f(noise.get(b))}" for b in order) + ".",
+        ),
+    ]
 
 
 def lr_schedules(s, lo, hi):
@@ -79,11 +97,19 @@ def lr_schedules(s, lo, hi):
     for o, sub in acc.groupby(level=0):
         sub = sub.droplevel(0)
         parts.append(f"{o}: " + ", ".join(f"{k} {v:.3f}" for k, v in sub.items()) + f" (best {sub.idxmax()})")
-    metrics = [("train/learning_rate", "learning rate"), ("train/loss", "training loss"),
-               ("val/accuracy", "validation accuracy")]
-    return [Figure("schedule_curves", "Learning rate, loss and accuracy per epoch",
-                   lambda: P.curves_vs(s.epochs, "schedule", "optimizer", metrics),
-                   "Test accuracy by schedule: " + "; ".join(parts) + ".")]
+    metrics = [
+        ("train/learning_rate", "learning rate"),
+        ("train/loss", "training loss"),
+        ("val/accuracy", "validation accuracy"),
+    ]
+    return [
+        Figure(
+            "schedule_curves",
+            "Learning rate, loss and accuracy per epoch",
+            lambda: P.curves_vs(s.epochs, "schedule", "optimizer", metrics),
+            "Test accuracy by schedule: " + "; ".join(parts) + ".",
+        )
+    ]
 
 
 def optimizers_tuned(s, lo, hi):
@@ -92,17 +118,39 @@ def optimizers_tuned(s, lo, hi):
     rank = []
     for (a, d), sub in best.groupby(["activation", "depth"]):
         sub = sub.sort_values("test/accuracy", ascending=False)
-        rank.append(f"{a} depth {d}: " + " > ".join(f"{r['optimizer']} ({r['test/accuracy']:.3f} at lr {r['lr']:.2g})"
-                                                   for _, r in sub.iterrows()))
+        rank.append(
+            f"{a} depth {d}: "
+            + " > ".join(f"{r['optimizer']} ({r['test/accuracy']:.3f} at lr {r['lr']:.2g})" for _, r in sub.iterrows())
+        )
     tried = c.dropna(subset=["lr"]).groupby("optimizer")["lr"].agg(["min", "max"])
-    edge = sorted({f"{r['optimizer']} ({r['activation']}, lr {r['lr']:.2g})" for _, r in best.iterrows()
-                   if r["optimizer"] in tried.index and r["lr"] in (tried.loc[r["optimizer"], "min"], tried.loc[r["optimizer"], "max"])})
-    return [Figure("lr_sensitivity", "Validation accuracy against learning rate", lambda: P.lr_sensitivity(c),
-                   "Each optimizer's learning rates are its default times `optimizer.lr_scale`; a missing point "
-                   "diverged. " + (f"Best at the edge of the tried range, so the range should be extended: {', '.join(edge)}."
-                                   if edge else "Every best rate lies inside the tried range.")),
-            Figure("isolation", "Optimizers at their best learning rate", lambda: P.isolation(best),
-                   "Test accuracy at the learning rate with the best validation accuracy: " + "; ".join(rank) + ".")]
+    edge = sorted(
+        {
+            f"{r['optimizer']} ({r['activation']}, lr {r['lr']:.2g})"
+            for _, r in best.iterrows()
+            if r["optimizer"] in tried.index
+            and r["lr"] in (tried.loc[r["optimizer"], "min"], tried.loc[r["optimizer"], "max"])
+        }
+    )
+    return [
+        Figure(
+            "lr_sensitivity",
+            "Validation accuracy against learning rate",
+            lambda: P.lr_sensitivity(c),
+            "Each optimizer's learning rates are its default times `optimizer.lr_scale`; a missing point "
+            "diverged. "
+            + (
+                f"Best at the edge of the tried range, so the range should be extended: {', '.join(edge)}."
+                if edge
+                else "Every best rate lies inside the tried range."
+            ),
+        ),
+        Figure(
+            "isolation",
+            "Optimizers at their best learning rate",
+            lambda: P.isolation(best),
+            "Test accuracy at the learning rate with the best validation accuracy: " + "; ".join(rank) + ".",
+        ),
+    ]
 
 
 def _verdicts_by(c: pd.DataFrame, factor: str) -> str:
@@ -118,10 +166,20 @@ def init(s, lo, hi):
     deep = c[c["depth"] == c["depth"].max()]
     best = deep.groupby(["activation", "init"])["test/accuracy"].mean()
     parts = [f"{a}: {sub.droplevel(0).idxmax()} ({sub.max():.3f})" for a, sub in best.groupby(level=0)]
-    return [Figure("init_accuracy", "Test accuracy by initialisation", lambda: P.axis_heatmap(c, "init"),
-                   f"Best initialisation per activation at depth {deep['depth'].max()}: " + ", ".join(parts) + "."),
-            Figure("init_ratio", "Gradient ratio by initialisation", lambda: P.ratio_by(c, "init", lo, hi),
-                   "Verdicts: " + _verdicts_by(c, "init") + ".")]
+    return [
+        Figure(
+            "init_accuracy",
+            "Test accuracy by initialisation",
+            lambda: P.axis_heatmap(c, "init"),
+            f"Best initialisation per activation at depth {deep['depth'].max()}: " + ", ".join(parts) + ".",
+        ),
+        Figure(
+            "init_ratio",
+            "Gradient ratio by initialisation",
+            lambda: P.ratio_by(c, "init", lo, hi),
+            "Verdicts: " + _verdicts_by(c, "init") + ".",
+        ),
+    ]
 
 
 def regularization(s, lo, hi):
@@ -130,10 +188,17 @@ def regularization(s, lo, hi):
     m = c.merge(norms, on="run_id", how="left")
     m["gap"] = m["eval_train/accuracy"] - m["test/accuracy"]
     g = m.groupby("regularization")[["gap", "weight_norm", "test/accuracy"]].mean()
-    parts = [f"{r}: gap {v['gap']:.3f}, ||W|| {_f(v['weight_norm'])}, test {v['test/accuracy']:.3f}"
-             for r, v in g.iterrows()]
-    return [Figure("generalization", "Train-test gap and weight norm", lambda: P.generalization(c, norms),
-                   "Mean over activations: " + "; ".join(parts) + ".")]
+    parts = [
+        f"{r}: gap {v['gap']:.3f}, ||W|| {_f(v['weight_norm'])}, test {v['test/accuracy']:.3f}" for r, v in g.iterrows()
+    ]
+    return [
+        Figure(
+            "generalization",
+            "Train-test gap and weight norm",
+            lambda: P.generalization(c, norms),
+            "Mean over activations: " + "; ".join(parts) + ".",
+        )
+    ]
 
 
 def mitigations(s, lo, hi):
@@ -143,35 +208,63 @@ def mitigations(s, lo, hi):
         plain = sub[sub["mitigation"] == "none"]["verdict"]
         if len(plain) and (plain != "healthy").any():
             healthy = sorted(sub[(sub["mitigation"] != "none") & (sub["verdict"] == "healthy")]["mitigation"].unique())
-            fixes.append(f"{a} depth {d} ({plain.iloc[0]} without): healthy with {', '.join(healthy) or 'none of them'}")
+            fixes.append(
+                f"{a} depth {d} ({plain.iloc[0]} without): healthy with {', '.join(healthy) or 'none of them'}"
+            )
     key = ["activation", "depth"]
     pair = c[c["mitigation"] == "none"].merge(c[c["mitigation"] == "clipping"], on=key, suffixes=("", "_clip"))
-    same = int(np.isclose(pair["diag/ratio_first_last_final"], pair["diag/ratio_first_last_final_clip"], rtol=1e-6,
-                          equal_nan=True).sum())
-    clip = (f" Clipping left the final ratio unchanged (its line hides under `none`) in {same} of {len(pair)} "
-            "(activation, depth) pairs: training was identical there, so clipping never acted." if len(pair) else "")
-    return [Figure("mitigation_ratio", "Gradient ratio with each mitigation", lambda: P.ratio_by(c, "mitigation", lo, hi),
-                   ("; ".join(fixes) + "." if fixes else "No plain network had a vanishing or exploding verdict.") + clip),
-            Figure("mitigation_accuracy", "Test accuracy with each mitigation", lambda: P.axis_heatmap(c, "mitigation"),
-                   "Clipping rescales the update, not the gradient: the verdict is computed from the raw "
-                   "gradient, so clipping can only change it through the path training takes."),
-            Figure("mitigation_train_accuracy", "Training accuracy (training mode) with each mitigation",
-                   lambda: P.axis_heatmap(c, "mitigation", "train/accuracy", label="training accuracy, last epoch"),
-                   "Accuracy over the last epoch's batches in training mode. Where it is far above the test "
-                   "accuracy of a batch-norm cell, inference with batch norm's moving statistics lags: "
-                   + _bn_lag(c) + ".")]
+    same = int(
+        np.isclose(
+            pair["diag/ratio_first_last_final"], pair["diag/ratio_first_last_final_clip"], rtol=1e-6, equal_nan=True
+        ).sum()
+    )
+    clip = (
+        f" Clipping left the final ratio unchanged (its line hides under `none`) in {same} of {len(pair)} "
+        "(activation, depth) pairs: training was identical there, so clipping never acted."
+        if len(pair)
+        else ""
+    )
+    return [
+        Figure(
+            "mitigation_ratio",
+            "Gradient ratio with each mitigation",
+            lambda: P.ratio_by(c, "mitigation", lo, hi),
+            ("; ".join(fixes) + "." if fixes else "No plain network had a vanishing or exploding verdict.") + clip,
+        ),
+        Figure(
+            "mitigation_accuracy",
+            "Test accuracy with each mitigation",
+            lambda: P.axis_heatmap(c, "mitigation"),
+            "Clipping rescales the update, not the gradient: the verdict is computed from the raw "
+            "gradient, so clipping can only change it through the path training takes.",
+        ),
+        Figure(
+            "mitigation_train_accuracy",
+            "Training accuracy (training mode) with each mitigation",
+            lambda: P.axis_heatmap(c, "mitigation", "train/accuracy", label="training accuracy, last epoch"),
+            "Accuracy over the last epoch's batches in training mode. Where it is far above the test "
+            "accuracy of a batch-norm cell, inference with batch norm's moving statistics lags: " + _bn_lag(c) + ".",
+        ),
+    ]
 
 
 def _bn_lag(c: pd.DataFrame) -> str:
     bn = c[c["mitigation"] == "batch_norm"].sort_values(["activation", "depth"])
-    return "; ".join(f"{r['activation']} depth {r['depth']}: training {r['train/accuracy']:.2f}, train set in "
-                     f"inference mode {r['eval_train/accuracy']:.2f}, test {r['test/accuracy']:.2f}"
-                     for _, r in bn.iterrows()) or "no batch-norm cells"
+    return (
+        "; ".join(
+            f"{r['activation']} depth {r['depth']}: training {r['train/accuracy']:.2f}, train set in "
+            f"inference mode {r['eval_train/accuracy']:.2f}, test {r['test/accuracy']:.2f}"
+            for _, r in bn.iterrows()
+        )
+        or "no batch-norm cells"
+    )
 
 
 def _backprop_means(h: pd.DataFrame, col: str) -> list[str]:
-    return [f"{a}/{v} {m.iloc[0]:.2f} (layer 1) to {m.iloc[-1]:.2f} (layer {m.index[-1]})"
-            for (a, v), m in collect.backprop_layer_means(h, ["activation", col]).items()]
+    return [
+        f"{a}/{v} {m.iloc[0]:.2f} (layer 1) to {m.iloc[-1]:.2f} (layer {m.index[-1]})"
+        for (a, v), m in collect.backprop_layer_means(h, ["activation", col]).items()
+    ]
 
 
 def glorot_bengio_2010(s, lo, hi):
@@ -182,14 +275,26 @@ def glorot_bengio_2010(s, lo, hi):
     for (act, v), sub in top.groupby(["activation", "init"]):
         sat.append(f"{act}/{v} {sub['value'].iloc[0]:.2f} → {sub['value'].iloc[-1]:.2f}")
     acc = c.groupby(["activation", "init"])["test/accuracy"].mean()
-    return [Figure("activations_over_training", "Activation mean and spread per layer (their Fig. 2)",
-                   lambda: P.activation_over_training(s.steps, "init"),
-                   "Mean activation of the top hidden layer, first → last logged step: " + ", ".join(sat) + "."),
-            Figure("backprop_by_init", "Back-propagated gradients per layer (their Fig. 7)",
-                   lambda: P.backprop_by(s.histograms, "init", 0),
-                   "Mean log10 |dL/dh| at initialisation: " + "; ".join(_backprop_means(s.histograms, "init")) + "."),
-            Figure("glorot_accuracy", "Test accuracy", lambda: P.axis_heatmap(c, "init"),
-                   "Test accuracy: " + ", ".join(f"{x}/{y} {v:.3f}" for (x, y), v in acc.items()) + ".")]
+    return [
+        Figure(
+            "activations_over_training",
+            "Activation mean and spread per layer (their Fig. 2)",
+            lambda: P.activation_over_training(s.steps, "init"),
+            "Mean activation of the top hidden layer, first → last logged step: " + ", ".join(sat) + ".",
+        ),
+        Figure(
+            "backprop_by_init",
+            "Back-propagated gradients per layer (their Fig. 7)",
+            lambda: P.backprop_by(s.histograms, "init", 0),
+            "Mean log10 |dL/dh| at initialisation: " + "; ".join(_backprop_means(s.histograms, "init")) + ".",
+        ),
+        Figure(
+            "glorot_accuracy",
+            "Test accuracy",
+            lambda: P.axis_heatmap(c, "init"),
+            "Test accuracy: " + ", ".join(f"{x}/{y} {v:.3f}" for (x, y), v in acc.items()) + ".",
+        ),
+    ]
 
 
 def he_2015(s, lo, hi):
@@ -202,22 +307,43 @@ def he_2015(s, lo, hi):
         state = "stalls" if not np.isfinite(l1) or l1 > 0.9 * l0 else "trains"
         parts.append(f"depth {r.depth} {r.init} seed {r.seed}: loss {l0:.3f} → {l1:.3f} ({state})")
     metrics = [("train/loss", "training loss"), ("val/accuracy", "validation accuracy")]
-    return [Figure("he_curves", "Training curves by initialisation (their Figs. 2–3: 22 and 30 layers)",
-                   lambda: P.curves_vs(e, "init", "depth", metrics),
-                   "Training loss, first → last epoch ('stalls': last above 0.9 × first): " + "; ".join(parts) + "."),
-            Figure("he_ratio", "Gradient ratio by initialisation", lambda: P.ratio_by(c, "init", lo, hi),
-                   "Verdicts: " + _verdicts_by(c, "init") + ".")]
+    return [
+        Figure(
+            "he_curves",
+            "Training curves by initialisation (their Figs. 2–3: 22 and 30 layers)",
+            lambda: P.curves_vs(e, "init", "depth", metrics),
+            "Training loss, first → last epoch ('stalls': last above 0.9 × first): " + "; ".join(parts) + ".",
+        ),
+        Figure(
+            "he_ratio",
+            "Gradient ratio by initialisation",
+            lambda: P.ratio_by(c, "init", lo, hi),
+            "Verdicts: " + _verdicts_by(c, "init") + ".",
+        ),
+    ]
 
 
 def width(s, lo, hi):
     c = _done(s.cells)
     acc = c.groupby(["activation", "width"])["test/accuracy"].mean()
     t = c.groupby("width")["time/epoch_s"].mean()
-    metrics = [("test/accuracy", "test accuracy", False), ("time/epoch_s", "seconds per epoch", True),
-               ("diag/ratio_first_last_init", "first / last RMS gradient (init)", True)]
-    return [Figure("width_effects", "Accuracy, cost and gradient ratio against width", lambda: P.metrics_vs(c, "width", metrics),
-                   "Test accuracy: " + ", ".join(f"{a} w{w} {v:.3f}" for (a, w), v in acc.items())
-                   + ". Seconds per epoch: " + ", ".join(f"w{w} {v:.2f}" for w, v in t.items()) + ".")]
+    metrics = [
+        ("test/accuracy", "test accuracy", False),
+        ("time/epoch_s", "seconds per epoch", True),
+        ("diag/ratio_first_last_init", "first / last RMS gradient (init)", True),
+    ]
+    return [
+        Figure(
+            "width_effects",
+            "Accuracy, cost and gradient ratio against width",
+            lambda: P.metrics_vs(c, "width", metrics),
+            "Test accuracy: "
+            + ", ".join(f"{a} w{w} {v:.3f}" for (a, w), v in acc.items())
+            + ". Seconds per epoch: "
+            + ", ".join(f"w{w} {v:.2f}" for w, v in t.items())
+            + ".",
+        )
+    ]
 
 
 SECTIONS = {name: fn for name, fn in globals().items() if name in QUESTIONS}
