@@ -39,8 +39,13 @@ def check(name: str, learning_rate: float, params: dict, schedule: str, clipnorm
     """Fail before training, naming the bad value and the valid choices."""
     if name not in OPTIMIZERS:
         raise unknown("optimizer", name, OPTIMIZERS)
-    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-        raise ConfigError(f"optimizer.learning_rate={learning_rate!r} must be a number > 0")
+    if (
+        not isinstance(learning_rate, (int, float))
+        or isinstance(learning_rate, bool)
+        or not learning_rate > 0
+        or not math.isfinite(learning_rate)
+    ):
+        raise ConfigError(f"optimizer.learning_rate={learning_rate!r} must be a finite number > 0")
     extra = set(params) - PARAMS.get(name, set())
     if extra:
         raise ConfigError(

@@ -55,9 +55,9 @@ def check(cfg: DictConfig) -> None:
         o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name, o.get("clipnorm"), o.get("clipvalue")
     )
     scale = o.get("lr_scale", 1.0)
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0 or not math.isfinite(scale):
         raise ConfigError(
-            f"optimizer.lr_scale={scale!r} must be a number > 0 (it multiplies "
+            f"optimizer.lr_scale={scale!r} must be a finite number > 0 (it multiplies "
             f"optimizer.learning_rate={o.learning_rate})"
         )
     if cfg.data.name not in data.DATASETS:
@@ -226,16 +226,26 @@ def train(cfg: DictConfig) -> dict:
         run.end("FINISHED")
     except BaseException as err:
         trace, error = traceback.format_exc(), f"{type(err).__name__}: {err}"
-        status = "FAILED" if isinstance(err, Exception) else "KILLED"
-        for record in (
-            run.flush,
-            lambda: run.text(trace, "traceback.txt"),
-            lambda: run.tags({"outcome": "failed", "error": error[:5000]}),
-            lambda: run.end(status),
-        ):
+        killed = not isinstance(err, Exception)  # Ctrl-C (KeyboardInterrupt) or SystemExit: not the cell's fault
+        records = (
+            [run.flush, lambda: run.end("KILLED")]
+            if killed
+            else [
+                run.flush,
+                lambda: run.text(trace, "traceback.txt"),
+                lambda: run.tags({"outcome": "failed", "error": error[:5000]}),
+                lambda: run.end("FAILED"),
+            ]
+        )
+        if killed:
+            records.insert(1, lambda: run.tags({"outcome": "killed"}))
+        for record in records:
             with contextlib.suppress(Exception):  # the store may be what failed; report the first error
                 record()
-        print(f"{where}{t.run_name} FAILED: {tracking.redact(error)}", flush=True)
+        if killed:
+            print(f"{where}{t.run_name} interrupted: run {run_info.run_id} ended KILLED", flush=True)
+        else:
+            print(f"{where}{t.run_name} FAILED: {tracking.redact(error)}", flush=True)
         raise
     result["run_id"] = run_info.run_id
     print(
@@ -353,6 +363,14 @@ def main(cfg: DictConfig) -> dict | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return train(cfg)
+    except KeyboardInterrupt:
+        if multirun:  # the sweep stops here: its parent run must not stay RUNNING
+            ctx = _cell_context(cfg)
+            if ctx.get("parent_run_id"):
+                with contextlib.suppress(Exception):
+                    tracking.RunLogger(tracking.client(cfg.tracking.uri), ctx["parent_run_id"]).end("KILLED")
+        print("interrupted (Ctrl-C): stopped", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     except Exception as err:
         clear = isinstance(err, (ConfigError, tracking.TrackingError))  # say it plainly, no traceback
         if clear:

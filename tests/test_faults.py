@@ -151,3 +151,32 @@ def test_server_lost_mid_run_keeps_every_metric(tmp_path, monkeypatch):
         run.flush()
     spill = tmp_path / f"unsent_metrics_{run.run_id}.jsonl"
     assert str(spill) in str(err.value) and len(spill.read_text().splitlines()) == 2
+
+
+def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "study.train",
+            "data=synthetic",
+            "train.epochs=50",
+            "train.verbose=0",
+            f"tracking.uri={uri}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if "start:" in line:
+            time.sleep(3.0)  # training now
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err and "ended KILLED" in out
+    (run,) = runs(MlflowClient(tracking_uri=uri))
+    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed" and "error" not in run.data.tags

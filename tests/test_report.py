@@ -114,3 +114,26 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
     assert "failed" in text and "diverged" in text
     assert "Skipped" in text  # default diagnostics: no activation statistics, no histograms
     assert (out / "figures" / "accuracy_heatmap.png").exists() and not (out / "figures" / "saturation.png").exists()
+
+
+def test_report_of_a_sweep_where_no_cell_finished(tmp_path):
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "model.activation=relu",
+            "optimizer=adam",
+            "model.depth=2",
+            "train.epochs=1",
+            "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode != 0 and "1 cell(s) failed" in proc.stdout + proc.stderr
+    out = make_report(tmp_path, tmp_path / "report")
+    cells = pd.read_csv(out / "tables" / "cells.csv")
+    assert list(cells["outcome"]) == ["failed"] and list(cells["verdict"]) == ["unknown"]
+    text = (out / "REPORT.md").read_text()
+    assert "1 cells: 1 failed" in text and "relu-adam-d2-s0" in text

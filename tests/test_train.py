@@ -48,6 +48,7 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
         ("model.depth=0", ["model.depth=0", ">= 1"]),
         ("optimizer.learning_rate=0", ["learning_rate=0", "> 0"]),
         ("optimizer.learning_rate=-0.1", ["learning_rate=-0.1"]),
+        ("optimizer.learning_rate=inf", ["learning_rate=inf", "finite number > 0"]),
         ("train.batch_size=100000", ["batch_size=100000", "230"]),
         ("train.batch_size=big", ["batch_size='big'", "full"]),
         ("data.name=cifar10", ["cifar10", "fashion_mnist", "synthetic"]),
@@ -130,7 +131,7 @@ def test_gradient_noise_is_zero_for_full_batch_with_no_update(make_cfg, store):
     assert run.data.metrics["diag/grad_norm_noise"] == pytest.approx(0, abs=1e-6)
 
 
-@pytest.mark.parametrize("scale", ["0", "-1", "fast"])
+@pytest.mark.parametrize("scale", ["0", "-1", "fast", "inf"])
 def test_invalid_lr_scale_fails_naming_the_value(make_cfg, store, scale):
     with pytest.raises(ConfigError) as err:
         train(make_cfg(f"optimizer.lr_scale={scale}"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -197,7 +199,25 @@ def build(
 ) -> Path:
     th = thresholds or verdicts.Thresholds()
     s = collect.load(uri, experiment, sweep_id, th)
-    out_dir = Path(out or tracking.REPO_ROOT / "reports" / s.info["sweep_id"])
+    final_dir = Path(out or tracking.REPO_ROOT / "reports" / s.info["sweep_id"])
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    # written in a temporary sibling folder and moved into place at the end: never a half report
+    out_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
+    try:
+        _write(s, out_dir, depth, optimizer, th)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    out_dir.chmod(0o755)  # mkdtemp makes it 0700
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    out_dir.rename(final_dir)
+    if log_to_run:
+        tracking.client(uri).log_artifacts(s.info["parent_run_id"], str(final_dir), "report")
+    return final_dir
+
+
+def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thresholds) -> None:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     tables = out_dir / "tables"
@@ -316,6 +336,3 @@ def build(
         ]
     )
     (out_dir / "REPORT.md").write_text(text)
-    if log_to_run:
-        tracking.client(uri).log_artifacts(i["parent_run_id"], str(out_dir), "report")
-    return out_dir

@@ -204,8 +204,13 @@ def load(
     keys = cells[["run_id", *AXES.values()]]  # every table carries every axis of its cell
 
     def tidy(name, sort):
-        if not tables[name]:
-            return pd.DataFrame(columns=[*keys.columns, *sort])
+        if not tables[name]:  # no run wrote this artifact: an empty table with its columns
+            extra = {"histograms": ["layer", "bin_right", "count"], "diagnostics": ["epoch", "layer", "value"]}
+            empty = pd.DataFrame(columns=[*keys.columns, *sort, *extra.get(name, ["layer", "value"])])
+            numeric = [
+                c for c in ("value", "count", "epoch", "step", "layer_index", "bin_left", "bin_right") if c in empty
+            ]
+            return empty.astype(dict.fromkeys(numeric, float))
         df = pd.concat(tables[name], ignore_index=True).merge(keys, on="run_id")
         axes = [
             "activation",
