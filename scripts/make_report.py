@@ -40,6 +40,10 @@ def main() -> None:
         thresholds = verdicts.Thresholds.from_mapping(pairs)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
+    try:  # read-only: a mistyped store path is an error, not a new empty store
+        tracking.check_sqlite(a.tracking_uri, must_exist=True)
+    except tracking.TrackingError as err:
+        raise SystemExit(f"error: {err}") from None
     t = time.perf_counter()
     out = build(
         a.tracking_uri,

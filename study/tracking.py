@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,8 +49,11 @@ def artifact_location(uri: str, explicit: str | None = None) -> str | None:
 
 
 def client(uri: str) -> MlflowClient:
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """A client of the store; a SQLite store that does not exist yet is created, and that is said."""
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"new tracking store created at {path}", file=sys.stderr, flush=True)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -57,8 +61,50 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used; raised before any training."""
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_sqlite(uri: str, must_exist: bool = False) -> None:
+    """A SQLite store must be a SQLite file (or, when it may be created, absent) in a folder this
+    process can write (SQLite writes a journal beside it). Checked before MLflow touches it: MLflow
+    retries for minutes and then fails with tracebacks that do not name the file."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    if path.exists():
+        if path.is_dir():
+            raise TrackingError(f"tracking store {path} is a folder, not a SQLite file")
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise TrackingError(
+                f"tracking store {path} is not a SQLite database (left untouched); "
+                "point tracking.uri at an MLflow SQLite file or a new path"
+            )
+    elif must_exist:
+        raise TrackingError(
+            f"no tracking store at {path} (nothing created); runs are recorded by "
+            "`make sweep`, or pass --tracking-uri of an existing store"
+        )
+    folder = path.parent if path.parent.exists() else next(p for p in path.parents if p.exists())
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise TrackingError(
+            f"tracking store {path}: folder {folder} is not writable ({err.strerror}); "
+            "set tracking.uri to a store in a writable folder"
+        ) from None
+
+
 def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
-    """Fail fast and clearly: an unreachable tracking server, or an artifact folder not writable."""
+    """Fail fast and clearly: an unreachable tracking server, a SQLite store that is not a database
+    or cannot be written, or an artifact folder not writable."""
+    check_sqlite(uri)
     if uri.startswith(("http://", "https://")):
         import requests
 

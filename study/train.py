@@ -168,10 +168,11 @@ def train(cfg: DictConfig) -> dict:
 
     ctx = _cell_context(cfg)
     t = cfg.tracking
-    c = tracking.client(t.uri)
     exp_id = ctx.get("experiment_id")
     if not exp_id:  # a single run; a sweep's callback made these checks once, before any job
         tracking.check_store(t.uri, None)
+    c = tracking.client(t.uri)
+    if not exp_id:
         exp_id = tracking.ensure_experiment(
             c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location"))
         )

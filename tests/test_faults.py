@@ -180,3 +180,55 @@ def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path):
     assert "Traceback" not in err and "interrupted (Ctrl-C)" in err and "ended KILLED" in out
     (run,) = runs(MlflowClient(tracking_uri=uri))
     assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed" and "error" not in run.data.tags
+
+
+def test_a_store_that_is_not_a_database_is_a_one_line_error_and_left_intact(tmp_path):
+    bad = tmp_path / "notes.db"
+    bad.write_text("my notes, not a database\n")
+    proc = run_cli(["data=synthetic", f"tracking.uri=sqlite:///{bad}"], tmp_path)
+    assert proc.returncode == 2 and f"tracking store {bad} is not a SQLite database" in proc.stderr
+    assert "Traceback" not in proc.stderr and bad.read_text() == "my notes, not a database\n"
+
+
+def test_a_store_in_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path):
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root on a file system that supports it)")
+    try:
+        t = time.time()
+        proc = run_cli(["data=synthetic", f"tracking.uri=sqlite:///{folder}/mlflow.db"], tmp_path)
+        assert proc.returncode == 2 and time.time() - t < 60
+        assert f"folder {folder} is not writable" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert list(folder.iterdir()) == []
+
+
+def test_report_on_a_mistyped_store_creates_nothing_and_lists_sweeps(tmp_path, smoke_store):
+    missing = tmp_path / "typo" / "mlflow.db"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri", f"sqlite:///{missing}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and f"no tracking store at {missing}" in proc.stderr
+    assert not (tmp_path / "typo").exists()
+    store, _ = smoke_store
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_report.py"),
+            "--tracking-uri",
+            f"sqlite:///{store}/mlflow.db",
+            "--sweep",
+            "nope",
+            "--no-log",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "no sweep 'nope'" in proc.stderr and "(smoke)" in proc.stderr
+    assert "make sweep" not in proc.stderr

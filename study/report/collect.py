@@ -102,7 +102,13 @@ def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
     filt = "tags.role = 'sweep'" + (f" and tags.sweep_id = '{sweep_id}'" if sweep_id else "")
     parents = c.search_runs([exp.experiment_id], filt, order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
-        raise SystemExit(f"no sweep {sweep_id or ''} in experiment {experiment!r} (run `make sweep` first)")
+        known = c.search_runs(
+            [exp.experiment_id], "tags.role = 'sweep'", order_by=["attributes.start_time DESC"], max_results=20
+        )
+        if not known:
+            raise SystemExit(f"no sweep in experiment {experiment!r} of this store (run `make sweep` first)")
+        ids = ", ".join(f"{r.data.tags.get('sweep_id')} ({r.data.tags.get('preset', '?')})" for r in known)
+        raise SystemExit(f"no sweep {sweep_id!r} in experiment {experiment!r}; sweeps here, newest first: {ids}")
     return exp, parents[0]
 
 
