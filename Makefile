@@ -16,7 +16,7 @@ URI    ?= sqlite:///$(CURDIR)/mlflow.db
 LAUNCH := $(if $(filter 1,$(JOBS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
-.PHONY: help install data sweep smoke test test-fast lint report ui server bench clean
+.PHONY: help install data sweep smoke test test-fast lint replay report ui server bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ test-fast: data ## the tests without the `slow` marker (no sweeps, servers, laun
 lint: $(STAMP) ## ruff (configured in pyproject.toml): lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+replay: $(STAMP) ## replay metrics spilled while the store was lost (unsent_metrics_*.jsonl here) into URI
+	$(PY) scripts/replay_unsent.py --tracking-uri $(URI) $(FILES)
 
 ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PORT= to change)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)

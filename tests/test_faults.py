@@ -110,16 +110,13 @@ def test_unwritable_artifact_store_is_a_clear_error(tmp_path):
     assert proc.returncode != 0 and "is not writable" in proc.stderr and "start:" not in proc.stdout
 
 
-def test_server_lost_mid_run_keeps_every_metric(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-    port = free_port()
+def _server(db, port):
     server = subprocess.Popen(
         [
             str(ROOT / ".venv" / "bin" / "mlflow"),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
+            f"sqlite:///{db}",
             "--host",
             "127.0.0.1",
             "--port",
@@ -129,14 +126,20 @@ def test_server_lost_mid_run_keeps_every_metric(tmp_path, monkeypatch):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    for _ in range(240):
+        try:
+            tracking.check_store(f"http://127.0.0.1:{port}", None, timeout=1)
+            return server
+        except tracking.TrackingError:
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not start")
+
+
+def test_server_lost_mid_run_keeps_every_metric_and_replay_restores_them(tmp_path, monkeypatch):
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                tracking.check_store(uri, None, timeout=1)
-                break
-            except tracking.TrackingError:
-                time.sleep(0.5)
+    server = _server(tmp_path / "server.db", port)
+    try:  # set-up with MLflow's own retries and timeouts, however loaded the machine is
         c = tracking.client(uri)
         exp = tracking.ensure_experiment(c, "lost", None)
         run = tracking.RunLogger(c, c.create_run(exp).info.run_id, spill_dir=tmp_path)
@@ -146,11 +149,29 @@ def test_server_lost_mid_run_keeps_every_metric(tmp_path, monkeypatch):
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # only now: the server is gone
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     run.metrics({"train/loss": 0.5, "val/loss": 0.7}, step=1)
     with pytest.raises(tracking.TrackingError) as err:
         run.flush()
     spill = tmp_path / f"unsent_metrics_{run.run_id}.jsonl"
     assert str(spill) in str(err.value) and len(spill.read_text().splitlines()) == 2
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+    server = _server(tmp_path / "server.db", port)  # the store is back: replay, twice
+    try:
+        replay = [sys.executable, str(ROOT / "scripts" / "replay_unsent.py"), "--tracking-uri", uri, str(spill)]
+        first = subprocess.run(replay, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0 and "2 metrics logged, 0 already in the store" in first.stdout, first.stderr
+        again = subprocess.run(replay, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "0 metrics logged, 2 already in the store" in again.stdout, again.stderr
+        c = tracking.client(uri)
+        assert [(m.step, m.value) for m in c.get_metric_history(run.run_id, "train/loss")] == [(0, 1.0), (1, 0.5)]
+        assert [(m.step, m.value) for m in c.get_metric_history(run.run_id, "val/loss")] == [(1, 0.7)]
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path):
