@@ -259,6 +259,7 @@ class MlflowSweepCallback(Callback):
         c = tracking.client(t.uri)
         exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.artifact_location))
         tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
+        tracking.close_stale(c, exp_id)
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         name = config.get("experiment_name") or "sweep"
         run = c.create_run(

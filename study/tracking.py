@@ -196,7 +196,40 @@ def environment_tags() -> dict[str, str]:
         "python_version": platform.python_version(),
         "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({os.cpu_count()} cores)",
         "host": platform.node(),
+        "pid": str(os.getpid()),
     }
+
+
+def _alive(pid: int) -> bool:
+    """A process of this harness with this pid runs on this machine."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return b"study" in cmdline or b"hydra" in cmdline or b"python" in cmdline
+
+
+def close_stale(c: MlflowClient, experiment_id: str) -> int:
+    """Runs (sweep parents and cells) left RUNNING by a process of this machine that no longer
+    exists, e.g. a sweep killed with SIGKILL, end KILLED with `outcome=killed`. Runs of other
+    machines, and of processes still alive, are left alone. Returns how many were closed."""
+    here, closed = platform.node(), 0
+    for r in c.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50000):
+        pid = r.data.tags.get("pid")
+        if r.data.tags.get("host") != here or not (pid or "").isdigit() or _alive(int(pid)) or int(pid) == os.getpid():
+            continue
+        c.set_tag(r.info.run_id, "outcome", "killed")
+        c.set_terminated(r.info.run_id, "KILLED")
+        closed += 1
+    if closed:
+        print(f"closed {closed} run(s) left RUNNING by a process that no longer exists (now KILLED)", flush=True)
+    return closed
 
 
 REUSED_TAG = "reused_in"  # `reused_in.<sweep id>` on a run that a later sweep skipped as done

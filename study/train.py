@@ -177,6 +177,7 @@ def train(cfg: DictConfig) -> dict:
             c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location"))
         )
         tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
+        tracking.close_stale(c, exp_id)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     flat = tracking.flatten(resolved)
     tags = {

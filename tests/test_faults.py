@@ -48,6 +48,11 @@ def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
     assert len(finished) == 8 and all(len(v) == 1 for v in finished.values())
     killed = [r for r in cells() if r.info.status == "KILLED"]
     assert len(killed) == 1 and killed[0].data.tags["outcome"] == "killed"
+    # nothing stays RUNNING: the killed sweep's parent was closed by the rerun
+    assert "closed 2 run(s) left RUNNING" in second.stdout
+    parents = sorted((r for r in runs(client) if r.data.tags.get("role") == "sweep"), key=lambda r: r.info.start_time)
+    assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]
+    assert not [r for r in runs(client) if r.info.status == "RUNNING"]
     # the resumed sweep's report sees all 8 cells
     out = tmp_path / "report"
     proc = subprocess.run(
