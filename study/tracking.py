@@ -6,6 +6,7 @@ can be used in one process and tests point runs at a temporary SQLite file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -51,10 +52,19 @@ def artifact_location(uri: str, explicit: str | None = None) -> str | None:
 def client(uri: str) -> MlflowClient:
     """A client of the store; a SQLite store that does not exist yet is created, and that is said."""
     path = sqlite_path(uri)
-    if path is not None and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is None:
+        return MlflowClient(tracking_uri=uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow creates and migrates a SQLite schema on first use, and two processes doing that at once
+    # fail ("table ... already exists", alembic_version): the first use happens under a file lock.
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        new = not path.exists() or path.stat().st_size == 0
+        c = MlflowClient(tracking_uri=uri)
+        c.search_experiments(max_results=1)
+    if new:
         print(f"new tracking store created at {path}", file=sys.stderr, flush=True)
-    return MlflowClient(tracking_uri=uri)
+    return c
 
 
 class TrackingError(RuntimeError):

@@ -258,3 +258,37 @@ def test_report_on_a_mistyped_store_creates_nothing_and_lists_sweeps(tmp_path, s
     )
     assert proc.returncode != 0 and "no sweep 'nope'" in proc.stderr and "(smoke)" in proc.stderr
     assert "make sweep" not in proc.stderr
+
+
+def test_sweeps_started_at_once_on_a_new_store_all_finish(tmp_path):
+    uri = f"sqlite:///{tmp_path}/new/mlflow.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "study.train",
+                "-m",
+                "experiment=smoke",
+                "model.activation=relu",
+                "optimizer=adam",
+                "model.depth=2",
+                "train.epochs=1",
+                f"seed={i}",
+                f"tracking.uri={uri}",
+                f"hydra.sweep.dir={tmp_path}/s{i}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-1500:] for _, e in outs]
+    all_runs = runs(MlflowClient(tracking_uri=uri))
+    assert sorted(r.info.status for r in all_runs) == ["FINISHED"] * 6  # 3 parents, 3 cells
+    assert sum("new tracking store created" in e for _, e in outs) == 1
