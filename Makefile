@@ -67,6 +67,7 @@ replay: $(STAMP) ## replay metrics spilled while the store was lost (unsent_metr
 	$(PY) scripts/replay_unsent.py --tracking-uri $(URI) $(FILES)
 
 ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PORT= to change)
+	@$(PY) scripts/ui_link.py --tracking-uri $(URI) --host $(HOST) --port $(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)
 
 server: $(STAMP) ## MLflow tracking server over URI on 127.0.0.1:5000, serving artifacts (use tracking=server)

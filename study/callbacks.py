@@ -229,6 +229,17 @@ def grid_cells(config) -> list[list[str]] | None:
     return BasicSweeper.split_arguments(overrides, None)[0]
 
 
+def sweep_note(config, name: str, cells: list | None, state: str) -> str:
+    """The parent run's description in the MLflow UI: preset, grid, state, where the report is."""
+    params = config.hydra.sweeper.get("params") or {}
+    grid = "; ".join(f"`{k}` {v}" for k, v in params.items()) or "the command line's values"
+    return (
+        f"**Sweep of preset `{name}`**: {len(cells) if cells is not None else '?'} cells over {grid}.\n\n"
+        f"Sweep {state}\n\nThe child runs are its cells. Its report (after `make report`): artifacts "
+        "`report/REPORT.md` and `report/figures/` of this run."
+    )
+
+
 class MlflowSweepCallback(Callback):
     """Hydra callback: before any job, checks every cell's config, creates the store, the
     experiment and the sweep's parent run; at the end, closes the parent run with a summary."""
@@ -265,7 +276,14 @@ class MlflowSweepCallback(Callback):
         run = c.create_run(
             exp_id,
             run_name=f"{name}-{sweep_id}",
-            tags={"sweep_id": sweep_id, "role": "sweep", "preset": str(name), **tracking.environment_tags()},
+            tags={
+                "sweep_id": sweep_id,
+                "role": "sweep",
+                "preset": str(name),
+                **tracking.environment_tags(),
+                **tracking.source_tags(),
+                tracking.NOTE: sweep_note(config, name, cells, "running"),
+            },
         )
         if cells is not None:  # the planned grid, so the report can show cells that never ran
             c.log_text(run.info.run_id, json.dumps(cells, indent=1), "grid.json")
@@ -301,7 +319,19 @@ class MlflowSweepCallback(Callback):
         counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
         wall = time.time() - info["started"]
         run = tracking.RunLogger(c, info["parent_run_id"])
-        run.tags({f"cells_{o}": n for o, n in counts.items()} | {"cells": len(children)})
+        verdict_counts = {}
+        for r in children:
+            v = r.data.tags.get("gradient_verdict", "unknown")
+            verdict_counts[v] = verdict_counts.get(v, 0) + 1
+        done = (
+            f"done in {time.time() - info['started']:.0f} s. Cells by outcome: "
+            + ", ".join(f"{n} {o}" for o, n in counts.items())
+            + ". By gradient verdict: "
+            + ", ".join(f"{n} {v}" for v, n in sorted(verdict_counts.items()))
+            + "."
+        )
+        note = sweep_note(config, config.get("experiment_name") or "sweep", grid_cells(config), done)
+        run.tags({f"cells_{o}": n for o, n in counts.items()} | {"cells": len(children), tracking.NOTE: note})
         run.metrics({"sweep/wall_time_s": wall, "sweep/cells": len(children)}, step=0)
         run.end("FINISHED")
         print(

@@ -140,17 +140,51 @@ def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
             ) from None
 
 
+NOTE = "mlflow.note.content"  # MLflow's description of an experiment or run (shown in its UI)
+EXPERIMENT_NOTE = """**Activation × optimizer × depth: when do CNN gradients vanish or explode?**
+
+Each parent run (tag `role=sweep`, named `<preset>-<sweep id>`) is one sweep; its child runs (tag
+`role=cell`, named `<activation>-<optimizer>-d<depth>-s<seed>`) are the grid's cells. Open a run for
+its accuracy (`test/accuracy`), its gradient verdict and the numbers behind it (tags
+`gradient_verdict`, `verdict_reason`), per-layer gradient statistics (`grad/<layer>/rms`) and the
+verdict's evidence (`diag/*`). A sweep's report is in its parent run's artifacts under `report/`.
+
+Verdicts (first match wins; progress P = 1 - final val loss / ln K): `diverged` (loss non-finite),
+`exploding` (non-finite or fast-growing gradients, or loss above 1.5 ln K), `healthy` (P >= 0.25),
+`slow` (0.05 <= P < 0.25), and for nets that did not learn: `exploding` (first/last weight-gradient
+ratio > 100), `vanishing` (ratio < 0.01), `collapsed` (forward signal last/first layer < 0.05),
+`dead` (>= half the channels of a layer dead), `stalled` (none of these).
+
+Filters: ``metrics.`test/accuracy` > 0.5``, `params.model.depth = '16'`, `tags.gradient_verdict = 'collapsed'`.
+"""
+
+
 def ensure_experiment(c: MlflowClient, name: str, artifacts: str | None) -> str:
+    """The experiment's id (created if needed, with its description)."""
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return c.create_experiment(name, artifact_location=artifacts)
-    except Exception:  # created meanwhile by another process
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            exp_id = c.create_experiment(name, artifact_location=artifacts)
+        except Exception:  # created meanwhile by another process
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+    if exp is None or exp.tags.get(NOTE) != EXPERIMENT_NOTE:
+        c.set_experiment_tag(exp_id, NOTE, EXPERIMENT_NOTE)
+    return exp_id
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source and version tags, so its UI's Source and Version columns fill."""
+    commit = git_commit()
+    return {
+        "mlflow.source.name": "study.train",
+        "mlflow.source.type": "LOCAL",
+        **({"mlflow.source.git.commit": commit.removesuffix("-dirty")} if commit != "unknown" else {}),
+    }
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:

@@ -185,6 +185,7 @@ def train(cfg: DictConfig) -> dict:
         "fingerprint": tracking.fingerprint(flat),
         **tracking.environment_tags(),
         "outcome": "running",
+        **tracking.source_tags(),
     }
     where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
     if ctx:
@@ -223,6 +224,7 @@ def train(cfg: DictConfig) -> dict:
                 "outcome": result["outcome"],
                 "gradient_verdict": result["gradient_verdict"],
                 "verdict_reason": result["verdict_reason"],
+                tracking.NOTE: cell_note(cfg, result),
             }
         )
         run.end("FINISHED")
@@ -256,6 +258,18 @@ def train(cfg: DictConfig) -> dict:
         flush=True,
     )
     return result
+
+
+def cell_note(cfg: DictConfig, result: dict) -> str:
+    """The cell's description in the MLflow UI: what it trained and what came out."""
+    return (
+        f"**{cfg.model.activation} + {cfg.optimizer.name}, depth {cfg.model.depth}, seed {cfg.seed}** "
+        f"({cfg.model.init} init, learning rate {learning_rate(cfg):g}, batch {cfg.train.batch_size}, "
+        f"{cfg.train.epochs} epochs on {cfg.data.name}).\n\n"
+        f"Outcome `{result['outcome']}`: test accuracy {result['test/accuracy']:.4f}, test loss "
+        f"{result['test/loss']:.4g}, in {result['time/wall_s']:.1f} s.\n\n"
+        f"Gradient verdict **{result['gradient_verdict']}**: {result['verdict_reason']}."
+    )
 
 
 def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:

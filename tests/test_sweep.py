@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import assert_no_healthy_at_chance, run_cli, runs
+from conftest import ROOT, assert_no_healthy_at_chance, run_cli, runs
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,25 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
     assert assert_no_healthy_at_chance(f"sqlite:///{tmp_path}/mlflow.db") == 8
+    # descriptions for the MLflow UI: experiment, parent, every cell
+    exp = client.get_experiment_by_name("activation-study")
+    assert "gradient verdict" in exp.tags["mlflow.note.content"].lower()
+    note = parent.data.tags["mlflow.note.content"]
+    assert "preset `smoke`" in note and "8 cells" in note and "8 finished" in note and "report/REPORT.md" in note
+    assert parent.data.tags["mlflow.source.name"] == "study.train"
+    for r in children:
+        assert r.data.tags["gradient_verdict"] in r.data.tags["mlflow.note.content"]
+        assert "test accuracy" in r.data.tags["mlflow.note.content"]
+    import subprocess
+    import sys
+
+    link = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ui_link.py"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in link.stdout
     for r in children:
         assert r.data.tags["gradient_verdict"] in {"healthy", "slow", "stalled", "vanishing", "collapsed", "dead"}
         assert r.data.tags["verdict_reason"]
