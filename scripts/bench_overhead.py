@@ -42,7 +42,7 @@ def build(variant: str, args, splits, run: tracking.RunLogger):
     callbacks = []
     if variant != "plain":
         model.enable_diagnostics(variant, args.activation)
-        callbacks.append(DiagnosticsLogger(run, max(1, steps * 3 // 50), steps, 1e-2, 1e2))
+        callbacks.append(DiagnosticsLogger(run, max(1, steps * 3 // 50), steps, splits.x_probe, splits.y_probe))
     if variant == "full":  # histograms at the end of every timed epoch (a 3-epoch run draws two): conservative
         callbacks.append(HistogramLogger(splits.x_probe, splits.y_probe, {1}, steps))
     return model, callbacks
