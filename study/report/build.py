@@ -299,7 +299,15 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
         f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
         f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}",
         f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
+        f"- regenerate: `python scripts/make_report.py --tracking-uri <the store holding this sweep> --sweep "
+        f'{i["sweep_id"]}` (or `make report URI=<store> REPORT_ARGS="--sweep {i["sweep_id"]}"`)',
     ]
+    if str(i.get("git_commit", "")).endswith("-dirty"):
+        meta.insert(
+            0,
+            "> **Warning: this sweep ran from a working tree with uncommitted changes** (git commit "
+            f"`{i['git_commit']}`): its code cannot be recovered exactly from the repository.\n",
+        )
     if own is None:
         meta.append(
             f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` "
