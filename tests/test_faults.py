@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, free_port, run_cli, runs
+from conftest import ROOT, assert_no_healthy_at_chance, free_port, run_cli, runs
 from mlflow.tracking import MlflowClient
 
 from study import tracking
@@ -46,6 +46,7 @@ def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
         if r.info.status == "FINISHED":
             finished.setdefault(r.data.tags["fingerprint"], []).append(r)
     assert len(finished) == 8 and all(len(v) == 1 for v in finished.values())
+    assert assert_no_healthy_at_chance(uri) == 8
     killed = [r for r in cells() if r.info.status == "KILLED"]
     assert len(killed) == 1 and killed[0].data.tags["outcome"] == "killed"
     # nothing stays RUNNING: the killed sweep's parent was closed by the rerun

@@ -5,7 +5,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli, runs
+from conftest import ROOT, assert_no_healthy_at_chance, run_cli, runs
 
 pytestmark = pytest.mark.slow
 FIGURES = (
@@ -106,6 +106,7 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
         if r.info.run_name == "sigmoid-sgd-d2-s0" and r.data.params["optimizer.learning_rate"] == "0.05"
     ]
     client.delete_run(gone.info.run_id)  # a cell lost from the store: the report shows it as missing
+    assert_no_healthy_at_chance(f"sqlite:///{tmp_path}/mlflow.db")
     out = make_report(tmp_path, tmp_path / "report")
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert (cells["outcome"] == "failed").sum() == 4 and (cells["outcome"] == "diverged").sum() >= 1

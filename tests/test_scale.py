@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, run_cli, runs
+from conftest import ROOT, assert_no_healthy_at_chance, free_port, run_cli, runs
 from mlflow.tracking import MlflowClient
 
 from study import tracking
@@ -23,6 +23,7 @@ PG_BIN = (
 
 
 def _cells(uri):
+    assert_no_healthy_at_chance(uri)  # the verdicts' property, on every sweep run here
     all_runs = runs(MlflowClient(tracking_uri=uri))
     return [r for r in all_runs if r.data.tags.get("role") == "sweep"], [
         r for r in all_runs if r.data.tags.get("role") == "cell"
