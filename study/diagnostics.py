@@ -53,18 +53,20 @@ def spread(h: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.math.reduce_std(tf.cast(h, tf.float32), axis=0))
 
 
+# activation -> (its params -> the output at or below which a unit passes (almost) no gradient)
+DEAD_BELOW = {
+    "relu": lambda p: 0.0,
+    "elu": lambda p: -0.99 * float(p.get("alpha", 1.0)),
+    "selu": lambda p: -0.99 * 1.0507009873554805 * 1.6732632423543772,
+}
+
+
 def inactive(h: tf.Tensor, activation: str, params: dict | None = None) -> tf.Tensor | None:
     """Where a ReLU-family unit passes (almost) no gradient: its derivative is below 1 % of the
     positive side's. relu h <= 0; elu h <= -0.99 alpha; selu h <= -0.99 scale alpha; leaky_relu,
     gelu and swish never stop passing gradient this way (None)."""
-    params = params or {}
-    if activation == "relu":
-        return h <= 0.0
-    if activation == "elu":
-        return h <= -0.99 * float(params.get("alpha", 1.0))
-    if activation == "selu":
-        return h <= -0.99 * 1.0507009873554805 * 1.6732632423543772
-    return None
+    floor = DEAD_BELOW.get(activation)
+    return None if floor is None else h <= floor(params or {})
 
 
 def activation_stats(h: tf.Tensor, activation: str, params: dict | None = None) -> dict[str, tf.Tensor]:
@@ -96,7 +98,7 @@ def activation_stat_names(activation: str) -> tuple[str, ...]:
     if activation in BOUNDED:
         return ("mean", "std", "spread", "saturation")
     if activation in RELU_FAMILY:
-        dead = ("dead_frac",) if activation in ("relu", "elu", "selu") else ()
+        dead = ("dead_frac",) if activation in DEAD_BELOW else ()
         return ("mean", "std", "spread", "zero_frac", *dead)
     return ("mean", "std", "spread")
 

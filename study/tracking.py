@@ -22,6 +22,8 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from study import verdicts
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
 MAX_PARAMS_PER_BATCH = 100
@@ -149,14 +151,16 @@ its accuracy (`test/accuracy`), its gradient verdict and the numbers behind it (
 `gradient_verdict`, `verdict_reason`), per-layer gradient statistics (`grad/<layer>/rms`) and the
 verdict's evidence (`diag/*`). A sweep's report is in its parent run's artifacts under `report/`.
 
-Verdicts (first match wins; progress P = 1 - final val loss / ln K): `diverged` (loss non-finite),
-`exploding` (non-finite or fast-growing gradients, or loss above 1.5 ln K), `healthy` (P >= 0.25),
-`slow` (0.05 <= P < 0.25), and for nets that did not learn: `exploding` (first/last weight-gradient
-ratio > 100), `vanishing` (ratio < 0.01), `collapsed` (forward signal last/first layer < 0.05),
-`dead` (>= half the channels of a layer dead), `stalled` (none of these).
+Verdicts (first match wins; progress P = 1 - final val loss / ln K): `diverged` (loss
+non-finite), `exploding` (non-finite or fast-growing gradients, or loss above {t.blowup_above:g}
+ln K), `healthy` (P >= {t.progress_healthy:g}), `slow` ({t.progress_min:g} <= P <
+{t.progress_healthy:g}), and for nets that did not learn: `exploding` (first/last weight-gradient
+ratio > {t.exploding_above:g}), `vanishing` (ratio < {t.vanishing_below:g}), `collapsed` (forward
+signal last/first layer < {t.collapse_below:g}), `dead` (>= {t.dead_above:g} of the channels of a
+layer dead), `stalled` (none of these).
 
 Filters: ``metrics.`test/accuracy` > 0.5``, `params.model.depth = '16'`, `tags.gradient_verdict = 'collapsed'`.
-"""
+""".format(t=verdicts.Thresholds())  # the numbers are the verdict defaults, not a copy
 
 
 def ensure_experiment(c: MlflowClient, name: str, artifacts: str | None) -> str:
@@ -245,18 +249,14 @@ def environment_tags() -> dict[str, str]:
 
 
 def _alive(pid: int) -> bool:
-    """A process of this harness with this pid runs on this machine."""
+    """A process with this pid runs on this machine."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
-    return b"study" in cmdline or b"hydra" in cmdline or b"python" in cmdline
+    return True
 
 
 def close_stale(c: MlflowClient, experiment_id: str) -> int:
