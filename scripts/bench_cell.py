@@ -1,0 +1,190 @@
+"""Cost of a whole grid cell against plain Keras, in one warm process.
+
+For default-grid cells (relu + adam and sigmoid + sgd at depths 2, 8 and 16), times
+(a) plain Keras at its defaults on the same model, data, batches and epochs: build, compile, fit
+    with validation, evaluate on the test set;
+(b) the harness's whole cell, `train(cfg)` recording into a temporary SQLite store, with
+    diagnostics `default`, and (c) with `full`.
+After one warm-up of every variant, repeats run interleaved with the order rotated, so the drift of
+a shared machine hits every variant alike. Per cell the ratio is median(harness) / median(plain);
+the printed ratio is the median over cells.
+
+Then (unless --memory-cells 0) a sequential sweep of N default-grid cells in this process, printing
+the resident memory after the first and after the last cell.
+
+Writes reports/benchmarks/cell.json. Last line: `cell_ratio default=X.XX full=Y.YY`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from study import data, models, optimizers, tracking  # noqa: E402
+from study.train import batch_size, learning_rate, model_spec, train  # noqa: E402
+
+CELLS = [(a, o, d) for (a, o) in (("relu", "adam"), ("sigmoid", "sgd")) for d in (2, 8, 16)]
+VARIANTS = ("plain", "plain_eval", "default", "full")
+EVAL_BATCH = 1024  # the harness's evaluation batch (validation, test)
+
+
+def config(activation: str, optimizer: str, depth: int, diagnostics: str, uri: str, seed: int = 0):
+    overrides = [
+        "experiment=grid",
+        f"model.activation={activation}",
+        f"optimizer={optimizer}",
+        f"model.depth={depth}",
+        f"diagnostics={diagnostics}",
+        f"tracking.uri={uri}",
+        f"seed={seed}",
+        "train.verbose=0",
+    ]
+    with initialize_config_dir(str(tracking.REPO_ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def plain_keras(cfg, eval_batch: int | None = None) -> float:
+    """The same cell in plain Keras, at Keras's defaults (evaluation batches as large as the
+    training batches), or with `eval_batch` examples per evaluation batch; returns wall seconds."""
+    t = time.perf_counter()
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(int(cfg.seed))
+    d = cfg.data
+    splits = data.load(d.name, seed=int(cfg.seed), val_fraction=d.val_fraction, train_subset=d.get("train_subset"))
+    bs = batch_size(cfg, len(splits.x_train))
+    steps = -(-len(splits.x_train) // bs)
+    model = models.build(model_spec(cfg), splits.input_shape, splits.num_classes)
+    s, o = cfg.schedule, cfg.optimizer
+    lr = optimizers.schedule(s.name, learning_rate(cfg), steps, int(cfg.train.epochs))
+    model.compile(
+        optimizer=optimizers.build(o.name, lr, dict(o.get("params") or {})),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(
+        data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=int(cfg.seed)),
+        validation_data=data.pipeline(splits.x_val, splits.y_val, eval_batch or bs),
+        epochs=int(cfg.train.epochs),
+        verbose=0,
+    )
+    model.evaluate(data.pipeline(splits.x_test, splits.y_test, eval_batch or bs), verbose=0)
+    return time.perf_counter() - t
+
+
+def harness(cfg) -> float:
+    t = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - t
+
+
+def rss_mib() -> float:
+    """Resident memory now (VmRSS), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=3, help="timed repeats per cell and variant, after a warm-up")
+    p.add_argument("--depths", default="2,8,16")
+    p.add_argument("--memory-cells", type=int, default=24, help="cells of the sequential memory sweep (0: skip)")
+    p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "cell.json"))
+    args = p.parse_args()
+    depths = [int(x) for x in args.depths.split(",")]
+    cells = [c for c in CELLS if c[2] in depths]
+    times: dict[str, dict[str, list[float]]] = {f"{a}-{o}-d{d}": {v: [] for v in VARIANTS} for a, o, d in cells}
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        cfgs = {
+            (cell, v): config(*cell, "default" if v.startswith("plain") else v, uri) for cell in cells for v in VARIANTS
+        }
+        run = {
+            "plain": plain_keras,
+            "plain_eval": lambda cfg: plain_keras(cfg, EVAL_BATCH),
+            "default": harness,
+            "full": harness,
+        }
+        for v in VARIANTS:  # warm-up: first tracing, imports, store creation, data loading
+            run[v](cfgs[(cells[0], v)])
+        for rep in range(args.reps):
+            for i, cell in enumerate(cells):
+                k = (rep + i) % len(VARIANTS)
+                order = VARIANTS[k:] + VARIANTS[:k]
+                name = "{}-{}-d{}".format(*cell)
+                for v in order:
+                    times[name][v].append(run[v](cfgs[(cell, v)]))
+                print(
+                    f"rep {rep + 1}/{args.reps} {name}: "
+                    + " ".join(f"{v}={times[name][v][-1]:.2f}s" for v in VARIANTS),
+                    flush=True,
+                )
+        memory = None
+        if args.memory_cells:
+            grid = itertools.product(("sigmoid", "tanh", "relu", "leaky_relu", "elu"), ("sgd", "adam"), (2, 4))
+            plan = list(itertools.islice(itertools.cycle(grid), args.memory_cells))
+            rss = []
+            for a, o, d in plan:
+                harness(config(a, o, d, "full", uri, seed=len(rss)))
+                rss.append(rss_mib())
+            memory = {"cells": len(plan), "rss_first_mib": rss[0], "rss_last_mib": rss[-1], "rss_mib": rss}
+    ratios = {
+        name: {v: statistics.median(t[v]) / statistics.median(t["plain"]) for v in ("default", "full")}
+        for name, t in times.items()
+    }
+    own = {  # against plain Keras with the harness's evaluation batches: the harness's own cost
+        name: {v: statistics.median(t[v]) / statistics.median(t["plain_eval"]) for v in ("default", "full")}
+        for name, t in times.items()
+    }
+    result = {
+        "cell_ratio": {v: statistics.median(r[v] for r in ratios.values()) for v in ("default", "full")},
+        "own_ratio": {v: statistics.median(r[v] for r in own.values()) for v in ("default", "full")},
+        "own_ratios": own,
+        "ratios": ratios,
+        "median_s": {name: {v: statistics.median(t[v]) for v in VARIANTS} for name, t in times.items()},
+        "times_s": times,
+        "memory": memory,
+        "config": vars(args),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": __import__("tensorflow").__version__,
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    for name, t in result["median_s"].items():
+        r = ratios[name]
+        print(
+            f"{name}: plain {t['plain']:.2f} s, plain with eval batch {EVAL_BATCH} {t['plain_eval']:.2f} s, default {t['default']:.2f} s ({r['default']:.2f}x), "
+            f"full {t['full']:.2f} s ({r['full']:.2f}x)"
+        )
+    if memory:
+        growth = memory["rss_last_mib"] / memory["rss_first_mib"] - 1
+        print(
+            f"memory over {memory['cells']} cells: {memory['rss_first_mib']:.0f} MiB after the first, "
+            f"{memory['rss_last_mib']:.0f} MiB after the last ({growth:+.1%})"
+        )
+    c, o = result["cell_ratio"], result["own_ratio"]
+    print(
+        f"against plain Keras with evaluation batches of {EVAL_BATCH}: default={o['default']:.2f} full={o['full']:.2f}"
+    )
+    print(f"cell_ratio default={c['default']:.2f} full={c['full']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
