@@ -170,7 +170,8 @@ def main() -> None:
     for name, t in result["median_s"].items():
         r = ratios[name]
         print(
-            f"{name}: plain {t['plain']:.2f} s, plain with eval batch {EVAL_BATCH} {t['plain_eval']:.2f} s, default {t['default']:.2f} s ({r['default']:.2f}x), "
+            f"{name}: plain {t['plain']:.2f} s, plain with eval batch {EVAL_BATCH} {t['plain_eval']:.2f} s, "
+            f"default {t['default']:.2f} s ({r['default']:.2f}x), "
             f"full {t['full']:.2f} s ({r['full']:.2f}x)"
         )
     if memory:

@@ -63,7 +63,9 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite batch loss; the run is then a result, `diverged`."""
+    """Keras's own train step (diagnostics off): stops training at the first non-finite batch
+    loss; the run is then a result, `diverged`. (With diagnostics on, the train step itself stops
+    at a non-finite loss and `DiagnosticsLogger` notices; see `DiagnosticModel.train_step`.)"""
 
     def __init__(self):
         super().__init__()
@@ -79,10 +81,15 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 class DiagnosticsLogger(keras.callbacks.Callback):
-    """Reads the train step's statistics vector every step; logs scalars to MLflow every
-    `log_every` steps; probes the forward and backward signal through depth on a fixed batch at
+    """Reads the train step's statistics a block of steps at a time (at most
+    `model.diag_block_steps`, and at every epoch's end) and keeps every row; logs scalars to MLflow
+    every `log_every` steps; stops training once the train step saw a non-finite loss
+    (`diverged_at`); probes the forward and backward signal through depth on a fixed batch at
     initialisation and after training; at the end writes the step-level table and the per-run
-    summary (the verdict's evidence, see study/verdicts.py)."""
+    summary (the verdict's evidence, see study/verdicts.py).
+
+    It has no per-batch-end hook, so Keras dispatches batch callbacks asynchronously and nothing
+    waits for the device between blocks."""
 
     def __init__(self, run: tracking.RunLogger, log_every: int, steps_per_epoch: int, x_probe=None, y_probe=None):
         super().__init__()
@@ -91,6 +98,8 @@ class DiagnosticsLogger(keras.callbacks.Callback):
         self.rows: list[np.ndarray] = []
         self.signal: list[dict] = []  # phase (init / end), layer, layer_index, spread, rms, backprop_rms, dead_frac
         self.summary: dict[str, float] = {}
+        self.diverged_at: int | None = None
+        self._read_to, self._epoch_start = 0, 0
 
     def _probe(self, phase: str) -> None:
         if self.x_probe is not None and len(self.x_probe) > 1:
@@ -98,17 +107,38 @@ class DiagnosticsLogger(keras.callbacks.Callback):
                 {"phase": phase, **row} for row in diag.signal_profile(self.model, self.x_probe, self.y_probe)
             ]
 
+    def _read(self) -> None:
+        """Fetch the rows written since the last read; log every `log_every`-th; stop on divergence."""
+        block = self.model.diag_read(self._read_to)
+        keys = [s.key for s in self.model.diag_stats]
+        for i, vec in enumerate(block, start=self._read_to):
+            self.rows.append(vec)
+            if i % self.log_every == 0:
+                self.run.metrics(dict(zip(keys, vec.tolist())), step=i)
+        self._read_to += len(block)
+        diverged = self.model.diag_diverged_step()
+        if diverged >= 0 and self.diverged_at is None:
+            self.diverged_at = diverged
+            self.model.stop_training = True
+
     def on_train_begin(self, logs=None):
         self._probe("init")
+        self._read_to = self.model.diag_steps()
 
-    def on_train_batch_end(self, batch, logs=None):
-        vec = self.model.diag_latest().numpy()
-        step = len(self.rows)
-        self.rows.append(vec)
-        if step % self.log_every == 0:
-            self.run.metrics({s.key: v for s, v in zip(self.model.diag_stats, vec)}, step=step)
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._read_to
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # steps dispatched so far in this epoch: `batch`; the next call runs `steps_per_execution`
+        upcoming = self._epoch_start + batch + int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if self.diverged_at is None and upcoming - self._read_to > self.model.diag_block_steps:
+            self._read()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._read()
 
     def on_train_end(self, logs=None):
+        self._read()
         if not self.rows:
             return
         self._probe("end")

@@ -2,7 +2,8 @@
 
 Plain functions compute the statistics from tensors (`weight_stats`, `activation_stats`) and from a
 model and a batch (`batch_statistics`); `DiagnosticModel.train_step` calls the same functions in
-graph at every step and writes them into one vector variable that a Keras callback reads.
+graph at every step and writes them into a block of rows on the device that a Keras callback reads a
+block at a time (no host synchronisation per step).
 
 Levels: `off` (Keras's own train step), `default` (weight-gradient and weight statistics per weight
 layer, global gradient norm, non-finite count), `full` (adds, per activation output h_l, the
@@ -21,6 +22,7 @@ import tensorflow as tf
 from study.activations import BOUNDED, RELU_FAMILY
 
 LEVELS = ("off", "default", "full")
+BLOCK_STEPS = 256  # statistics rows kept on the device between two reads by the host
 SATURATION_MARGIN = 0.01  # "within 1% of the bound": sigmoid < 0.01 or > 0.99; tanh |h| > 0.99
 
 
@@ -163,7 +165,12 @@ class DiagnosticModel(keras.Model):
     """A functional Keras model whose train step also computes the diagnostic statistics."""
 
     def enable_diagnostics(
-        self, level: str, activation: str, small_grad_threshold: float = 1e-8, activation_params: dict | None = None
+        self,
+        level: str,
+        activation: str,
+        small_grad_threshold: float = 1e-8,
+        activation_params: dict | None = None,
+        block_steps: int = BLOCK_STEPS,
     ):
         if level not in LEVELS:
             from study.errors import unknown
@@ -182,9 +189,14 @@ class DiagnosticModel(keras.Model):
         # forward-signal probe at every level)
         self._diag_probe = keras.Model(self.inputs, act_outputs + list(self.outputs))
         self.diag_stats = layout(self, level, activation)
+        self.diag_block_steps = int(block_steps)
         holder = type("DiagVariables", (), {})()  # a plain object: Keras does not track these
         holder.latest = tf.Variable(tf.zeros(len(self.diag_stats)), trainable=False)
+        # one row per step, written at row step % block_steps; the host reads a block at a time
+        holder.rows = tf.Variable(tf.zeros((self.diag_block_steps, len(self.diag_stats))), trainable=False)
+        holder.steps = tf.Variable(0, dtype=tf.int64, trainable=False)  # train steps taken
         holder.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        holder.diverged_step = tf.Variable(-1, dtype=tf.int64, trainable=False)  # first non-finite loss
         object.__setattr__(self, "_diag_vars", holder)
 
     @property
@@ -202,6 +214,26 @@ class DiagnosticModel(keras.Model):
     def diag_first_nonfinite_step(self) -> int:
         """The first step with a non-finite loss or gradient entry, or -1."""
         return int(self._diag_vars.first_nonfinite_step.numpy())
+
+    def diag_diverged_step(self) -> int:
+        """The step whose loss was non-finite, or -1. Every later train step is a no-op (no update,
+        no metric update, no statistics row), so training stopped there, whenever the host notices."""
+        return int(self._diag_vars.diverged_step.numpy())
+
+    def diag_steps(self) -> int:
+        """Train steps taken so far (rows of statistics written)."""
+        return int(self._diag_vars.steps.numpy())
+
+    def diag_read(self, start: int) -> np.ndarray:
+        """The statistics rows of steps `start` ... `diag_steps() - 1` (one host synchronisation).
+        Raises if more than `diag_block_steps` steps were taken since `start` (rows overwritten)."""
+        v = self._diag_vars
+        rows, end = v.rows.numpy(), int(v.steps.numpy())
+        if end - start > self.diag_block_steps:
+            raise RuntimeError(
+                f"statistics of steps {start}..{end - 1} requested, but only the last {self.diag_block_steps} are kept"
+            )
+        return rows[np.arange(start, end) % self.diag_block_steps]
 
     def diag_vector(self, grads, grads_h, acts, inv, before) -> tf.Tensor:
         """The statistics vector in `layout` order (`before`: kernels before the update)."""
@@ -229,6 +261,12 @@ class DiagnosticModel(keras.Model):
     def train_step(self, data):
         if self.diag_level == "off":
             return super().train_step(data)
+        # after a non-finite loss every step is a no-op: the host reads the statistics a block at a
+        # time (no synchronisation per step), so it stops training a few steps later, and those
+        # steps must change nothing
+        return tf.cond(self._diag_vars.diverged_step < 0, lambda: self._diag_train_step(data), self.get_metrics_result)
+
+    def _diag_train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         kernels = [l.kernel for l in self._diag_layers]
         loss, y_pred, grads, grads_h, acts, inv = _compute(self, x, y, self._diag_acts_on, training=True)
@@ -237,10 +275,14 @@ class DiagnosticModel(keras.Model):
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
         vec = self.diag_vector(grads, grads_h, acts, inv, before)
         v = self._diag_vars
+        step = v.steps.value()
         v.latest.assign(vec)
-        step = tf.cast(self.optimizer.iterations, tf.int64) - 1
-        bad = (v.first_nonfinite_step < 0) & ((vec[self.diag_index("grad/nonfinite")] > 0) | ~tf.math.is_finite(loss))
+        v.rows[step % self.diag_block_steps].assign(vec)
+        bad_loss = ~tf.math.is_finite(loss)
+        bad = (v.first_nonfinite_step < 0) & ((vec[self.diag_index("grad/nonfinite")] > 0) | bad_loss)
         v.first_nonfinite_step.assign(tf.where(bad, step, v.first_nonfinite_step))
+        v.diverged_step.assign(tf.where((v.diverged_step < 0) & bad_loss, step, v.diverged_step))
+        v.steps.assign_add(1)
         return self.compute_metrics(x, y, y_pred, sample_weight=None)
 
 

@@ -301,8 +301,9 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     )
     dc = cfg.diagnostics
     model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold), spec.activation_params)
-    guard, epochs = DivergenceGuard(), EpochLogger(run)
-    callbacks = [guard, epochs]
+    epochs = EpochLogger(run)
+    guard = DivergenceGuard() if dc.level == "off" else None  # else the train step stops itself
+    callbacks = [epochs] if guard is None else [guard, epochs]
     diag_cb = None
     if dc.level != "off":
         total = steps_per_epoch * int(cfg.train.epochs)
@@ -344,10 +345,10 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         "time/epoch_s": fit_s / max(1, epochs.epochs_done),
         "epochs_done": epochs.epochs_done,
     }
-    diverged = guard.diverged_at is not None
-    result["outcome"] = "diverged" if diverged else "finished"
-    if diverged:
-        result["train/diverged_at_step"] = guard.diverged_at
+    diverged_at = (guard or diag_cb).diverged_at
+    result["outcome"] = "diverged" if diverged_at is not None else "finished"
+    if diverged_at is not None:
+        result["train/diverged_at_step"] = diverged_at
     tables = {"epochs": epochs.table()}
     if diag_cb is not None:
         result |= diag_cb.summary

@@ -223,3 +223,72 @@ def test_bias_gradients_are_recorded_per_layer():
     for layer in diag.weight_layers(m):
         g = grads.gradient(loss, layer.bias).numpy().astype(np.float64)
         assert stats[f"grad/{layer.name}/bias_rms"] == pytest.approx(np.sqrt(np.mean(g**2)), rel=1e-5)
+
+
+class _Sink:
+    """Collects what DiagnosticsLogger would send to MLflow (step -> metrics)."""
+
+    def __init__(self):
+        self.logged: dict[int, dict] = {}
+
+    def metrics(self, values, step):
+        self.logged[step] = values
+
+
+class _EveryStep(keras.callbacks.Callback):
+    """The reference: reads after every step (a host synchronisation per step)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.losses, self.weights = [], [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rows.append(self.model.diag_latest().numpy().copy())
+        self.losses.append(float(logs["loss"]))
+        self.weights.append([w.numpy().copy() for w in self.model.trainable_weights])
+
+
+def _logger(m, every=5, steps_per_epoch=11):
+    from study.callbacks import DiagnosticsLogger
+
+    return DiagnosticsLogger(_Sink(), every, steps_per_epoch)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_statistics_read_in_blocks_keep_every_step(steps_per_execution):
+    x, y = _batch(n=44)  # 11 steps of 4 per epoch, 22 in all: several blocks of 4
+    ref_model = _model("relu")
+    ref_model.enable_diagnostics("full", "relu", small_grad_threshold=1e-3, block_steps=4)
+    ref, ref_log = _EveryStep(), _logger(ref_model)
+    ref_model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[ref_log, ref])
+    assert len(ref_log.rows) == len(ref.rows) == 22
+    np.testing.assert_array_equal(np.vstack(ref_log.rows), np.vstack(ref.rows))
+    assert sorted(ref_log.run.logged) == [0, 5, 10, 15, 20]
+    assert ref_log.run.logged[15] == dict(zip([s.key for s in ref_model.diag_stats], ref.rows[15].tolist()))
+
+    m = _model("relu")  # the same training, several steps per call, no per-step callback
+    m.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=steps_per_execution,
+    )
+    m.enable_diagnostics("full", "relu", small_grad_threshold=1e-3, block_steps=4)
+    log = _logger(m)
+    m.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[log])
+    assert len(log.rows) == 22 and log.diverged_at is None
+    np.testing.assert_allclose(np.vstack(log.rows), np.vstack(ref.rows), rtol=1e-5, atol=1e-7)
+
+
+def test_non_finite_loss_stops_training_at_that_step_although_read_in_blocks():
+    x, y = _batch(n=64)
+    m = _model("leaky_relu", optimizer=keras.optimizers.SGD(3e3))
+    m.enable_diagnostics("full", "leaky_relu", block_steps=8)
+    every, log = _EveryStep(), _logger(m, steps_per_epoch=16)
+    m.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False, callbacks=[log, every])
+    first_bad = next(i for i, loss in enumerate(every.losses) if not np.isfinite(loss))
+    assert log.diverged_at == first_bad == m.diag_diverged_step()
+    assert len(every.losses) > first_bad + 1  # the host noticed later: those steps ran ...
+    assert int(m.optimizer.iterations.numpy()) == first_bad + 1  # ... and changed nothing
+    for w, w_then in zip(m.trainable_weights, every.weights[first_bad]):
+        np.testing.assert_array_equal(w.numpy(), w_then)
+    assert len(log.rows) == first_bad + 1 and not np.isfinite(log.rows[-1]).all()
