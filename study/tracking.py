@@ -51,9 +51,21 @@ def artifact_location(uri: str, explicit: str | None = None) -> str | None:
     return None
 
 
+_CLIENTS: dict[str, MlflowClient] = {}
+
+
 def client(uri: str) -> MlflowClient:
-    """A client of the store; a SQLite store that does not exist yet is created, and that is said."""
+    """The process's client of the store (one per URI, shared by every cell this process trains); a
+    SQLite store that does not exist yet is created, and that is said."""
     path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        _CLIENTS.pop(uri, None)  # deleted since: create it again (and say so)
+    if uri not in _CLIENTS:
+        _CLIENTS[uri] = _new_client(uri, path)
+    return _CLIENTS[uri]
+
+
+def _new_client(uri: str, path: Path | None) -> MlflowClient:
     if path is None:
         return MlflowClient(tracking_uri=uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,12 +163,13 @@ its accuracy (`test/accuracy`), its gradient verdict and the numbers behind it (
 `gradient_verdict`, `verdict_reason`), per-layer gradient statistics (`grad/<layer>/rms`) and the
 verdict's evidence (`diag/*`). A sweep's report is in its parent run's artifacts under `report/`.
 
-Verdicts (first match wins; progress P = 1 - final val loss / ln K): `diverged` (loss
-non-finite), `exploding` (non-finite or fast-growing gradients, or loss above {t.blowup_above:g}
-ln K), `healthy` (P >= {t.progress_healthy:g}), `slow` ({t.progress_min:g} <= P <
-{t.progress_healthy:g}), and for nets that did not learn: `exploding` (first/last weight-gradient
-ratio > {t.exploding_above:g}), `vanishing` (ratio < {t.vanishing_below:g}), `collapsed` (forward
-signal last/first layer < {t.collapse_below:g}), `dead` (>= {t.dead_above:g} of the channels of a
+Verdicts (first match wins; progress P = the larger of 1 - final val loss / ln K and
+(val accuracy - 1/K) / (1 - 1/K)): `diverged` (loss non-finite), `exploding` (non-finite or
+fast-growing gradients, or loss above {t.blowup_above:g} ln K), `healthy` (P >=
+{t.progress_healthy:g}), `slow` ({t.progress_min:g} <= P < {t.progress_healthy:g}), and for nets
+that did not learn: `exploding` (first/last weight-gradient ratio > {t.exploding_above:g}),
+`vanishing` (ratio < {t.vanishing_below:g}), `collapsed` (forward signal last/first layer <
+{t.collapse_below:g}), `dead` (>= {t.dead_above:g} of the channels of a
 layer dead), `stalled` (none of these).
 
 Filters: ``metrics.`test/accuracy` > 0.5``, `params.model.depth = '16'`, `tags.gradient_verdict = 'collapsed'`.

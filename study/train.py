@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hydra  # noqa: E402
+import numpy as np  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from study import data, models, optimizers, tracking, verdicts  # noqa: E402
@@ -358,6 +359,8 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     final = epochs.final()
     loss = final.get("val/loss", final.get("train/loss", float("nan")))
     result["diag/progress"] = verdicts.progress(loss, splits.num_classes)
+    y_eval = splits.y_val if len(splits.y_val) else splits.y_train  # the labels of the accuracy judged
+    result[verdicts.CHANCE_ACCURACY] = float(np.bincount(y_eval).max() / len(y_eval))
     if diag_cb is not None:
         evidence = {**final, **result, "num_classes": splits.num_classes}
         result["gradient_verdict"], result["verdict_reason"] = verdicts.decide(evidence, thresholds(cfg))

@@ -4,8 +4,10 @@
 `val/loss`, `train/loss`, the outcome and the number of classes K), so the report recomputes it from
 any store, older sweeps included, with thresholds changed on its command line.
 
-Evidence, in order of weight (DESIGN.md): did the network learn (progress P = 1 - final validation
-loss / ln K; 0 = chance, 1 = perfect)? Did the forward signal survive depth (the spread of each unit
+Evidence, in order of weight (DESIGN.md): did the network learn? Progress P is the larger of
+1 - final validation loss / ln K and the accuracy's (accuracy - c) / (1 - c), c the majority class's
+share of the validation set (`diag/chance_accuracy`, else 1/K); 0 = chance, 1 = perfect. (Loss alone called a net at 0.55 accuracy "stalled": after 3 epochs its loss can stay
+near ln K while it classifies half the examples right.) Did the forward signal survive depth (the spread of each unit
 across examples, last hidden layer over first)? Do weight gradients shrink or grow geometrically with
 depth (first/last RMS ratio)? The rules, first match wins:
 
@@ -44,6 +46,7 @@ DEAD_INIT, DEAD_FINAL = "diag/dead_frac_init", "diag/dead_frac_final"
 GROWTH = "diag/grad_growth"
 NONFINITE = "diag/nonfinite_total"
 UPDATE_RATIO = "diag/update_ratio_final"
+CHANCE_ACCURACY = "diag/chance_accuracy"
 EVIDENCE = (
     PROGRESS,
     RATIO_INIT,
@@ -57,6 +60,7 @@ EVIDENCE = (
     GROWTH,
     NONFINITE,
     UPDATE_RATIO,
+    CHANCE_ACCURACY,
 )
 
 
@@ -106,6 +110,16 @@ def progress(loss: float, num_classes: int | float) -> float:
     return 1.0 - float(loss) / math.log(num_classes)
 
 
+def accuracy_progress(accuracy: float, num_classes: int | float, chance: float | None = None) -> float:
+    """A = (accuracy - c) / (1 - c): 0 at chance, 1 when every example is right. Chance c is the
+    majority class's share of the evaluated examples (a net whose output ignores its input scores
+    that), 1/K when not recorded."""
+    if not num_classes or num_classes < 2 or accuracy is None or not math.isfinite(accuracy):
+        return float("nan")
+    c = 1.0 / num_classes if chance is None else float(chance)
+    return (float(accuracy) - c) / (1.0 - c) if c < 1 else float("nan")
+
+
 def _num(ev: Mapping, key: str) -> float:
     v = ev.get(key)
     try:
@@ -139,6 +153,14 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
     if not math.isfinite(p):
         p = progress(loss, k)
     learned = f"{which} loss {_g(loss)} = {_g(loss / ln_k)} ln K, progress {_g(p)}"
+    acc, acc_which = _num(ev, "val/accuracy"), "val"
+    if not math.isfinite(acc):
+        acc, acc_which = _num(ev, "train/accuracy"), "train"
+    chance = _num(ev, CHANCE_ACCURACY)  # the majority class's share: what a constant prediction scores
+    a = accuracy_progress(acc, k, chance if math.isfinite(chance) else None)
+    if math.isfinite(a):  # a net that classifies well has learned, whatever its (over-confident) loss says
+        learned += f"; {acc_which} accuracy {_g(acc)}, progress {_g(a)}"
+        p = a if not math.isfinite(p) else max(p, a)
 
     if str(ev.get("outcome")) == "diverged" or math.isfinite(_num(ev, "train/diverged_at_step")):
         step = _num(ev, "train/diverged_at_step")

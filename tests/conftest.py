@@ -90,8 +90,10 @@ def smoke_store(tmp_path_factory):
 
 
 def assert_no_healthy_at_chance(uri: str) -> int:
-    """The verdicts' property on every sweep the tests run: no FINISHED cell whose final validation
-    loss is at least 0.99 ln K is `healthy`. Returns the number of cells checked."""
+    """The verdicts' property on every sweep the tests run: no FINISHED cell at chance (final
+    validation loss at least 0.99 ln K and accuracy within 0.02 of 1/K) is `healthy`, and none whose
+    validation accuracy is far above chance (accuracy progress >= 0.25) is called a no-progress
+    pathology. Returns the number of cells checked."""
     import math
 
     client = MlflowClient(tracking_uri=uri)
@@ -101,7 +103,11 @@ def assert_no_healthy_at_chance(uri: str) -> int:
             continue
         k = int(r.data.params.get("data.num_classes", 10))
         loss = r.data.metrics.get("val/loss", float("nan"))
-        if math.isfinite(loss) and loss >= 0.99 * math.log(k):
-            assert r.data.tags["gradient_verdict"] != "healthy", (r.info.run_name, r.data.tags.get("verdict_reason"))
+        acc = r.data.metrics.get("val/accuracy", float("nan"))
+        said = (r.info.run_name, r.data.tags.get("verdict_reason"))
+        if math.isfinite(loss) and loss >= 0.99 * math.log(k) and abs(acc - 1 / k) <= 0.02:
+            assert r.data.tags["gradient_verdict"] != "healthy", said
+        if r.data.tags.get("outcome") == "finished" and (acc - 1 / k) / (1 - 1 / k) >= 0.25:
+            assert r.data.tags["gradient_verdict"] in ("healthy", "exploding"), said
         checked += 1
     return checked

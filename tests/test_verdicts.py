@@ -49,6 +49,14 @@ def ev(val_loss, **kw):
         ),
         (ev(LN10, **{"diag/dead_frac_final": 0.8}), "dead", ["0.8 >= 0.5"]),
         (ev(LN10 * 0.99), "stalled", ["no gradient pathology"]),
+        (ev(LN10 * 0.97, **{"val/accuracy": 0.55}), "healthy", ["val accuracy 0.55, progress 0.5"]),
+        (ev(LN10 * 0.97, **{"val/accuracy": 0.2}), "slow", ["progress 0.111"]),
+        (ev(LN10 * 0.99, **{"val/accuracy": 0.11}), "stalled", ["val accuracy 0.11, progress 0.0111"]),
+        (  # a constant prediction scores the majority class's share: that is chance, not progress
+            ev(math.log(4), num_classes=4, **{"val/accuracy": 0.344, "diag/chance_accuracy": 0.344}),
+            "stalled",
+            ["val accuracy 0.344, progress 0"],
+        ),
     ],
 )
 def test_rules_first_match_wins(evidence, label, words):
@@ -90,7 +98,19 @@ def test_thresholds_change_the_label_and_bad_ones_fail():
         verdicts.Thresholds.from_mapping({"progress_min": 0.5})
 
 
+def test_no_run_far_above_chance_accuracy_is_called_a_pathology():
+    for loss in (0.5 * LN10, 0.99 * LN10, 1.2 * LN10):
+        for ratio in (1e-12, 5.9, 1e4):
+            for forward in (1e-6, 0.5):
+                e = ev(loss, **{"val/accuracy": 0.6, "diag/ratio_first_last_init": ratio})
+                label, reason = verdicts.decide(e | {"diag/forward_ratio_init": forward})
+                assert label == "healthy", reason
+
+
 def test_progress():
+    assert verdicts.accuracy_progress(0.1, 10) == pytest.approx(0)
+    assert verdicts.accuracy_progress(1.0, 4) == 1
+    assert verdicts.accuracy_progress(0.3, 4, chance=0.3) == 0
     assert verdicts.progress(LN10, 10) == pytest.approx(0)
     assert verdicts.progress(0.0, 4) == 1
     assert math.isnan(verdicts.progress(float("inf"), 10))
