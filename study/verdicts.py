@@ -6,8 +6,9 @@ any store, older sweeps included, with thresholds changed on its command line.
 
 Evidence, in order of weight (DESIGN.md): did the network learn? Progress P is the larger of
 1 - final validation loss / ln K and the accuracy's (accuracy - c) / (1 - c), c the majority class's
-share of the validation set (`diag/chance_accuracy`, else 1/K); 0 = chance, 1 = perfect. (Loss alone called a net at 0.55 accuracy "stalled": after 3 epochs its loss can stay
-near ln K while it classifies half the examples right.) Did the forward signal survive depth (the spread of each unit
+share of the validation set (`diag/chance_accuracy`, else 1/K); 0 = chance, 1 = perfect. (Loss
+alone called a net at 0.55 accuracy "stalled": after 3 epochs its loss can stay near ln K while it
+classifies half the examples right.) Did the forward signal survive depth (the spread of each unit
 across examples, last hidden layer over first)? Do weight gradients shrink or grow geometrically with
 depth (first/last RMS ratio)? The rules, first match wins:
 
