@@ -84,10 +84,19 @@ def plain_keras(cfg, eval_batch: int | None = None) -> float:
     return time.perf_counter() - t
 
 
+INSIDE: dict[str, list[float]] = {}  # harness variant -> seconds inside Keras's fit and evaluate
+
+
 def harness(cfg) -> float:
     t = time.perf_counter()
-    train(cfg)
-    return time.perf_counter() - t
+    r = train(cfg)
+    wall = time.perf_counter() - t
+    INSIDE.setdefault(cfg.diagnostics.level, []).append(r["time/fit_s"] + r["time/evaluate_s"])
+    OUTSIDE.setdefault(cfg.diagnostics.level, []).append(wall - INSIDE[cfg.diagnostics.level][-1])
+    return wall
+
+
+OUTSIDE: dict[str, list[float]] = {}  # harness variant -> seconds of the cell outside fit and evaluate
 
 
 def rss_mib() -> float:
@@ -133,6 +142,8 @@ def main() -> None:
                     + " ".join(f"{v}={times[name][v][-1]:.2f}s" for v in VARIANTS),
                     flush=True,
                 )
+        outside = {v: statistics.median(t) for v, t in OUTSIDE.items()}  # timed cells and warm-up
+        share = {v: sum(OUTSIDE[v]) / (sum(OUTSIDE[v]) + sum(INSIDE[v])) for v in OUTSIDE}
         memory = None
         if args.memory_cells:
             grid = itertools.product(("sigmoid", "tanh", "relu", "leaky_relu", "elu"), ("sgd", "adam"), (2, 4))
@@ -157,6 +168,8 @@ def main() -> None:
         "ratios": ratios,
         "median_s": {name: {v: statistics.median(t[v]) for v in VARIANTS} for name, t in times.items()},
         "times_s": times,
+        "outside_fit_evaluate_median_s": outside,
+        "outside_fit_evaluate_share": share,
         "memory": memory,
         "config": vars(args),
         "machine": {
@@ -174,6 +187,10 @@ def main() -> None:
             f"default {t['default']:.2f} s ({r['default']:.2f}x), "
             f"full {t['full']:.2f} s ({r['full']:.2f}x)"
         )
+    print(
+        "harness time outside Keras's fit and evaluate: "
+        + ", ".join(f"{v} {outside[v]:.2f} s a cell ({share[v]:.1%} of its time)" for v in outside)
+    )
     if memory:
         growth = memory["rss_last_mib"] / memory["rss_first_mib"] - 1
         print(

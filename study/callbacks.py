@@ -49,7 +49,7 @@ class EpochLogger(keras.callbacks.Callback):
         values["train/learning_rate"] = self._lr
         values["time/elapsed_s"] = time.perf_counter() - self._t0
         self.run.metrics(values, step=epoch)
-        self.run.flush()
+        self.run.flush(wait=False)  # visible in the UI as the run goes (sent in the background)
         self.epochs_done = epoch + 1
         self.rows += [{"epoch": epoch, "metric": k, "value": v} for k, v in values.items()]
 

@@ -200,7 +200,7 @@ def train(cfg: DictConfig) -> dict:
             )
             return {**done.data.metrics, "outcome": "skipped", "run_id": done.info.run_id}
     run_info = c.create_run(exp_id, run_name=t.run_name, tags={k: str(v) for k, v in tags.items()}).info
-    run = tracking.RunLogger(c, run_info.run_id)
+    run = tracking.RunLogger(c, run_info.run_id, background=True)
     print(
         f"{where}{t.run_name} start: activation={cfg.model.activation} optimizer={cfg.optimizer.name} "
         f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})",
@@ -332,6 +332,7 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         shuffle=False,
     )  # tf.data shuffles, seeded
     fit_s = time.time() - t_fit
+    t_eval = time.time()
     test = model.evaluate(data.pipeline(splits.x_test, splits.y_test, 1024), verbose=0, return_dict=True)
     n_eval = min(len(splits.x_train), TRAIN_EVAL_EXAMPLES)  # the fit itself, without dropout
     fitted = model.evaluate(
@@ -343,6 +344,7 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         "eval_train/loss": float(fitted["loss"]),
         "eval_train/accuracy": float(fitted["accuracy"]),
         "time/fit_s": fit_s,
+        "time/evaluate_s": time.time() - t_eval,  # test set and training-set evaluation after fit
         "time/epoch_s": fit_s / max(1, epochs.epochs_done),
         "epochs_done": epochs.epochs_done,
     }

@@ -1,6 +1,7 @@
 """Shared fixtures: Hydra's compose API on the real conf/, a temporary MLflow SQLite store."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,19 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, created and migrated once per test session."""
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
 @pytest.fixture
-def store(tmp_path):
-    """A fresh SQLite tracking URI and its client."""
+def store(tmp_path, empty_store):
+    """A fresh SQLite tracking URI (a copy of the migrated empty store: no migration per test) and
+    its client."""
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     return uri, MlflowClient(tracking_uri=uri)
 

@@ -1,5 +1,6 @@
 """MLflow tracking helpers: batching, flattening, fingerprints, redaction, artifact locations."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from study import tracking
@@ -26,6 +27,45 @@ def test_metrics_go_in_batches_of_at_most_1000(tmp_path):
     assert CountingClient.calls == [1000, 1000, 500]
     history = c.get_metric_history(run.run_id, "grad/conv_07/l2")
     assert [(h.step, h.value) for h in history] == [(s, 3.5 + s) for s in range(5)]
+
+
+def test_metrics_sent_in_the_background_arrive_complete_and_before_what_follows(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    CountingClient.calls = []
+    c = CountingClient(tracking_uri=uri)
+    exp = tracking.ensure_experiment(c, "t", tracking.artifact_location(uri))
+    run = tracking.RunLogger(c, c.create_run(exp).info.run_id, background=True)
+    for step in range(7):
+        run.metrics({f"grad/conv_{i:02d}/l2": i * 0.5 + step for i in range(300)}, step=step)
+        run.flush(wait=False)  # returns at once, as EpochLogger calls it
+    run.tags({"outcome": "finished"})  # waits for the worker first
+    assert sum(CountingClient.calls) == 2100 and max(CountingClient.calls) <= 1000
+    run.end("FINISHED")
+    history = c.get_metric_history(run.run_id, "grad/conv_07/l2")
+    assert [(h.step, h.value) for h in history] == [(s, 3.5 + s) for s in range(7)]
+
+
+class LostClient(MlflowClient):
+    """The real client of a store that stops accepting metrics."""
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
+        if metrics:
+            raise ConnectionError("store gone")
+        return super().log_batch(run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+
+def test_metrics_the_background_worker_cannot_send_are_kept_and_reported(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    c = LostClient(tracking_uri=uri)
+    exp = tracking.ensure_experiment(c, "t", tracking.artifact_location(uri))
+    run = tracking.RunLogger(c, c.create_run(exp).info.run_id, spill_dir=tmp_path, background=True)
+    run.RETRIES = 1
+    for step in range(3):
+        run.metrics({f"k{i}": float(i) for i in range(600)}, step=step)  # 1800: one batch to the worker
+    with pytest.raises(tracking.TrackingError, match="1800 metrics kept in") as err:
+        run.flush()
+    spill = tmp_path / f"unsent_metrics_{run.run_id}.jsonl"
+    assert str(spill) in str(err.value) and len(spill.read_text().splitlines()) == 1800
 
 
 def test_flatten_and_fingerprint_ignore_where_results_go():
