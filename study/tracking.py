@@ -30,7 +30,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
 MAX_PARAMS_PER_BATCH = 100
 # Keys left out of the config fingerprint: where results go and how they are launched, not what runs.
-NON_SEMANTIC = ("tracking", "hydra", "train.verbose", "train.callbacks", "train.threads", "diagnostics.verdict")
+NON_SEMANTIC = (
+    "tracking",
+    "hydra",
+    "train.verbose",
+    "train.callbacks",
+    "train.threads",
+    "train.steps_per_execution",  # the same steps, several per call into TensorFlow
+    "diagnostics.verdict",
+)
 # key -> the value that trains exactly as before the key existed (Keras's own default)
 ADDED_KEYS = {"model.bn_momentum": 0.99}
 

@@ -71,6 +71,9 @@ def check(cfg: DictConfig) -> None:
             f"train.batch_size={bs!r} must be 'full' (batch gradient descent), "
             "1 (stochastic) or an integer N > 1 (mini-batch)"
         )
+    spe = cfg.train.get("steps_per_execution", 1)
+    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
+        raise ConfigError(f"train.steps_per_execution={spe!r} must be an integer >= 1")
     if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
     thresholds(cfg)
@@ -299,6 +302,9 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=False,
+        # several steps per call into TensorFlow; Keras's own train step (diagnostics off) takes
+        # one, so that its divergence guard stops at the exact step
+        steps_per_execution=int(cfg.train.get("steps_per_execution", 1)) if cfg.diagnostics.level != "off" else 1,
     )
     dc = cfg.diagnostics
     model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold), spec.activation_params)

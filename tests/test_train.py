@@ -51,6 +51,7 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
         ("optimizer.learning_rate=inf", ["learning_rate=inf", "finite number > 0"]),
         ("train.batch_size=100000", ["batch_size=100000", "230"]),
         ("train.batch_size=big", ["batch_size='big'", "full"]),
+        ("train.steps_per_execution=0", ["steps_per_execution=0", ">= 1"]),
         ("data.name=cifar10", ["cifar10", "fashion_mnist", "synthetic"]),
         ("schedule.name=linear", ["linear", "cosine"]),
         ("model.bn_momentum=1.0", ["bn_momentum=1.0", "[0, 1)"]),
@@ -76,6 +77,15 @@ def test_same_config_twice_gives_identical_metrics(make_cfg):
     a, b = train(cfg), train(cfg)
     for key in ("test/loss", "test/accuracy", "diag/ratio_first_last_init", "diag/ratio_first_last_final"):
         assert a[key] == b[key], key
+
+
+def test_steps_per_execution_changes_speed_not_results(make_cfg, store):
+    one = train(make_cfg("train.deterministic=true", "train.epochs=2", "train.steps_per_execution=1"))
+    many = train(make_cfg("train.deterministic=true", "train.epochs=2", "train.steps_per_execution=5"))
+    for key in ("test/loss", "test/accuracy", "diag/ratio_first_last_final", "diag/grad_norm_noise"):
+        assert one[key] == many[key], key
+    a, b = (store[1].download_artifacts(r["run_id"], "diagnostics.parquet") for r in (one, many))
+    pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b))
 
 
 def test_diverging_run_is_recorded_as_a_result(make_cfg, store):
