@@ -67,11 +67,8 @@ _CLIENTS: dict[str, MlflowClient] = {}
 def client(uri: str) -> MlflowClient:
     """The process's client of the store (one per URI, shared by every cell this process trains); a
     SQLite store that does not exist yet is created, and that is said."""
-    path = sqlite_path(uri)
-    if path is not None and not path.exists():
-        _CLIENTS.pop(uri, None)  # deleted since: create it again (and say so)
     if uri not in _CLIENTS:
-        _CLIENTS[uri] = _new_client(uri, path)
+        _CLIENTS[uri] = _new_client(uri, sqlite_path(uri))
     return _CLIENTS[uri]
 
 

@@ -35,6 +35,17 @@ def test_fashion_mnist_real_files():
     assert set(np.unique(s.y_test)) == set(range(10)) and np.bincount(s.y_test).tolist() == [1000] * 10
 
 
+def test_a_process_reads_a_dataset_once_and_every_cell_gets_the_same_splits():
+    data._raw.cache_clear()
+    first = data.load("fashion_mnist", seed=2, val_fraction=0.1, train_subset=512)
+    for seed in (0, 1, 2):  # later cells of a sweep, other seeds in between
+        later = data.load("fashion_mnist", seed=seed, val_fraction=0.1, train_subset=512)
+    info = data._raw.cache_info()
+    assert info.misses == 1 and info.hits == 3  # decompressed and parsed once
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_probe"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(later, name))  # the cache was not mutated
+
+
 def test_pipeline_batches_and_seeded_shuffle():
     x = np.arange(10, dtype=np.float32)[:, None]
     y = np.arange(10)

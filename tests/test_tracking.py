@@ -68,6 +68,12 @@ def test_metrics_the_background_worker_cannot_send_are_kept_and_reported(tmp_pat
     assert str(spill) in str(err.value) and len(spill.read_text().splitlines()) == 1800
 
 
+def test_one_client_per_store_per_process(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    c = tracking.client(uri)
+    assert tracking.client(uri) is c and tracking.client(f"sqlite:///{tmp_path}/other.db") is not c
+
+
 def test_flatten_and_fingerprint_ignore_where_results_go():
     cfg = {
         "model": {"depth": 8, "activation": "relu"},
