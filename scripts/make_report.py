@@ -20,7 +20,7 @@ def main() -> None:
     p.add_argument("--tracking-uri", default=tracking.default_uri(), help="MLflow store (default: ./mlflow.db)")
     p.add_argument("--experiment", default="activation-study")
     p.add_argument("--sweep", default=None, help="sweep id (default: the latest sweep of the experiment)")
-    p.add_argument("--out", default=None, help="output folder (default: reports/<sweep id>/)")
+    p.add_argument("--out", default=None, help="output folder (default: reports/<preset>-<sweep id>/)")
     p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
     p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")

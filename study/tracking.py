@@ -52,6 +52,18 @@ def redact(text: str) -> str:
     return re.sub(r"(://)[^/@\s:]+(:[^/@\s]*)?@", r"\1***@", str(text))
 
 
+def shown_uri(uri: str) -> str:
+    """The store as a report may print it: credentials hidden, a SQLite path relative to the
+    repository (`sqlite:///<repo>/mlflow.db`) or only its file name, never this machine's path."""
+    path = sqlite_path(uri)
+    if path is None:
+        return redact(uri)
+    try:
+        return f"sqlite:///<repo>/{path.resolve().relative_to(REPO_ROOT)}"
+    except ValueError:
+        return f"sqlite:///<elsewhere>/{path.name}"
+
+
 def artifact_location(uri: str, explicit: str | None = None) -> str | None:
     """Where a new experiment keeps artifacts: explicit, next to a SQLite file, or the server's."""
     if explicit:

@@ -66,6 +66,7 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure(smoke_store):
     text = (out / "REPORT.md").read_text()
     assert all(f"figures/{n}.png" in text for n in FIGURES) and "Skipped" not in text
     assert "| relu | adam |" in text and "8 cells: 8 finished" in text
+    assert str(store) not in text and "sqlite:///<elsewhere>/mlflow.db" in text  # no machine paths
 
 
 def test_report_tables_are_identical_across_two_runs(smoke_store, tmp_path):

@@ -101,6 +101,12 @@ def test_credentials_are_redacted():
     assert tracking.redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
 
 
+def test_reports_show_the_store_without_this_machines_paths(tmp_path):
+    assert tracking.shown_uri(f"sqlite:///{tracking.REPO_ROOT}/mlflow.db") == "sqlite:///<repo>/mlflow.db"
+    assert tracking.shown_uri(f"sqlite:///{tmp_path}/x/mlflow.db") == "sqlite:///<elsewhere>/mlflow.db"
+    assert tracking.shown_uri("http://user:pw@10.0.0.1:5000") == "http://***@10.0.0.1:5000"
+
+
 def test_artifacts_live_next_to_the_sqlite_file(tmp_path):
     assert tracking.artifact_location(f"sqlite:///{tmp_path}/x/mlflow.db") == (tmp_path / "x" / "mlartifacts").as_uri()
     assert tracking.artifact_location("http://127.0.0.1:5000") is None

@@ -199,7 +199,8 @@ def build(
 ) -> Path:
     th = thresholds or verdicts.Thresholds()
     s = collect.load(uri, experiment, sweep_id, th)
-    final_dir = Path(out or tracking.REPO_ROOT / "reports" / s.info["sweep_id"])
+    name = f"{s.info.get('preset') or 'sweep'}-{s.info['sweep_id']}"
+    final_dir = Path(out or tracking.REPO_ROOT / "reports" / name)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     # written in a temporary sibling folder and moved into place at the end: never a half report
     out_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))

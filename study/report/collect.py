@@ -237,7 +237,7 @@ def load(
         "sweep_id": sid,
         "experiment": experiment,
         "parent_run_id": parent.info.run_id,
-        "tracking_uri": tracking.redact(uri),
+        "tracking_uri": tracking.shown_uri(uri),
         "start_time": parent.info.start_time,
         "end_time": parent.info.end_time,
         "parent_status": parent.info.status,
