@@ -1,25 +1,18 @@
-"""Callbacks. Keras: per-epoch metric logging, divergence detection, diagnostics logging.
-Hydra: one MLflow parent run per multirun (`MlflowSweepCallback`), created before any job starts.
+"""Keras callbacks used during training: per-epoch metric logging, divergence detection (Keras's own
+train step), diagnostics logging, histograms. (The Hydra sweep callback is in `study.sweep`.)
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import uuid
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
-from hydra.experimental.callback import Callback
 
 from study import diagnostics as diag
 from study import tracking
-from study.sweeper import order_cells
-
-SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, number of cells
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -237,141 +230,3 @@ class HistogramLogger(keras.callbacks.Callback):
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
-
-
-def read_sweep_file(sweep_dir: str | Path) -> dict | None:
-    path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def grid_cells(config) -> list[list[str]] | None:
-    """The override list of every cell of a basic-sweeper multirun, as written (None for other
-    sweepers); our default sweeper is the basic one launching these cells in another order."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith(("BasicSweeper", "CostOrderedSweeper")):
-        return None
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-    overrides = OverridesParser.create().parse_overrides(params + task)
-    return BasicSweeper.split_arguments(overrides, None)[0]
-
-
-def sweep_note(config, name: str, cells: list | None, state: str) -> str:
-    """The parent run's description in the MLflow UI: preset, grid, state, where the report is."""
-    params = config.hydra.sweeper.get("params") or {}
-    grid = "; ".join(f"`{k}` {v}" for k, v in params.items()) or "the command line's values"
-    return (
-        f"**Sweep of preset `{name}`**: {len(cells) if cells is not None else '?'} cells over {grid}.\n\n"
-        f"Sweep {state}\n\nThe child runs are its cells. Its report (after `make report`): artifacts "
-        "`report/REPORT.md` and `report/figures/` of this run."
-    )
-
-
-class MlflowSweepCallback(Callback):
-    """Hydra callback: before any job, checks every cell's config, creates the store, the
-    experiment and the sweep's parent run; at the end, closes the parent run with a summary."""
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        # Hydra turns a callback's exception into a warning and goes on: stop the sweep instead.
-        try:
-            self._start(config)
-        except Exception as err:
-            import sys
-
-            print(f"error: {tracking.redact(str(err))}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-
-    def _start(self, config) -> None:
-        from hydra.core.global_hydra import GlobalHydra
-
-        from study.train import check
-
-        order_cells([], str(config.hydra.sweeper.get("order", "cost")))  # a bad order fails before the parent run
-        cells = grid_cells(config)
-        if cells is not None:
-            loader = GlobalHydra.instance().config_loader()
-            for overrides in cells:
-                check(loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides)))
-        t = config.tracking
-        tracking.check_store(t.uri, None)
-        c = tracking.client(t.uri)
-        exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.artifact_location))
-        tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
-        tracking.close_stale(c, exp_id)
-        sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        name = config.get("experiment_name") or "sweep"
-        run = c.create_run(
-            exp_id,
-            run_name=f"{name}-{sweep_id}",
-            tags={
-                "sweep_id": sweep_id,
-                "role": "sweep",
-                "preset": str(name),
-                **tracking.environment_tags(),
-                **tracking.source_tags(),
-                tracking.NOTE: sweep_note(config, name, cells, "running"),
-            },
-        )
-        if cells is not None:  # the planned grid, so the report can show cells that never ran
-            c.log_text(run.info.run_id, json.dumps(cells, indent=1), "grid.json")
-        info = {
-            "sweep_id": sweep_id,
-            "parent_run_id": run.info.run_id,
-            "experiment_id": exp_id,
-            "n_cells": len(cells) if cells is not None else None,
-            "started": time.time(),
-        }
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
-        print(
-            f"[sweep {sweep_id}] {info['n_cells'] or '?'} cells -> {tracking.redact(t.uri)} "
-            f"experiment {t.experiment!r}, parent run {run.info.run_id}",
-            flush=True,
-        )
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        info = read_sweep_file(config.hydra.sweep.dir)
-        if info is None:
-            return
-        c = tracking.client(config.tracking.uri)
-        children = c.search_runs(
-            [info["experiment_id"]], f"tags.sweep_id = '{info['sweep_id']}' and tags.role = 'cell'", max_results=50000
-        )
-        reused = c.search_runs(
-            [info["experiment_id"]], f"tags.`{tracking.REUSED_TAG}.{info['sweep_id']}` = '1'", max_results=50000
-        )
-        outcomes = [r.data.tags.get("outcome", "unknown") for r in children] + ["reused"] * len(reused)
-        children = children + reused
-        counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
-        wall = time.time() - info["started"]
-        run = tracking.RunLogger(c, info["parent_run_id"])
-        verdict_counts = {}
-        for r in children:
-            v = r.data.tags.get("gradient_verdict", "unknown")
-            verdict_counts[v] = verdict_counts.get(v, 0) + 1
-        done = (
-            f"done in {time.time() - info['started']:.0f} s. Cells by outcome: "
-            + ", ".join(f"{n} {o}" for o, n in counts.items())
-            + ". By gradient verdict: "
-            + ", ".join(f"{n} {v}" for v, n in sorted(verdict_counts.items()))
-            + "."
-        )
-        note = sweep_note(config, config.get("experiment_name") or "sweep", grid_cells(config), done)
-        run.tags({f"cells_{o}": n for o, n in counts.items()} | {"cells": len(children), tracking.NOTE: note})
-        run.metrics({"sweep/wall_time_s": wall, "sweep/cells": len(children)}, step=0)
-        run.end("FINISHED")
-        print(
-            f"[sweep {info['sweep_id']}] done in {wall:.0f} s: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
-            flush=True,
-        )
-        missing = (info["n_cells"] or len(children)) - len(children)
-        if counts.get("failed") or missing:
-            raise SystemExit(
-                f"[sweep {info['sweep_id']}] {counts.get('failed', 0)} cell(s) failed "
-                f"(tracebacks: artifact traceback.txt of their runs), {missing} cell(s) not run "
-                "(invalid values, printed above)"
-            )

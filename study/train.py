@@ -19,84 +19,25 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hydra  # noqa: E402
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from study import data, models, optimizers, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
-from study.errors import ConfigError, unknown  # noqa: E402
+from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger  # noqa: E402
+from study.config import batch_size, check, learning_rate, model_spec, thresholds  # noqa: E402,F401
+from study.errors import ConfigError  # noqa: E402
+from study.sweep import read_sweep_file  # noqa: E402
 
 if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(tracking.REPO_ROOT))
 
 
 TRAIN_EVAL_EXAMPLES = 10_000  # after training, `eval_train/*` evaluates this many training examples
-
-
-def model_spec(cfg: DictConfig) -> models.ModelSpec:
-    m = OmegaConf.to_container(cfg.model, resolve=True)
-    act_params = m.pop("activation_params") or {}
-    unknown_keys = set(act_params) - set(models.activations.ACTIVATIONS)
-    if unknown_keys:
-        raise unknown("activation in model.activation_params", sorted(unknown_keys)[0], models.activations.ACTIVATIONS)
-    m["activation_params"] = act_params.get(m["activation"]) or {}
-    m["head_units"] = list(m.get("head_units") or [])
-    fields = models.ModelSpec.__dataclass_fields__
-    extra = set(m) - set(fields)
-    if extra:
-        raise ConfigError(f"unknown model option(s) {sorted(extra)}; valid: {sorted(fields)}")
-    return models.ModelSpec(**m)
-
-
-def check(cfg: DictConfig) -> None:
-    """Every check that needs no data: fails before training, naming value and valid choices."""
-    models.check(model_spec(cfg))
-    o = cfg.optimizer
-    optimizers.check(
-        o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name, o.get("clipnorm"), o.get("clipvalue")
-    )
-    scale = o.get("lr_scale", 1.0)
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0 or not math.isfinite(scale):
-        raise ConfigError(
-            f"optimizer.lr_scale={scale!r} must be a finite number > 0 (it multiplies "
-            f"optimizer.learning_rate={o.learning_rate})"
-        )
-    if cfg.data.name not in data.DATASETS:
-        raise unknown("dataset", cfg.data.name, data.DATASETS)
-    if cfg.diagnostics.level not in diag.LEVELS:
-        raise unknown("diagnostics level", cfg.diagnostics.level, diag.LEVELS)
-    bs = cfg.train.batch_size
-    if not (bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
-        raise ConfigError(
-            f"train.batch_size={bs!r} must be 'full' (batch gradient descent), "
-            "1 (stochastic) or an integer N > 1 (mini-batch)"
-        )
-    spe = cfg.train.get("steps_per_execution", 1)
-    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
-        raise ConfigError(f"train.steps_per_execution={spe!r} must be an integer >= 1")
-    if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
-        raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
-    thresholds(cfg)
-
-
-def thresholds(cfg: DictConfig) -> verdicts.Thresholds:
-    v = cfg.diagnostics.get("verdict")
-    return verdicts.Thresholds.from_mapping(OmegaConf.to_container(v, resolve=True) if v is not None else {})
-
-
-def batch_size(cfg: DictConfig, n_train: int) -> int:
-    bs = n_train if cfg.train.batch_size == "full" else int(cfg.train.batch_size)
-    if bs > n_train:
-        raise ConfigError(
-            f"train.batch_size={bs} is larger than the training set ({n_train} examples of "
-            f"{cfg.data.name!r}); use at most {n_train} or 'full'"
-        )
-    return bs
-
-
-def learning_rate(cfg: DictConfig) -> float:
-    """The optimizer's learning rate times `optimizer.lr_scale` (the axis of tuned presets)."""
-    return float(cfg.optimizer.learning_rate) * float(cfg.optimizer.get("lr_scale", 1.0))
 
 
 def threads(cfg: DictConfig) -> int | None:
@@ -106,8 +47,6 @@ def threads(cfg: DictConfig) -> int | None:
     t = cfg.train.get("threads", "auto")
     if t != "auto":
         return int(t) if t else None
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return None
     launcher = HydraConfig.get().launcher
@@ -124,9 +63,6 @@ def threads(cfg: DictConfig) -> int | None:
 def setup_keras(cfg: DictConfig) -> None:
     """Fresh Keras state and seeds for every cell (launchers may reuse worker processes); thread
     settings are fixed before TensorFlow starts and identical in every job of a sweep."""
-    import keras
-    import tensorflow as tf
-
     n = threads(cfg)
     if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
         tf.config.threading.set_intra_op_parallelism_threads(n)
@@ -138,13 +74,8 @@ def setup_keras(cfg: DictConfig) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.get("mixed_precision") else "float32")
 
 
-def _cell_context(cfg: DictConfig) -> dict:
+def cell_context(cfg: DictConfig) -> dict:
     """Sweep id, parent run, cell index and count when running inside a Hydra multirun."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from study.callbacks import read_sweep_file
-
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return {}
     hc = HydraConfig.get()
@@ -152,8 +83,9 @@ def _cell_context(cfg: DictConfig) -> dict:
     return {**info, "index": int(hc.job.num)}
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train and evaluate one cell, recorded as one MLflow run; returns its final metrics."""
+def train(cfg: DictConfig, context: dict | None = None) -> dict:
+    """Train and evaluate one cell, recorded as one MLflow run; returns its final metrics.
+    `context`: the sweep this cell belongs to (`cell_context`; None or {} for a single run)."""
     t0 = time.time()
     check(cfg)
     setup_keras(cfg)
@@ -170,7 +102,7 @@ def train(cfg: DictConfig) -> dict:
     bs = batch_size(cfg, len(splits.x_train))
     steps_per_epoch = math.ceil(len(splits.x_train) / bs)
 
-    ctx = _cell_context(cfg)
+    ctx = context or {}
     t = cfg.tracking
     exp_id = ctx.get("experiment_id")
     if not exp_id:  # a single run; a sweep's callback made these checks once, before any job
@@ -277,10 +209,6 @@ def cell_note(cfg: DictConfig, result: dict) -> str:
 
 
 def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
-    import keras
-
-    from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger
-
     spec = model_spec(cfg)
     base = models.build(spec, splits.input_shape, splits.num_classes)
     model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
@@ -385,15 +313,12 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
 def main(cfg: DictConfig) -> dict | None:
     """Single run: errors exit non-zero. Multirun: a failing cell is recorded (run FAILED with its
     traceback) and the sweep goes on; the sweep callback reports failures at the end."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    ctx = cell_context(cfg)
     try:
-        return train(cfg)
+        return train(cfg, ctx)
     except KeyboardInterrupt:
         if multirun:  # the sweep stops here: its parent run must not stay RUNNING
-            ctx = _cell_context(cfg)
             if ctx.get("parent_run_id"):
                 with contextlib.suppress(Exception):
                     tracking.RunLogger(tracking.client(cfg.tracking.uri), ctx["parent_run_id"]).end("KILLED")

@@ -1,0 +1,81 @@
+"""Config checks and the values derived from a resolved cell config: everything that needs no data.
+
+Used by the task function (`study.train`) and by the sweep callback (`study.sweep`), which checks
+every cell of a grid before the first one trains. Only these modules read the Hydra config.
+"""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+from study import data, models, optimizers, verdicts
+from study import diagnostics as diag
+from study.errors import ConfigError, unknown
+
+
+def model_spec(cfg: DictConfig) -> models.ModelSpec:
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    act_params = m.pop("activation_params") or {}
+    unknown_keys = set(act_params) - set(models.activations.ACTIVATIONS)
+    if unknown_keys:
+        raise unknown("activation in model.activation_params", sorted(unknown_keys)[0], models.activations.ACTIVATIONS)
+    m["activation_params"] = act_params.get(m["activation"]) or {}
+    m["head_units"] = list(m.get("head_units") or [])
+    fields = models.ModelSpec.__dataclass_fields__
+    extra = set(m) - set(fields)
+    if extra:
+        raise ConfigError(f"unknown model option(s) {sorted(extra)}; valid: {sorted(fields)}")
+    return models.ModelSpec(**m)
+
+
+def check(cfg: DictConfig) -> None:
+    """Every check that needs no data: fails before training, naming value and valid choices."""
+    models.check(model_spec(cfg))
+    o = cfg.optimizer
+    optimizers.check(
+        o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name, o.get("clipnorm"), o.get("clipvalue")
+    )
+    scale = o.get("lr_scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0 or not math.isfinite(scale):
+        raise ConfigError(
+            f"optimizer.lr_scale={scale!r} must be a finite number > 0 (it multiplies "
+            f"optimizer.learning_rate={o.learning_rate})"
+        )
+    if cfg.data.name not in data.DATASETS:
+        raise unknown("dataset", cfg.data.name, data.DATASETS)
+    if cfg.diagnostics.level not in diag.LEVELS:
+        raise unknown("diagnostics level", cfg.diagnostics.level, diag.LEVELS)
+    bs = cfg.train.batch_size
+    if not (bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
+        raise ConfigError(
+            f"train.batch_size={bs!r} must be 'full' (batch gradient descent), "
+            "1 (stochastic) or an integer N > 1 (mini-batch)"
+        )
+    spe = cfg.train.get("steps_per_execution", 1)
+    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
+        raise ConfigError(f"train.steps_per_execution={spe!r} must be an integer >= 1")
+    if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
+    thresholds(cfg)
+
+
+def thresholds(cfg: DictConfig) -> verdicts.Thresholds:
+    v = cfg.diagnostics.get("verdict")
+    return verdicts.Thresholds.from_mapping(OmegaConf.to_container(v, resolve=True) if v is not None else {})
+
+
+def batch_size(cfg: DictConfig, n_train: int) -> int:
+    bs = n_train if cfg.train.batch_size == "full" else int(cfg.train.batch_size)
+    if bs > n_train:
+        raise ConfigError(
+            f"train.batch_size={bs} is larger than the training set ({n_train} examples of "
+            f"{cfg.data.name!r}); use at most {n_train} or 'full'"
+        )
+    return bs
+
+
+def learning_rate(cfg: DictConfig) -> float:
+    """The optimizer's learning rate times `optimizer.lr_scale` (the axis of tuned presets)."""
+    return float(cfg.optimizer.learning_rate) * float(cfg.optimizer.get("lr_scale", 1.0))

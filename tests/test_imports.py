@@ -1,0 +1,46 @@
+"""Imports inside `study/` flow one way: no cycle, counting imports inside functions."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "study"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def study_imports() -> dict[str, set[str]]:
+    """module -> the study modules it imports anywhere in its body."""
+    modules = {_module(p): p for p in ROOT.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                base = node.module if node.level == 0 else ".".join(name.split(".")[: -node.level] + [node.module])
+                deps.add(base)
+                deps |= {f"{base}.{a.name}" for a in node.names}
+        graph[name] = {d for d in deps if d in modules and d != name and d != "study"}
+    return graph
+
+
+def test_no_import_cycle_in_study():
+    graph = study_imports()
+    assert "study.callbacks" in graph["study.train"] and "study.config" in graph["study.sweep"]
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            assert state.get(dep) != 1, "import cycle: " + " -> ".join([*path, node, dep])
+            if dep not in state:
+                visit(dep, [*path, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
