@@ -300,6 +300,26 @@ def batch_statistics(model: DiagnosticModel, x, y) -> dict[str, float]:
     return {s.key: float(v) for s, v in zip(model.diag_stats, vec)}
 
 
+def _mode_dependent(model: keras.Model) -> bool:
+    """Whether the forward pass differs between training and inference (batch norm, dropout)."""
+    return any(isinstance(l, (keras.layers.BatchNormalization, keras.layers.Dropout)) for l in model.layers)
+
+
+def _probe_pass(model: DiagnosticModel, x, y, training: bool):
+    """`_compute` on the probe batch with every activation output. The signal probe (training mode)
+    and the histograms (inference mode) both look at the probe batch at initialisation and after
+    training; when the two modes compute the same thing (no batch norm, no dropout) and the weights
+    have not changed (same optimizer step), the second asks for the first's tensors, not a new pass."""
+    step = int(model.optimizer.iterations.numpy()) if model.optimizer is not None and model.optimizer.built else -1
+    key = (id(x), id(y), step, training if _mode_dependent(model) else None)
+    cached = getattr(model, "_diag_probe_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    out = _compute(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True, training=training)
+    object.__setattr__(model, "_diag_probe_cache", (key, out))  # one entry: the latest pass
+    return out
+
+
 def signal_profile(model: DiagnosticModel, x, y) -> list[dict]:
     """Forward and backward signal through depth on a probe batch, without changing the model: per
     activation output h_l, its `spread` (per unit across examples, see `spread`), its RMS, the RMS of
@@ -308,7 +328,7 @@ def signal_profile(model: DiagnosticModel, x, y) -> list[dict]:
     norm's moving statistics and the layers' random-seed states are restored afterwards, so the
     training that follows is unchanged."""
     saved = [v.value for v in model.non_trainable_variables]
-    _, _, _, grads_h, acts, inv = _compute(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True, training=True)
+    _, _, _, grads_h, acts, inv = _probe_pass(model, x, y, training=True)
     for v, value in zip(model.non_trainable_variables, saved):
         v.assign(value)
     rows = []
@@ -353,9 +373,7 @@ LOG_GRAD_BINS = np.linspace(-30.0, 2.0, 321)
 def probe_tensors(model: DiagnosticModel, x, y) -> dict[str, list[tuple[str, int, np.ndarray]]]:
     """Activation outputs h_l, back-propagated gradients dL/dh_l and weight gradients dL/dW_l on a
     probe batch, in inference mode (no dropout, no batch-norm update), without updating the model."""
-    _, _, grads, grads_h, acts, inv = _compute(
-        model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), True, training=False
-    )
+    _, _, grads, grads_h, acts, inv = _probe_pass(model, x, y, training=False)
     by_var = {id(v): g for v, g in zip(model.trainable_weights, grads)}
     names = [l.name.removeprefix("act_") for l in activation_layers(model)]
     return {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from study import tracking
+from study import contract, tracking
 from study.config import check
 from study.sweeper import order_cells
 
@@ -85,16 +85,16 @@ class MlflowSweepCallback(Callback):
             exp_id,
             run_name=f"{name}-{sweep_id}",
             tags={
-                "sweep_id": sweep_id,
-                "role": "sweep",
-                "preset": str(name),
+                contract.SWEEP_ID: sweep_id,
+                contract.ROLE: contract.SWEEP,
+                contract.PRESET: str(name),
                 **tracking.environment_tags(),
                 **tracking.source_tags(),
                 tracking.NOTE: sweep_note(config, name, cells, "running"),
             },
         )
         if cells is not None:  # the planned grid, so the report can show cells that never ran
-            c.log_text(run.info.run_id, json.dumps(cells, indent=1), "grid.json")
+            c.log_text(run.info.run_id, json.dumps(cells, indent=1), contract.GRID_ARTIFACT)
         info = {
             "sweep_id": sweep_id,
             "parent_run_id": run.info.run_id,
@@ -116,20 +116,16 @@ class MlflowSweepCallback(Callback):
         if info is None:
             return
         c = tracking.client(config.tracking.uri)
-        children = c.search_runs(
-            [info["experiment_id"]], f"tags.sweep_id = '{info['sweep_id']}' and tags.role = 'cell'", max_results=50000
-        )
-        reused = c.search_runs(
-            [info["experiment_id"]], f"tags.`{tracking.REUSED_TAG}.{info['sweep_id']}` = '1'", max_results=50000
-        )
-        outcomes = [r.data.tags.get("outcome", "unknown") for r in children] + ["reused"] * len(reused)
+        children = c.search_runs([info["experiment_id"]], contract.cells_query(info["sweep_id"]), max_results=50000)
+        reused = c.search_runs([info["experiment_id"]], contract.reused_query(info["sweep_id"]), max_results=50000)
+        outcomes = [r.data.tags.get(contract.OUTCOME, "unknown") for r in children] + ["reused"] * len(reused)
         children = children + reused
         counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
         wall = time.time() - info["started"]
         run = tracking.RunLogger(c, info["parent_run_id"])
         verdict_counts = {}
         for r in children:
-            v = r.data.tags.get("gradient_verdict", "unknown")
+            v = r.data.tags.get(contract.VERDICT, "unknown")
             verdict_counts[v] = verdict_counts.get(v, 0) + 1
         done = (
             f"done in {time.time() - info['started']:.0f} s. Cells by outcome: "

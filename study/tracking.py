@@ -24,7 +24,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from study import verdicts
+from study import contract, verdicts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
@@ -308,7 +308,7 @@ def close_stale(c: MlflowClient, experiment_id: str) -> int:
     return closed
 
 
-REUSED_TAG = "reused_in"  # `reused_in.<sweep id>` on a run that a later sweep skipped as done
+REUSED_TAG = contract.REUSED
 
 
 def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str):

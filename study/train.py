@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import data, models, optimizers, tracking, verdicts  # noqa: E402
+from study import contract, data, models, optimizers, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger  # noqa: E402
 from study.config import batch_size, check, learning_rate, model_spec, thresholds  # noqa: E402,F401
@@ -117,16 +117,20 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     flat = tracking.flatten(resolved)
     tags = {
-        "role": "cell" if ctx else "single",
-        "fingerprint": tracking.fingerprint(flat),
+        contract.ROLE: contract.CELL if ctx else contract.SINGLE,
+        contract.FINGERPRINT: tracking.fingerprint(flat),
         **tracking.environment_tags(),
-        "outcome": "running",
+        contract.OUTCOME: contract.RUNNING,
         **tracking.source_tags(),
     }
     where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
     if ctx:
-        tags |= {"mlflow.parentRunId": ctx["parent_run_id"], "sweep_id": ctx["sweep_id"], "cell_index": ctx["index"]}
-        done = None if t.get("rerun") else tracking.resume(c, exp_id, tags["fingerprint"], ctx["sweep_id"])
+        tags |= {
+            "mlflow.parentRunId": ctx["parent_run_id"],
+            contract.SWEEP_ID: ctx["sweep_id"],
+            contract.CELL_INDEX: ctx["index"],
+        }
+        done = None if t.get("rerun") else tracking.resume(c, exp_id, tags[contract.FINGERPRINT], ctx["sweep_id"])
         if done is not None:
             print(
                 f"{where}{t.run_name} skipped: already FINISHED as run {done.info.run_id} "
@@ -151,15 +155,15 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
                 "data.num_classes": splits.num_classes,
             }
         )
-        run.text(OmegaConf.to_yaml(resolved), "config.yaml")
+        run.text(OmegaConf.to_yaml(resolved), contract.CONFIG_ARTIFACT)
         result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
         run.tags(
             {
-                "outcome": result["outcome"],
-                "gradient_verdict": result["gradient_verdict"],
-                "verdict_reason": result["verdict_reason"],
+                contract.OUTCOME: result["outcome"],
+                contract.VERDICT: result["gradient_verdict"],
+                contract.VERDICT_REASON: result["verdict_reason"],
                 tracking.NOTE: cell_note(cfg, result),
             }
         )
@@ -172,13 +176,13 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
             if killed
             else [
                 run.flush,
-                lambda: run.text(trace, "traceback.txt"),
-                lambda: run.tags({"outcome": "failed", "error": error[:5000]}),
+                lambda: run.text(trace, contract.TRACEBACK_ARTIFACT),
+                lambda: run.tags({contract.OUTCOME: contract.FAILED, contract.ERROR: error[:5000]}),
                 lambda: run.end("FAILED"),
             ]
         )
         if killed:
-            records.insert(1, lambda: run.tags({"outcome": "killed"}))
+            records.insert(1, lambda: run.tags({contract.OUTCOME: contract.KILLED}))
         for record in records:
             with contextlib.suppress(Exception):  # the store may be what failed; report the first error
                 record()
@@ -283,7 +287,7 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         "epochs_done": epochs.epochs_done,
     }
     diverged_at = (guard or diag_cb).diverged_at
-    result["outcome"] = "diverged" if diverged_at is not None else "finished"
+    result["outcome"] = contract.DIVERGED if diverged_at is not None else contract.FINISHED
     if diverged_at is not None:
         result["train/diverged_at_step"] = diverged_at
     tables = {"epochs": epochs.table()}

@@ -292,3 +292,26 @@ def test_non_finite_loss_stops_training_at_that_step_although_read_in_blocks():
     for w, w_then in zip(m.trainable_weights, every.weights[first_bad]):
         np.testing.assert_array_equal(w.numpy(), w_then)
     assert len(log.rows) == first_bad + 1 and not np.isfinite(log.rows[-1]).all()
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_signal_probe_and_histograms_share_one_pass_when_the_modes_agree(monkeypatch, batch_norm):
+    keras.utils.set_random_seed(1)
+    base = models.build(models.ModelSpec(depth=3, width=4, activation="relu", batch_norm=batch_norm), (10, 10, 1), 3)
+    m = diag.DiagnosticModel(base.inputs, base.outputs)
+    m.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.enable_diagnostics("full", "relu")
+    x, y = _batch()
+    calls = []
+    real = diag._compute
+    monkeypatch.setattr(diag, "_compute", lambda *a, **k: calls.append(k["training"]) or real(*a, **k))
+    shared = diag.signal_profile(m, x, y)
+    hist = diag.histograms(diag.probe_tensors(m, x, y))
+    assert calls == ([True, False] if batch_norm else [True])  # batch norm: training and inference differ
+    object.__setattr__(m, "_diag_probe_cache", None)
+    assert diag.histograms(diag.probe_tensors(m, x, y)) == hist
+    assert diag.signal_profile(m, x, y) == shared
+    m.fit(x, y, epochs=1, verbose=0)  # the weights changed: a new pass
+    n = len(calls)
+    diag.signal_profile(m, x, y)
+    assert len(calls) == n + 1

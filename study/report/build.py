@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from study import tracking, verdicts
+from study import contract, tracking, verdicts
 from study.report import collect, presets
 from study.report import figures as F
 
@@ -32,7 +32,7 @@ def _pick(values, preferred):
 
 
 def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float) -> dict[str, str]:
-    c, done = s.cells, s.cells[s.cells["outcome"].isin(["finished", "diverged"])]
+    c, done = s.cells, s.cells[s.cells["outcome"].isin(contract.RAN)]
     out = {}
     best = []
     for d, sub in done.groupby("depth"):
@@ -228,7 +228,7 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
         getattr(s, name).to_parquet(tables / f"{name}.parquet", index=False)
 
     c = s.cells
-    ran = c[c["outcome"].isin(["finished", "diverged"])]  # default: the deepest depth with results
+    ran = c[c["outcome"].isin(contract.RAN)]  # default: the deepest depth with results
     depth = depth or (
         int(ran["depth"].max())
         if ran["depth"].notna().any()

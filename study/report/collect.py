@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study import tracking, verdicts
+from study import contract, tracking, verdicts
 
 AXES = {
     "model.activation": "activation",
@@ -99,7 +99,7 @@ def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
     if exp is None:
         names = [e.name for e in c.search_experiments()]
         raise SystemExit(f"no experiment {experiment!r} in this store; experiments: {', '.join(names) or 'none'}")
-    filt = "tags.role = 'sweep'" + (f" and tags.sweep_id = '{sweep_id}'" if sweep_id else "")
+    filt = contract.sweeps_query(sweep_id)
     parents = c.search_runs([exp.experiment_id], filt, order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
         known = c.search_runs(
@@ -140,7 +140,7 @@ def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) ->
     (failed, running, missing) or ran without diagnostics keep `unknown`."""
     labels, reasons = [], []
     for row in cells.to_dict("records"):
-        ran = row["outcome"] in ("finished", "diverged") and str(row.get("diagnostics")) not in ("off", "None", "nan")
+        ran = row["outcome"] in contract.RAN and str(row.get("diagnostics")) not in ("off", "None", "nan")
         label, reason = verdicts.decide(row, thresholds) if ran else ("unknown", f"cell {row['outcome']}")
         labels.append(label)
         reasons.append(reason)
@@ -153,8 +153,8 @@ def load(
     c = tracking.client(uri)
     exp, parent = find_sweep(c, experiment, sweep_id)
     sid = parent.data.tags["sweep_id"]
-    runs = c.search_runs([exp.experiment_id], f"tags.sweep_id = '{sid}' and tags.role = 'cell'", max_results=50000)
-    runs += c.search_runs([exp.experiment_id], f"tags.`{tracking.REUSED_TAG}.{sid}` = '1'", max_results=50000)
+    runs = c.search_runs([exp.experiment_id], contract.cells_query(sid), max_results=50000)
+    runs += c.search_runs([exp.experiment_id], contract.reused_query(sid), max_results=50000)
     rows, artifact_uris = [], {}
     for r in runs:
         artifact_uris[r.info.run_id] = r.info.artifact_uri
@@ -162,8 +162,8 @@ def load(
             "run_id": r.info.run_id,
             "run_name": r.info.run_name,
             "status": r.info.status,
-            "outcome": r.data.tags.get("outcome", "unknown"),
-            "verdict_at_training": r.data.tags.get("gradient_verdict", "unknown"),
+            "outcome": r.data.tags.get(contract.OUTCOME, "unknown"),
+            "verdict_at_training": r.data.tags.get(contract.VERDICT, "unknown"),
         }
         if r.info.status == "RUNNING":
             row["outcome"] = "running"

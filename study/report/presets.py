@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from study import contract
 from study.report import collect
 from study.report import preset_figures as P
 
@@ -43,7 +44,7 @@ def _f(v, d=3) -> str:
 
 
 def _done(c: pd.DataFrame) -> pd.DataFrame:
-    return c[c["outcome"].isin(["finished", "diverged"])]
+    return c[c["outcome"].isin(contract.RAN)]
 
 
 def cells_table(c: pd.DataFrame) -> str:

@@ -1,0 +1,63 @@
+"""The contract between the runner (study/train.py, study/sweep.py, study/tracking.py) and the report
+(study/report/): tag keys and values, outcomes, artifact names, metric-name builders and the queries
+that find a sweep's runs. Both sides import these names; README "What is recorded" documents each
+(tests/test_imports.py checks that it does).
+"""
+
+from __future__ import annotations
+
+# tag keys
+ROLE = "role"
+SWEEP_ID = "sweep_id"
+CELL_INDEX = "cell_index"
+PRESET = "preset"
+FINGERPRINT = "fingerprint"
+OUTCOME = "outcome"
+VERDICT = "gradient_verdict"
+VERDICT_REASON = "verdict_reason"
+ERROR = "error"
+GIT_COMMIT = "git_commit"
+REUSED = "reused_in"  # `reused_in.<sweep id>` = 1 on a FINISHED run a later sweep skipped as done
+TAGS = (ROLE, SWEEP_ID, CELL_INDEX, PRESET, FINGERPRINT, OUTCOME, VERDICT, VERDICT_REASON, ERROR, GIT_COMMIT, REUSED)
+
+# values of `role`
+SWEEP, CELL, SINGLE = "sweep", "cell", "single"
+ROLES = (SWEEP, CELL, SINGLE)
+
+# values of `outcome` (`running` while a run trains; the report adds `missing` for planned cells
+# that never ran)
+FINISHED, DIVERGED, FAILED, KILLED, RUNNING = "finished", "diverged", "failed", "killed", "running"
+OUTCOMES = (FINISHED, DIVERGED, FAILED, KILLED)
+RAN = (FINISHED, DIVERGED)  # cells with results: a diverged run is a result
+
+# artifacts of a cell run, and of the sweep's parent run
+CONFIG_ARTIFACT = "config.yaml"
+TABLES = ("epochs", "diagnostics", "signal", "histograms")  # `<name>.parquet`
+TRACEBACK_ARTIFACT = "traceback.txt"
+GRID_ARTIFACT = "grid.json"
+REPORT_FOLDER = "report"
+ARTIFACTS = (CONFIG_ARTIFACT, *(f"{t}.parquet" for t in TABLES), TRACEBACK_ARTIFACT, GRID_ARTIFACT)
+
+# metric families: per weight layer L `grad/L/<stat>`, `weight/L/<stat>`; per activation output
+# `backprop/L/l2`, `act/L/<stat>`; model-wide `grad/global_norm`, `grad/nonfinite`
+METRIC_GROUPS = ("grad", "weight", "backprop", "act")
+
+
+def layer_metric(group: str, layer: str, stat: str) -> str:
+    """The MLflow metric name of a per-layer statistic, e.g. `grad/conv_03/rms`."""
+    return f"{group}/{layer}/{stat}"
+
+
+def sweeps_query(sweep_id: str | None = None) -> str:
+    """MLflow filter: the parent runs of sweeps (one sweep when `sweep_id` is given)."""
+    return f"tags.{ROLE} = '{SWEEP}'" + (f" and tags.{SWEEP_ID} = '{sweep_id}'" if sweep_id else "")
+
+
+def cells_query(sweep_id: str) -> str:
+    """MLflow filter: the cells a sweep trained."""
+    return f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = '{CELL}'"
+
+
+def reused_query(sweep_id: str) -> str:
+    """MLflow filter: the FINISHED runs of earlier sweeps that this sweep reused instead of training."""
+    return f"tags.`{REUSED}.{sweep_id}` = '1'"
