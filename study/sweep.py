@@ -94,7 +94,7 @@ class MlflowSweepCallback(Callback):
             },
         )
         if cells is not None:  # the planned grid, so the report can show cells that never ran
-            c.log_text(run.info.run_id, json.dumps(cells, indent=1), contract.GRID_ARTIFACT)
+            c.log_text(run.info.run_id, tracking.redact(json.dumps(cells, indent=1)), contract.GRID_ARTIFACT)
         info = {
             "sweep_id": sweep_id,
             "parent_run_id": run.info.run_id,

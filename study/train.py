@@ -155,7 +155,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
                 "data.num_classes": splits.num_classes,
             }
         )
-        run.text(OmegaConf.to_yaml(resolved), contract.CONFIG_ARTIFACT)
+        run.text(tracking.redact(OmegaConf.to_yaml(resolved)), contract.CONFIG_ARTIFACT)  # no credentials
         result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
