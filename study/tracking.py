@@ -308,9 +308,6 @@ def close_stale(c: MlflowClient, experiment_id: str) -> int:
     return closed
 
 
-REUSED_TAG = contract.REUSED
-
-
 def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str):
     """Before a sweep cell trains: runs of the same fingerprint left RUNNING by a killed sweep are
     marked KILLED; a FINISHED one is returned (and tagged as part of this sweep) to be reused."""
@@ -326,7 +323,7 @@ def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str)
             c.set_terminated(r.info.run_id, "KILLED")
     done = next((r for r in prior if r.info.status == "FINISHED"), None)
     if done is not None:
-        c.set_tag(done.info.run_id, f"{REUSED_TAG}.{sweep_id}", "1")
+        c.set_tag(done.info.run_id, f"{contract.REUSED}.{sweep_id}", "1")
     return done
 
 
