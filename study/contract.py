@@ -11,6 +11,7 @@ ROLE = "role"
 SWEEP_ID = "sweep_id"
 CELL_INDEX = "cell_index"
 PRESET = "preset"
+QUESTION = "question"  # on the parent run: the preset's question, from its YAML
 FINGERPRINT = "fingerprint"
 OUTCOME = "outcome"
 VERDICT = "gradient_verdict"
@@ -18,7 +19,20 @@ VERDICT_REASON = "verdict_reason"
 ERROR = "error"
 GIT_COMMIT = "git_commit"
 REUSED = "reused_in"  # `reused_in.<sweep id>` = 1 on a FINISHED run a later sweep skipped as done
-TAGS = (ROLE, SWEEP_ID, CELL_INDEX, PRESET, FINGERPRINT, OUTCOME, VERDICT, VERDICT_REASON, ERROR, GIT_COMMIT, REUSED)
+TAGS = (
+    ROLE,
+    SWEEP_ID,
+    CELL_INDEX,
+    PRESET,
+    QUESTION,
+    FINGERPRINT,
+    OUTCOME,
+    VERDICT,
+    VERDICT_REASON,
+    ERROR,
+    GIT_COMMIT,
+    REUSED,
+)
 
 # values of `role`
 SWEEP, CELL, SINGLE = "sweep", "cell", "single"

@@ -43,9 +43,11 @@ def sweep_note(config, name: str, cells: list | None, state: str) -> str:
     """The parent run's description in the MLflow UI: preset, grid, state, where the report is."""
     params = config.hydra.sweeper.get("params") or {}
     grid = "; ".join(f"`{k}` {v}" for k, v in params.items()) or "the command line's values"
+    question = f"**Question.** {config.question}\n\n" if config.get("question") else ""
     return (
         f"**Sweep of preset `{name}`**: {len(cells) if cells is not None else '?'} cells over {grid}.\n\n"
-        f"Sweep {state}\n\nThe child runs are its cells. Its report (after `make report`): artifacts "
+        + question
+        + f"Sweep {state}\n\nThe child runs are its cells. Its report (after `make report`): artifacts "
         "`report/REPORT.md` and `report/figures/` of this run."
     )
 
@@ -88,6 +90,7 @@ class MlflowSweepCallback(Callback):
                 contract.SWEEP_ID: sweep_id,
                 contract.ROLE: contract.SWEEP,
                 contract.PRESET: str(name),
+                **({contract.QUESTION: str(config.question)} if config.get("question") else {}),
                 **tracking.environment_tags(),
                 **tracking.source_tags(),
                 tracking.NOTE: sweep_note(config, name, cells, "running"),

@@ -38,6 +38,7 @@ NON_SEMANTIC = (
     "train.threads",
     "train.steps_per_execution",  # the same steps, several per call into TensorFlow
     "diagnostics.verdict",
+    "question",  # the preset's question, a description
 )
 # key -> the value that trains exactly as before the key existed (Keras's own default)
 ADDED_KEYS = {"model.bn_momentum": 0.99}

@@ -65,7 +65,7 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure(smoke_store):
     assert set(hist["quantity"]) == {"activation", "backprop", "weight_grad"} and set(hist["epoch"]) == {0, 3}
     text = (out / "REPORT.md").read_text()
     assert all(f"figures/{n}.png" in text for n in FIGURES) and "Skipped" not in text
-    assert "| relu | adam |" in text and "8 cells: 8 finished" in text
+    assert "| relu | adam |" in text and "8 cells: 8 finished" in text and "**Question.** Does the harness" in text
     assert str(store) not in text and "sqlite:///<elsewhere>/mlflow.db" in text  # no machine paths
 
 

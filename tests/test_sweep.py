@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import yaml
 from conftest import ROOT, assert_no_healthy_at_chance, run_cli, runs
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,8 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     assert "gradient verdict" in exp.tags["mlflow.note.content"].lower()
     note = parent.data.tags["mlflow.note.content"]
     assert "preset `smoke`" in note and "8 cells" in note and "8 finished" in note and "report/REPORT.md" in note
+    question = yaml.safe_load((ROOT / "conf" / "experiment" / "smoke.yaml").read_text())["question"]
+    assert parent.data.tags["question"] == question and f"**Question.** {question}" in note
     assert parent.data.tags["mlflow.source.name"] == "study.train"
     for r in children:
         assert r.data.tags["gradient_verdict"] in r.data.tags["mlflow.note.content"]

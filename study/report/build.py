@@ -314,14 +314,14 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
             f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` "
             "(`--depth`, `--optimizer` to change)"
         )
-    question = presets.QUESTIONS.get(str(i.get("preset")))
+    question = presets.question(i)
     text = "\n".join(
         [
             f"# Report of sweep {i['sweep_id']}",
             "",
             *meta,
             "",
-            *([f"**Question.** {question}", ""] if question and own is not None else []),
+            *([f"**Question.** {question}", ""] if question else []),
             "## Figures",
             "",
             *sections,

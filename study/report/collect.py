@@ -155,6 +155,8 @@ def load(
     sid = parent.data.tags["sweep_id"]
     runs = c.search_runs([exp.experiment_id], contract.cells_query(sid), max_results=50000)
     runs += c.search_runs([exp.experiment_id], contract.reused_query(sid), max_results=50000)
+    planned = _planned(c, parent.info.run_id)
+    extra = _extra_axes(planned)
     rows, artifact_uris = [], {}
     for r in runs:
         artifact_uris[r.info.run_id] = r.info.artifact_uri
@@ -168,12 +170,14 @@ def load(
         if r.info.status == "RUNNING":
             row["outcome"] = "running"
         row |= {short: r.data.params.get(key) for key, short in AXES.items()}
+        row |= {k: r.data.params.get(k.lstrip("+"), r.data.params.get(f"{k.lstrip('+')}.name")) for k in extra}
         row |= {k: r.data.metrics.get(k, np.nan) for k in FINAL}
         rows.append(row)
     cells = pd.DataFrame(
-        rows, columns=["run_id", "run_name", "status", "outcome", "verdict_at_training", *AXES.values(), *FINAL]
+        rows,
+        columns=["run_id", "run_name", "status", "outcome", "verdict_at_training", *AXES.values(), *extra, *FINAL],
     )
-    cells = _add_missing(c, parent.info.run_id, cells, [r.data.params for r in runs])
+    cells = _add_missing(planned, cells, [r.data.params for r in runs], extra)
     for col in NUMERIC:
         cells[col] = pd.to_numeric(cells[col], errors="coerce")
     cells["num_classes"] = cells["num_classes"].fillna(cells["dataset"].map(DATASET_CLASSES))
@@ -207,7 +211,7 @@ def load(
                 if df is not None and len(df):
                     df = _subsample(df) if name == "diagnostics" else df
                     tables[name].append(df.assign(run_id=rid))
-    keys = cells[["run_id", *AXES.values()]]  # every table carries every axis of its cell
+    keys = cells[["run_id", *AXES.values(), *extra]]  # every table carries every axis of its cell
 
     def tidy(name, sort):
         if not tables[name]:  # no run wrote this artifact: an empty table with its columns
@@ -261,16 +265,33 @@ def _same(a, b) -> bool:
         return str(a) == str(b)
 
 
-def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame, params: list[dict]) -> pd.DataFrame:
-    """Rows with outcome `missing` for planned cells (grid.json of the parent run) that no run
-    matches on the swept keys (a group key `g` is matched through the param `g.name`)."""
+def _planned(c: MlflowClient, parent_id: str) -> list[dict] | None:
+    """The planned cells (grid.json of the parent run) as {override key: value}; None without it."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            grid = json.loads(Path(c.download_artifacts(parent_id, "grid.json", tmp)).read_text())
+            grid = json.loads(Path(c.download_artifacts(parent_id, contract.GRID_ARTIFACT, tmp)).read_text())
     except Exception:
+        return None
+    return [dict(o.split("=", 1) for o in overrides) for overrides in grid]
+
+
+def _swept(planned: list[dict]) -> list[str]:
+    return sorted({k for cell in planned for k in cell if len({p.get(k) for p in planned}) > 1})
+
+
+def _extra_axes(planned: list[dict] | None) -> list[str]:
+    """Swept keys of the planned grid that AXES does not name (a new preset's axis): each becomes a
+    column of every table, named by its key."""
+    known = {k.removesuffix(".name") for k in AXES}
+    return [k for k in _swept(planned or []) if k.removeprefix("+") not in known]
+
+
+def _add_missing(planned: list[dict] | None, cells: pd.DataFrame, params: list[dict], extra: list[str]) -> pd.DataFrame:
+    """Rows with outcome `missing` for planned cells that no run matches on the swept keys (a group
+    key `g` is matched through the param `g.name`)."""
+    if planned is None:
         return cells
-    planned = [dict(o.split("=", 1) for o in overrides) for overrides in grid]
-    swept = sorted({k for cell in planned for k in cell if len({p.get(k) for p in planned}) > 1})
+    swept = _swept(planned)
 
     def value(p: dict, key: str):
         return p.get(key, p.get(f"{key}.name"))
@@ -282,6 +303,7 @@ def _add_missing(c: MlflowClient, parent_id: str, cells: pd.DataFrame, params: l
                 short: cell.get(key, cell.get(key.removesuffix(".name")) if key.endswith(".name") else None)
                 for key, short in AXES.items()
             }
+            row |= {key: cell.get(key) for key in extra}
             row["seed"] = row["seed"] or "0"
             missing.append(
                 row

@@ -1,6 +1,7 @@
-"""Each study preset's own report section: the question, the figures that answer it and captions
-with the measured numbers. `section(sweep, lo, hi)` returns None for presets without one (grid,
-smoke, paper), whose report is the generic activation × optimizer × depth one.
+"""Each study preset's own report section: the figures that answer its question (the `question` of
+conf/experiment/<preset>.yaml) and captions with the measured numbers. A section is registered with
+`@register("<preset>")`; `section(sweep, lo, hi)` returns None for presets without one (grid, smoke,
+paper), whose report is the generic activation × optimizer × depth one.
 """
 
 from __future__ import annotations
@@ -10,25 +11,37 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from study import contract
+from study import contract, tracking
 from study.report import collect
 from study.report import preset_figures as P
 
-QUESTIONS = {
-    "gd_variants": "How do batch, stochastic and mini-batch gradient descent differ per epoch, per second "
-    "and in gradient noise?",
-    "lr_schedules": "Which learning-rate schedule helps SGD with momentum and Adam?",
-    "optimizers_tuned": "Which optimizer is best when each gets its own best learning rate?",
-    "init": "How does the initialisation interact with activation and depth?",
-    "regularization": "What do L1, L2 and dropout do to the train-test gap and the weights?",
-    "mitigations": "Do batch norm, residual connections and gradient clipping remove the vanishing or "
-    "exploding verdict at depths 16 and 32?",
-    "glorot_bengio_2010": "Glorot & Bengio (2010): do sigmoid units saturate, and does normalized init keep "
-    "back-propagated gradients alike across layers?",
-    "he_2015": "He et al. (2015): does a deep plain ReLU net train with Glorot init, or only with He init?",
-    "width": "How do accuracy, cost and the gradient ratio change with width at a fixed depth?",
-}
+SECTIONS: dict[str, Callable] = {}  # preset name -> its section; other presets get the generic report
+
+
+def register(preset: str):
+    """Register `fn(sweep, lo, hi) -> [Figure]` as the report section of `preset`
+    (conf/experiment/<preset>.yaml, whose `question` heads the section)."""
+
+    def add(fn: Callable) -> Callable:
+        if preset in SECTIONS:
+            raise ValueError(f"report section of preset {preset!r} registered twice")
+        SECTIONS[preset] = fn
+        return fn
+
+    return add
+
+
+def question(info: dict) -> str | None:
+    """The sweep's question: tag `question` of its parent run, else (sweeps recorded before the tag
+    existed) the `question` in its preset's YAML, if that file is here."""
+    if info.get(contract.QUESTION):
+        return str(info[contract.QUESTION])
+    path = tracking.REPO_ROOT / "conf" / "experiment" / f"{info.get(contract.PRESET)}.yaml"
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text()) or {}).get("question")
 
 
 @dataclass
@@ -61,6 +74,7 @@ def cells_table(c: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@register("gd_variants")
 def gd_variants(s, lo, hi):
     c, e = _done(s.cells), s.epochs
     order = P.batch_order(c["batch_size"])
@@ -91,6 +105,7 @@ def gd_variants(s, lo, hi):
     ]
 
 
+@register("lr_schedules")
 def lr_schedules(s, lo, hi):
     c = _done(s.cells)
     acc = c.groupby(["optimizer", "schedule"])["test/accuracy"].mean()
@@ -113,6 +128,7 @@ def lr_schedules(s, lo, hi):
     ]
 
 
+@register("optimizers_tuned")
 def optimizers_tuned(s, lo, hi):
     c = _done(s.cells)
     best = P.best_over(c, "lr", ["optimizer", "activation", "depth"])
@@ -162,6 +178,7 @@ def _verdicts_by(c: pd.DataFrame, factor: str) -> str:
     return "; ".join(parts)
 
 
+@register("init")
 def init(s, lo, hi):
     c = _done(s.cells)
     deep = c[c["depth"] == c["depth"].max()]
@@ -183,6 +200,7 @@ def init(s, lo, hi):
     ]
 
 
+@register("regularization")
 def regularization(s, lo, hi):
     c = _done(s.cells)
     norms = P.final_weight_norm(s.steps) if not s.steps.empty else pd.DataFrame(columns=["run_id", "weight_norm"])
@@ -202,6 +220,7 @@ def regularization(s, lo, hi):
     ]
 
 
+@register("mitigations")
 def mitigations(s, lo, hi):
     c = _done(s.cells)
     fixes = []
@@ -268,6 +287,7 @@ def _backprop_means(h: pd.DataFrame, col: str) -> list[str]:
     ]
 
 
+@register("glorot_bengio_2010")
 def glorot_bengio_2010(s, lo, hi):
     c = _done(s.cells)
     a = s.steps[(s.steps["group"] == "act") & (s.steps["stat"] == "mean")]
@@ -298,6 +318,7 @@ def glorot_bengio_2010(s, lo, hi):
     ]
 
 
+@register("he_2015")
 def he_2015(s, lo, hi):
     c, e = _done(s.cells), s.epochs
     first = e[(e["metric"] == "train/loss") & (e["epoch"] == 0)].set_index("run_id")["value"]
@@ -324,6 +345,7 @@ def he_2015(s, lo, hi):
     ]
 
 
+@register("width")
 def width(s, lo, hi):
     c = _done(s.cells)
     acc = c.groupby(["activation", "width"])["test/accuracy"].mean()
@@ -345,9 +367,6 @@ def width(s, lo, hi):
             + ".",
         )
     ]
-
-
-SECTIONS = {name: fn for name, fn in globals().items() if name in QUESTIONS}
 
 
 def section(s, lo: float, hi: float) -> list[Figure] | None:
