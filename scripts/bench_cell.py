@@ -21,7 +21,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -172,11 +171,7 @@ def main() -> None:
         "outside_fit_evaluate_share": share,
         "memory": memory,
         "config": vars(args),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "tensorflow": __import__("tensorflow").__version__,
-        },
+        "machine": tracking.machine(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -101,11 +100,7 @@ def main() -> None:
         "full_over_plain": med["full"] / med["plain"],
         "epoch_times_s": times,
         "config": vars(args),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "tensorflow": __import__("tensorflow").__version__,
-        },
+        "machine": tracking.machine(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -281,6 +281,11 @@ def environment_tags() -> dict[str, str]:
     }
 
 
+def machine() -> dict[str, str]:
+    """Where a benchmark ran: commit, versions and device (environment_tags without host and pid)."""
+    return {k: v for k, v in environment_tags().items() if k not in ("host", "pid")}
+
+
 def _alive(pid: int) -> bool:
     """A process with this pid runs on this machine."""
     try:
