@@ -10,6 +10,7 @@ EXP    ?= grid
 ARGS   ?=
 REPORT_ARGS ?=
 JOBS   ?= 1
+TEST_JOBS ?= 2
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 URI    ?= sqlite:///$(CURDIR)/mlflow.db
@@ -53,11 +54,11 @@ report: $(STAMP) ## tables, figures and REPORT.md of the latest sweep in URI (RE
 smoke: $(STAMP) ## a 1-minute sweep on synthetic data (experiment=smoke), then its report
 	$(MAKE) --no-print-directory sweep EXP=smoke
 
-test: data ## run the test suite (fast and slow tests)
-	$(PY) -m pytest -q $(ARGS)
+test: data ## run the test suite (fast and slow tests), TEST_JOBS pytest workers (default 2)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup $(ARGS)
 
 test-fast: data ## the tests without the `slow` marker (no sweeps, servers, launchers): the inner loop
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff (configured in pyproject.toml): lint and format check
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,8 @@
 python scripts/make_report.py                       # latest sweep, local store
 python scripts/make_report.py --tracking-uri sqlite:///<dir>/mlflow.db --out <dir>/report
 python scripts/make_report.py --tracking-uri http://127.0.0.1:5000 --sweep 20261126-101500-ab12cd
+python scripts/make_report.py --single                       # every run trained without -m
+python scripts/make_report.py --run <run id> --run <run id>  # chosen runs
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description="Report of one sweep: tables, figures, REPORT.md.")
     p.add_argument("--tracking-uri", default=tracking.default_uri(), help="MLflow store (default: ./mlflow.db)")
     p.add_argument("--experiment", default="activation-study")
-    p.add_argument("--sweep", default=None, help="sweep id (default: the latest sweep of the experiment)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--sweep", default=None, help="sweep id (default: the latest sweep of the experiment)")
+    which.add_argument(
+        "--run", action="append", default=[], metavar="RUN_ID", help="report these runs instead of a sweep (repeatable)"
+    )
+    which.add_argument("--single", action="store_true", help="report every single run (trained without -m)")
     p.add_argument("--out", default=None, help="output folder (default: reports/<preset>-<sweep id>/)")
     p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
     p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
@@ -54,6 +61,8 @@ def main() -> None:
         optimizer=a.optimizer,
         log_to_run=not a.no_log,
         thresholds=thresholds,
+        run_ids=a.run or None,
+        single=a.single,
     )
     print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
 

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 
 from study import contract, tracking
 from study.config import check
@@ -113,6 +114,17 @@ class MlflowSweepCallback(Callback):
             f"experiment {t.experiment!r}, parent run {run.info.run_id}",
             flush=True,
         )
+
+    def on_job_start(self, config, **kwargs) -> None:
+        """Hydra has just written the job's `.hydra/` files (and a multirun its `multirun.yaml`) with
+        the overrides as typed: hide URI credentials in them before the job runs."""
+        files = []
+        sub = config.hydra.get("output_subdir")
+        if sub:
+            files += list((Path(config.hydra.runtime.output_dir) / sub).glob("*.yaml"))
+        if config.hydra.mode == RunMode.MULTIRUN:
+            files.append(Path(config.hydra.sweep.dir) / "multirun.yaml")
+        tracking.redact_files(files)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         info = read_sweep_file(config.hydra.sweep.dir)

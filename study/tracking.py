@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -53,6 +54,28 @@ def redact(text: str) -> str:
     return re.sub(r"(://)[^/@\s:]+(:[^/@\s]*)?@", r"\1***@", str(text))
 
 
+class RedactFilter(logging.Filter):
+    """A logging filter hiding URI credentials in every record (Hydra's launch lines name the
+    overrides, `tracking.uri` included); conf/config.yaml puts it on Hydra's and the jobs' handlers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if redact(message) != message:
+            record.msg, record.args = redact(message), None
+        return True
+
+
+def redact_files(paths) -> None:
+    """Rewrite files (Hydra's `.hydra/*.yaml`, `multirun.yaml`) with URI credentials hidden."""
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if redact(text) != text:
+            Path(path).write_text(redact(text))
+
+
 def shown_uri(uri: str) -> str:
     """The store as a report may print it: credentials hidden, a SQLite path relative to the
     repository (`sqlite:///<repo>/mlflow.db`) or only its file name, never this machine's path."""
@@ -87,6 +110,8 @@ def client(uri: str) -> MlflowClient:
 
 def _new_client(uri: str, path: Path | None) -> MlflowClient:
     if path is None:
+        if redact(uri) != uri:  # MLflow prints "View run ... at <uri>", credentials included
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         return MlflowClient(tracking_uri=uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     # MLflow creates and migrates a SQLite schema on first use, and two processes doing that at once
@@ -378,21 +403,26 @@ class RunLogger:
                 f.write(json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n")
         return path
 
-    def _worker(self) -> None:
+    def _worker(self, q: queue.Queue) -> None:
         while True:
-            chunk = self._queue.get()
+            chunk = q.get()
+            if chunk is None:  # the run ended: the thread ends (and no longer holds this logger)
+                q.task_done()
+                return
             err = self._deliver(chunk)
             if err is not None:
                 self._spill(chunk)
                 n = len(chunk) + (self._failure[1] if self._failure else 0)
                 self._failure = (self._failure[0] if self._failure else err, n)
-            self._queue.task_done()
+            q.task_done()
 
     def _hand_off(self, full_only: bool = False) -> None:
         """Give the buffered metrics (or only full batches) to the worker thread, started once."""
         if self._queue is None:
             self._queue = queue.Queue()
-            threading.Thread(target=self._worker, name=f"mlflow-metrics-{self.run_id[:8]}", daemon=True).start()
+            threading.Thread(
+                target=self._worker, args=(self._queue,), name=f"mlflow-metrics-{self.run_id[:8]}", daemon=True
+            ).start()
         while len(self._pending) >= (MAX_METRICS_PER_BATCH if full_only else 1):
             self._queue.put(self._pending[:MAX_METRICS_PER_BATCH])
             self._pending = self._pending[MAX_METRICS_PER_BATCH:]
@@ -457,8 +487,18 @@ class RunLogger:
         self.client.log_artifact(self.run_id, str(path), folder)
 
     def end(self, status: str) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.stop()
         self.client.set_terminated(self.run_id, status)
+
+    def stop(self) -> None:
+        """End the worker thread (after the batches handed to it); later metrics are sent inline."""
+        if self._queue is not None:
+            q, self._queue = self._queue, None
+            q.put(None)
+            q.join()
 
 
 def _param_str(v: object) -> str:

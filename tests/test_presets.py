@@ -86,6 +86,7 @@ def preset_runs(tmp_path_factory):
         return {p: (*futures[p].result(), dirs[p]) for p in dirs}
 
 
+@pytest.mark.xdist_group("presets")
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_preset_at_tiny_size_sweeps_and_reports(preset, preset_runs):
     overrides, figures = PRESETS[preset]

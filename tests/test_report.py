@@ -39,9 +39,19 @@ def make_report(store_dir, out, *extra):
     return out
 
 
-def test_report_of_a_smoke_sweep_has_every_table_and_figure(smoke_store):
+@pytest.mark.xdist_group("smoke")
+def test_report_of_a_smoke_sweep_has_every_table_and_figure_and_is_the_same_when_made_again(smoke_store, tmp_path):
     store, _ = smoke_store
     out = make_report(store, store / "report")
+    again = make_report(store, tmp_path / "again", "--no-log")
+    assert (out / "tables" / "cells.csv").read_bytes() == (again / "tables" / "cells.csv").read_bytes()
+    for name in ("epochs", "steps", "histograms"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / "tables" / f"{name}.parquet"), pd.read_parquet(again / "tables" / f"{name}.parquet")
+        )
+    assert (out / "REPORT.md").read_text().replace(str(out), "") == (again / "REPORT.md").read_text().replace(
+        str(again), ""
+    )
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 5000, name
@@ -69,18 +79,6 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure(smoke_store):
     assert str(store) not in text and "sqlite:///<elsewhere>/mlflow.db" in text  # no machine paths
 
 
-def test_report_tables_are_identical_across_two_runs(smoke_store, tmp_path):
-    store, _ = smoke_store
-    a = make_report(store, tmp_path / "a", "--no-log")
-    b = make_report(store, tmp_path / "b", "--no-log")
-    assert (a / "tables" / "cells.csv").read_bytes() == (b / "tables" / "cells.csv").read_bytes()
-    for name in ("epochs", "steps", "histograms"):
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(a / "tables" / f"{name}.parquet"), pd.read_parquet(b / "tables" / f"{name}.parquet")
-        )
-    assert (a / "REPORT.md").read_text().replace(str(a), "") == (b / "REPORT.md").read_text().replace(str(b), "")
-
-
 def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_path):
     proc = run_cli(
         [
@@ -90,7 +88,7 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
             "optimizer=sgd",
             "optimizer.learning_rate=0.05,1e4",
             "model.depth=2,3",
-            "train.epochs=2",
+            "train.epochs=1",
             "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:3}]",
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
             f"hydra.sweep.dir={tmp_path}/sweep",
@@ -139,3 +137,30 @@ def test_report_of_a_sweep_where_no_cell_finished(tmp_path):
     assert list(cells["outcome"]) == ["failed"] and list(cells["verdict"]) == ["unknown"]
     text = (out / "REPORT.md").read_text()
     assert "1 cells: 1 failed" in text and "relu-adam-d2-s0" in text
+
+
+def test_report_of_single_runs_and_of_runs_that_all_diverged(make_cfg, store, tmp_path):
+    from study.train import train
+
+    train(make_cfg("seed=1"))
+    train(make_cfg("optimizer=sgd", "optimizer.learning_rate=1e4", "model.activation=leaky_relu"))
+    by_outcome = {r.data.tags["outcome"]: r.info.run_id for r in runs(store[1])}
+    assert set(by_outcome) == {"finished", "diverged"}
+    store_dir = tmp_path  # the `store` fixture's mlflow.db is in tmp_path
+    out = make_report(store_dir, tmp_path / "single", "--single")  # no parent run: nothing is logged back
+    cells = pd.read_csv(out / "tables" / "cells.csv")
+    assert sorted(cells["outcome"]) == ["diverged", "finished"]
+    text = (out / "REPORT.md").read_text()
+    assert "# Report of runs single-" in text and "2 run(s) without a sweep" in text and "`--single`" in text
+    out = make_report(store_dir, tmp_path / "diverged", "--run", by_outcome["diverged"])
+    cells = pd.read_csv(out / "tables" / "cells.csv")
+    assert list(cells["outcome"]) == ["diverged"] and list(cells["verdict"]) == ["diverged"]
+    text = (out / "REPORT.md").read_text()
+    assert "1 cells: 1 diverged" in text and f"--run {by_outcome['diverged']}" in text
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri", store[0], "--run", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "no run 'nope' in this store" in bad.stderr and "Traceback" not in bad.stderr

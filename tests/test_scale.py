@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from study import tracking
 
 pytestmark = pytest.mark.slow
+PASSWORD = "pw-4b9f1c"  # in the tracking URI of the server test
 PG_BIN = (
     next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
     if Path("/usr/lib/postgresql").exists()
@@ -113,7 +115,7 @@ def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
             stderr=open(tmp_path / "server.log", "w"),
             start_new_session=True,
         )
-        uri = f"http://127.0.0.1:{port}"
+        uri = f"http://bob:{PASSWORD}@127.0.0.1:{port}"  # the password must show up nowhere
         for _ in range(240):
             assert server.poll() is None, "mlflow server exited"
             try:
@@ -143,7 +145,22 @@ def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
             assert len(c.get_metric_history(r.info.run_id, "grad/conv_01/l2")) == -(-steps // every)
             assert [m.step for m in c.get_metric_history(r.info.run_id, "val/accuracy")] == [0, 1, 2]
             assert {a.path for a in c.list_artifacts(r.info.run_id)} >= {"config.yaml", "diagnostics.parquet"}
-        assert "secret" not in str([r.data.params for r in children] + [r.data.tags for r in children])
+        report = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri", uri, "--out", "report"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert report.returncode == 0, report.stderr[-3000:]
+        # nowhere: not in what the sweep and the report printed, not in any param, tag or artifact,
+        # not in any file they wrote (Hydra's .hydra/ files, multirun.yaml, job logs, the report)
+        runs_text = str([(r.data.params, r.data.tags) for r in [parent, *children]])
+        printed = proc.stdout + proc.stderr + report.stdout + report.stderr
+        assert PASSWORD not in printed + runs_text and "bob:***@" in printed
+        written = [f for f in tmp_path.rglob("*") if f.is_file() and f.name != "server.log"]
+        assert len(written) > 50 and any(f.parent.name == ".hydra" for f in written)
+        assert [str(f) for f in written if PASSWORD.encode() in f.read_bytes()] == []
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ from conftest import ROOT, assert_no_healthy_at_chance, run_cli, runs
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.xdist_group("smoke")
 def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     tmp_path, proc = smoke_store
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,5 +1,7 @@
 """MLflow tracking helpers: batching, flattening, fingerprints, redaction, artifact locations."""
 
+import threading
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -40,9 +42,12 @@ def test_metrics_sent_in_the_background_arrive_complete_and_before_what_follows(
         run.flush(wait=False)  # returns at once, as EpochLogger calls it
     run.tags({"outcome": "finished"})  # waits for the worker first
     assert sum(CountingClient.calls) == 2100 and max(CountingClient.calls) <= 1000
+    assert [t.name for t in threading.enumerate() if t.name.startswith("mlflow-metrics-")] != []
     run.end("FINISHED")
     history = c.get_metric_history(run.run_id, "grad/conv_07/l2")
     assert [(h.step, h.value) for h in history] == [(s, 3.5 + s) for s in range(7)]
+    # the worker thread ends with its run: a sweep process does not keep one (and its logger) per cell
+    assert [t.name for t in threading.enumerate() if t.name.startswith("mlflow-metrics-")] == []
 
 
 class LostClient(MlflowClient):

@@ -196,9 +196,13 @@ def build(
     optimizer: str | None = None,
     log_to_run: bool = True,
     thresholds: verdicts.Thresholds | None = None,
+    run_ids: list[str] | None = None,
+    single: bool = False,
 ) -> Path:
+    """Tables, figures and REPORT.md of a sweep (or of runs without one: `run_ids`, or with `single`
+    every single run), written to `out` (default reports/<preset>-<sweep id>/)."""
     th = thresholds or verdicts.Thresholds()
-    s = collect.load(uri, experiment, sweep_id, th)
+    s = collect.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
     name = f"{s.info.get('preset') or 'sweep'}-{s.info['sweep_id']}"
     final_dir = Path(out or tracking.REPO_ROOT / "reports" / name)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +217,7 @@ def build(
     if final_dir.exists():
         shutil.rmtree(final_dir)
     out_dir.rename(final_dir)
-    if log_to_run:
+    if log_to_run and s.info.get("parent_run_id"):
         tracking.client(uri).log_artifacts(s.info["parent_run_id"], str(final_dir), "report")
     return final_dir
 
@@ -292,16 +296,21 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
         sections.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
     counts = c["outcome"].value_counts().sort_index()
     i = s.info
+    if i.get("parent_run_id"):
+        what = f"sweep `{i['sweep_id']}` (preset `{i.get('preset', '?')}`)"
+        select = f"--sweep {i['sweep_id']}"
+    else:
+        what = f"{len(i['run_ids'])} run(s) without a sweep"
+        select = " ".join(f"--run {r}" for r in i["run_ids"]) if i["preset"] == "runs" else "--single"
     meta = [
-        f"- sweep `{i['sweep_id']}` (preset `{i.get('preset', '?')}`), experiment `{i['experiment']}`, "
-        f"store `{i['tracking_uri']}`",
+        f"- {what}, experiment `{i['experiment']}`, store `{i['tracking_uri']}`",
         f"- started {_when(i.get('start_time'))}, ended {_when(i.get('end_time'))}, wall time "
         f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
         f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
         f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}",
         f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
-        f"- regenerate: `python scripts/make_report.py --tracking-uri <the store holding this sweep> --sweep "
-        f'{i["sweep_id"]}` (or `make report URI=<store> REPORT_ARGS="--sweep {i["sweep_id"]}"`)',
+        f"- regenerate: `python scripts/make_report.py --tracking-uri <the store holding these runs> {select}` "
+        f'(or `make report URI=<store> REPORT_ARGS="{select}"`)',
     ]
     if str(i.get("git_commit", "")).endswith("-dirty"):
         meta.insert(
@@ -317,7 +326,7 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
     question = presets.question(i)
     text = "\n".join(
         [
-            f"# Report of sweep {i['sweep_id']}",
+            f"# Report of {'sweep' if i.get('parent_run_id') else 'runs'} {i['sweep_id']}",
             "",
             *meta,
             "",

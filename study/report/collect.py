@@ -147,15 +147,52 @@ def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) ->
     return cells.assign(verdict=labels, verdict_reason=reasons)
 
 
+def find_runs(c: MlflowClient, experiment: str, run_ids: list[str] | None):
+    """Runs reported without a sweep: the given run ids, or (None) every single run (`role=single`)
+    of the experiment."""
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in c.search_experiments()]
+        raise SystemExit(f"no experiment {experiment!r} in this store; experiments: {', '.join(names) or 'none'}")
+    if run_ids is None:
+        runs = c.search_runs([exp.experiment_id], f"tags.{contract.ROLE} = '{contract.SINGLE}'", max_results=50000)
+        if not runs:
+            raise SystemExit(f"no single run (`python -m study.train` without -m) in experiment {experiment!r}")
+        return exp, runs
+    runs = []
+    for rid in run_ids:
+        try:
+            runs.append(c.get_run(rid))
+        except Exception:
+            raise SystemExit(f"no run {rid!r} in this store") from None
+        if runs[-1].info.experiment_id != exp.experiment_id:
+            raise SystemExit(f"run {rid!r} is not in experiment {experiment!r}")
+    return exp, runs
+
+
 def load(
-    uri: str, experiment: str, sweep_id: str | None = None, thresholds: verdicts.Thresholds | None = None
+    uri: str,
+    experiment: str,
+    sweep_id: str | None = None,
+    thresholds: verdicts.Thresholds | None = None,
+    *,
+    run_ids: list[str] | None = None,
+    single: bool = False,
 ) -> Sweep:
+    """A sweep's cells (the latest sweep, or `sweep_id`), or runs without a sweep: `run_ids`, or
+    with `single` every single run of the experiment."""
     c = tracking.client(uri)
-    exp, parent = find_sweep(c, experiment, sweep_id)
-    sid = parent.data.tags["sweep_id"]
-    runs = c.search_runs([exp.experiment_id], contract.cells_query(sid), max_results=50000)
-    runs += c.search_runs([exp.experiment_id], contract.reused_query(sid), max_results=50000)
-    planned = _planned(c, parent.info.run_id)
+    if run_ids or single:
+        exp, runs = find_runs(c, experiment, run_ids or None)
+        newest = max(runs, key=lambda r: r.info.start_time)
+        parent, planned = None, None
+        sid = ("runs-" if run_ids else "single-") + newest.info.run_id[:8]
+    else:
+        exp, parent = find_sweep(c, experiment, sweep_id)
+        sid = parent.data.tags["sweep_id"]
+        runs = c.search_runs([exp.experiment_id], contract.cells_query(sid), max_results=50000)
+        runs += c.search_runs([exp.experiment_id], contract.reused_query(sid), max_results=50000)
+        planned = _planned(c, parent.info.run_id)
     extra = _extra_axes(planned)
     rows, artifact_uris = [], {}
     for r in runs:
@@ -237,17 +274,30 @@ def load(
         ]
         return df.sort_values([*axes, *sort], kind="stable").reset_index(drop=True)
 
-    info = {
-        "sweep_id": sid,
-        "experiment": experiment,
-        "parent_run_id": parent.info.run_id,
-        "tracking_uri": tracking.shown_uri(uri),
-        "start_time": parent.info.start_time,
-        "end_time": parent.info.end_time,
-        "parent_status": parent.info.status,
-        **parent.data.tags,
-        **{k: v for k, v in parent.data.metrics.items()},
-    }
+    if parent is not None:
+        info = {
+            "sweep_id": sid,
+            "experiment": experiment,
+            "parent_run_id": parent.info.run_id,
+            "tracking_uri": tracking.shown_uri(uri),
+            "start_time": parent.info.start_time,
+            "end_time": parent.info.end_time,
+            "parent_status": parent.info.status,
+            **parent.data.tags,
+            **{k: v for k, v in parent.data.metrics.items()},
+        }
+    else:  # runs without a sweep: the newest run's environment, the runs' time span
+        info = {
+            **{k: v for k, v in newest.data.tags.items() if not k.startswith("mlflow.")},
+            "sweep_id": sid,
+            "preset": "runs" if run_ids else "single",
+            "experiment": experiment,
+            "parent_run_id": None,
+            "run_ids": [r.info.run_id for r in runs],
+            "tracking_uri": tracking.shown_uri(uri),
+            "start_time": min(r.info.start_time for r in runs),
+            "end_time": max((r.info.end_time or 0) for r in runs) or None,
+        }
     return Sweep(
         info,
         cells,
