@@ -108,11 +108,15 @@ def rss_mib() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=3, help="timed repeats per cell and variant, after a warm-up")
+    p.add_argument(
+        "--reps", type=int, default=3, help="timed repeats per cell and variant, after a warm-up (0: memory sweep only)"
+    )
     p.add_argument("--depths", default="2,8,16")
     p.add_argument("--memory-cells", type=int, default=24, help="cells of the sequential memory sweep (0: skip)")
-    p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "cell.json"))
+    p.add_argument("--out", default=None, help="default reports/benchmarks/cell.json (cell-memory.json with --reps 0)")
     args = p.parse_args()
+    bench = tracking.REPO_ROOT / "reports" / "benchmarks"
+    args.out = args.out or str(bench / ("cell.json" if args.reps else "cell-memory.json"))
     depths = [int(x) for x in args.depths.split(",")]
     cells = [c for c in CELLS if c[2] in depths]
     times: dict[str, dict[str, list[float]]] = {f"{a}-{o}-d{d}": {v: [] for v in VARIANTS} for a, o, d in cells}
@@ -127,7 +131,7 @@ def main() -> None:
             "default": harness,
             "full": harness,
         }
-        for v in VARIANTS:  # warm-up: first tracing, imports, store creation, data loading
+        for v in VARIANTS if args.reps else ():  # warm-up: first tracing, imports, store creation, data loading
             run[v](cfgs[(cells[0], v)])
         for rep in range(args.reps):
             for i, cell in enumerate(cells):
@@ -152,6 +156,15 @@ def main() -> None:
                 harness(config(a, o, d, "full", uri, seed=len(rss)))
                 rss.append(rss_mib())
             memory = {"cells": len(plan), "rss_first_mib": rss[0], "rss_last_mib": rss[-1], "rss_mib": rss}
+    if not args.reps:  # --reps 0: the memory sweep alone
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"memory": memory, "config": vars(args), "machine": tracking.machine()}))
+        growth = memory["rss_last_mib"] / memory["rss_first_mib"] - 1
+        print(
+            f"memory over {memory['cells']} cells: {memory['rss_first_mib']:.0f} MiB after the first, "
+            f"{memory['rss_last_mib']:.0f} MiB after the last ({growth:+.1%})"
+        )
+        return
     ratios = {
         name: {v: statistics.median(t[v]) / statistics.median(t["plain"]) for v in ("default", "full")}
         for name, t in times.items()

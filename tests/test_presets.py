@@ -77,7 +77,7 @@ def _sweep_and_report(preset: str, tmp: Path):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, whatever order the worker gets
 def preset_runs(tmp_path_factory):
     """Every preset's sweep and report, two at a time: each is mostly single-threaded start-up."""
     dirs = {p: tmp_path_factory.mktemp(p) for p in sorted(PRESETS)}

@@ -151,7 +151,7 @@ def test_report_of_single_runs_and_of_runs_that_all_diverged(make_cfg, store, tm
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert sorted(cells["outcome"]) == ["diverged", "finished"]
     text = (out / "REPORT.md").read_text()
-    assert "# Report of runs single-" in text and "2 run(s) without a sweep" in text and "`--single`" in text
+    assert "# Report of runs single-" in text and "2 run(s) without a sweep" in text and "--single`" in text
     out = make_report(store_dir, tmp_path / "diverged", "--run", by_outcome["diverged"])
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert list(cells["outcome"]) == ["diverged"] and list(cells["verdict"]) == ["diverged"]

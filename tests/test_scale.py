@@ -155,9 +155,12 @@ def test_parallel_sweep_through_a_server_on_postgresql(tmp_path):
         assert report.returncode == 0, report.stderr[-3000:]
         # nowhere: not in what the sweep and the report printed, not in any param, tag or artifact,
         # not in any file they wrote (Hydra's .hydra/ files, multirun.yaml, job logs, the report)
-        runs_text = str([(r.data.params, r.data.tags) for r in [parent, *children]])
+        recorded = [
+            (r.info.run_name, k, v) for r in [parent, *children] for k, v in (r.data.params | r.data.tags).items()
+        ]
+        assert [(name, k) for name, k, v in recorded if PASSWORD in str(v)] == []
         printed = proc.stdout + proc.stderr + report.stdout + report.stderr
-        assert PASSWORD not in printed + runs_text and "bob:***@" in printed
+        assert PASSWORD not in printed and "://***@127.0.0.1" in printed
         written = [f for f in tmp_path.rglob("*") if f.is_file() and f.name != "server.log"]
         assert len(written) > 50 and any(f.parent.name == ".hydra" for f in written)
         assert [str(f) for f in written if PASSWORD.encode() in f.read_bytes()] == []
