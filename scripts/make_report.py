@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
     p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--workers", type=int, default=2, help="figures drawn at once in forked processes (1: in this one)")
     p.add_argument(
         "--verdict",
         action="append",
@@ -63,6 +64,7 @@ def main() -> None:
         thresholds=thresholds,
         run_ids=a.run or None,
         single=a.single,
+        workers=a.workers,
     )
     print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
 

@@ -1,10 +1,17 @@
 """Shared fixtures: Hydra's compose API on the real conf/, a temporary MLflow SQLite store."""
 
+import contextlib
+import io
+import logging
+import logging.config
 import os
+import runpy
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -69,6 +76,61 @@ def run_cli(args, tmp_path, extra_env=None, timeout=600):
     )
 
 
+class Ran:
+    """What a command left: exit code, standard output and error (as subprocess.run's result)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _in_process(fn, argv: list[str], cwd: Path) -> Ran:
+    """Run `fn()` as a command with this argv in cwd, in this process: exit code as the process
+    would end with (SystemExit's code; a message means 1, printed to stderr, as Python does)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved, handlers = sys.argv, logging.getLogger().handlers[:]
+    sys.argv = argv
+    code = 0
+    try:  # Hydra configures logging with dictConfig, which would close pytest's own log handlers
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            mock.patch("logging.config._clearExistingHandlers", lambda: None),
+        ):
+            try:
+                fn()
+            except SystemExit as e:
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+                code = 1 if isinstance(e.code, str) else int(e.code or 0)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved
+        logging.getLogger().handlers[:] = handlers  # Hydra's handlers wrote to the captured streams
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def run_main(args, tmp_path) -> Ran:
+    """`python -m study.train ARGS` run by Hydra's own main in this process, in tmp_path: the same
+    parsing, callbacks, launcher, exit code and output as the command, without a new process's
+    imports (about 8 s of CPU each). Tests of processes (signals, kills, launchers, concurrency)
+    use run_cli."""
+
+    main = lambda: runpy.run_module("study.train", run_name="__main__", alter_sys=True)  # as `python -m`
+    return _in_process(main, ["study/train.py", *args], Path(tmp_path))
+
+
+def run_report(args, cwd) -> Ran:
+    """`python scripts/make_report.py ARGS --workers 1` in this process (figures drawn here, no fork)."""
+    return _in_process(
+        lambda: runpy.run_path(str(ROOT / "scripts" / "make_report.py"), run_name="__main__"),
+        ["make_report.py", *args, "--workers", "1"],
+        Path(cwd),
+    )
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
@@ -87,7 +149,7 @@ def runs(client, experiment="activation-study"):
 def smoke_store(tmp_path_factory):
     """One smoke multirun with full diagnostics, shared by the sweep and report tests."""
     tmp = tmp_path_factory.mktemp("smoke")
-    proc = run_cli(
+    proc = run_main(
         [
             "-m",
             "experiment=smoke",
@@ -123,3 +185,9 @@ def assert_no_healthy_at_chance(uri: str) -> int:
             assert r.data.tags["gradient_verdict"] in ("healthy", "exploding"), said
         checked += 1
     return checked
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (in their written order): with several workers (make test runs 2), the
+    longest tests start at once instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -1,19 +1,17 @@
 """Every study preset at `size=tiny`, end to end: the sweep, then its report with its own figures.
 
-Axes are cut to two to four cells each (command-line values override a preset's swept values), and
-two presets run at a time, so the nine run in a few minutes; every preset-specific axis keeps at least two values, and
-`mitigations` keeps all four (each is its own code path).
+Axes are cut to two to four cells each (command-line values override a preset's swept values), so
+the nine run in a few minutes; every preset-specific axis keeps at least two values, and
+`mitigations` keeps all four (each is its own code path). Sweeps and reports run in this process
+(conftest.run_main, run_report): the same code as the commands, without their imports.
 """
 
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, assert_no_healthy_at_chance, run_cli
+from conftest import ROOT, assert_no_healthy_at_chance, run_main, run_report
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +19,7 @@ PRESETS = {  # preset: (axis overrides, its report's figures)
     "gd_variants": (["train.batch_size=1,full"], ["gd_loss", "gd_noise"]),
     "lr_schedules": (["optimizer=adam", "schedule=constant,cosine", "model.depth=4"], ["schedule_curves"]),
     "optimizers_tuned": (
-        ["optimizer=sgd,adam", "optimizer.lr_scale=0.1,10", "model.activation=relu", "model.depth=4"],
+        ["optimizer=adam", "optimizer.lr_scale=0.1,10", "model.activation=relu", "model.depth=4"],
         ["lr_sensitivity", "isolation"],
     ),
     "init": (
@@ -37,7 +35,7 @@ PRESETS = {  # preset: (axis overrides, its report's figures)
         ["model.activation=tanh"],
         ["activations_over_training", "backprop_by_init", "glorot_accuracy"],
     ),
-    "he_2015": (["model.depth=12"], ["he_curves", "he_ratio"]),
+    "he_2015": (["model.depth=4"], ["he_curves", "he_ratio"]),
     "width": (["model.width=4,8", "model.activation=relu"], ["width_effects"]),
 }
 
@@ -48,8 +46,8 @@ def test_every_preset_file_has_a_tiny_run_here():
 
 
 def _sweep_and_report(preset: str, tmp: Path):
-    """The preset's tiny sweep, then its report (each in its own process, as `make sweep` runs them)."""
-    proc = run_cli(
+    """The preset's tiny sweep, then its report, each as its command runs (in this process)."""
+    proc = run_main(
         [
             "-m",
             f"experiment={preset}",
@@ -62,28 +60,13 @@ def _sweep_and_report(preset: str, tmp: Path):
     )
     if proc.returncode != 0:
         return proc, None
-    return proc, subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "make_report.py"),
-            "--tracking-uri",
-            f"sqlite:///{tmp}/mlflow.db",
-            "--out",
-            str(tmp / "report"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return proc, run_report(["--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--out", str(tmp / "report")], tmp)
 
 
 @pytest.fixture(scope="session")  # once per worker, whatever order the worker gets
 def preset_runs(tmp_path_factory):
-    """Every preset's sweep and report, two at a time: each is mostly single-threaded start-up."""
-    dirs = {p: tmp_path_factory.mktemp(p) for p in sorted(PRESETS)}
-    with ThreadPoolExecutor(2) as pool:
-        futures = {p: pool.submit(_sweep_and_report, p, d) for p, d in dirs.items()}
-        return {p: (*futures[p].result(), dirs[p]) for p in dirs}
+    """Every preset's sweep and report."""
+    return {p: (*_sweep_and_report(p, d), d) for p in sorted(PRESETS) for d in [tmp_path_factory.mktemp(p)]}
 
 
 @pytest.mark.xdist_group("presets")

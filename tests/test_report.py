@@ -1,11 +1,8 @@
 """The report from real sweeps: every table and figure, partial sweeps, determinism."""
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
-from conftest import ROOT, assert_no_healthy_at_chance, run_cli, runs
+from conftest import assert_no_healthy_at_chance, run_main, run_report, runs
 
 pytestmark = pytest.mark.slow
 FIGURES = (
@@ -21,20 +18,7 @@ FIGURES = (
 
 
 def make_report(store_dir, out, *extra):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "make_report.py"),
-            "--tracking-uri",
-            f"sqlite:///{store_dir}/mlflow.db",
-            "--out",
-            str(out),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_report(["--tracking-uri", f"sqlite:///{store_dir}/mlflow.db", "--out", str(out), *extra], store_dir)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return out
 
@@ -80,7 +64,7 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure_and_is_the_same_when
 
 
 def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_path):
-    proc = run_cli(
+    proc = run_main(
         [
             "-m",
             "experiment=smoke",
@@ -117,7 +101,7 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
 
 
 def test_report_of_a_sweep_where_no_cell_finished(tmp_path):
-    proc = run_cli(
+    proc = run_main(
         [
             "-m",
             "experiment=smoke",
@@ -157,10 +141,5 @@ def test_report_of_single_runs_and_of_runs_that_all_diverged(make_cfg, store, tm
     assert list(cells["outcome"]) == ["diverged"] and list(cells["verdict"]) == ["diverged"]
     text = (out / "REPORT.md").read_text()
     assert "1 cells: 1 diverged" in text and f"--run {by_outcome['diverged']}" in text
-    bad = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_report.py"), "--tracking-uri", store[0], "--run", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = run_report(["--tracking-uri", store[0], "--run", "nope"], tmp_path)
     assert bad.returncode != 0 and "no run 'nope' in this store" in bad.stderr and "Traceback" not in bad.stderr

@@ -4,7 +4,7 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT, assert_no_healthy_at_chance, run_cli, runs
+from conftest import ROOT, assert_no_healthy_at_chance, run_main, runs
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
-    proc = run_cli(
+    proc = run_main(
         [
             "-m",
             "experiment=smoke",
@@ -107,7 +107,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_an_invalid_cell_stops_the_sweep_before_any_training(tmp_path):
-    proc = run_cli(
+    proc = run_main(
         [
             "-m",
             "experiment=smoke",
@@ -123,7 +123,7 @@ def test_an_invalid_cell_stops_the_sweep_before_any_training(tmp_path):
 
 
 def test_an_unknown_launch_order_stops_the_sweep_before_the_parent_run(tmp_path):
-    proc = run_cli(
+    proc = run_main(
         [
             "-m",
             "experiment=smoke",

@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import run_cli, runs
+from conftest import run_main, runs
 
 from study import verdicts
 from study.errors import ConfigError
@@ -67,7 +67,7 @@ def test_invalid_values_fail_before_training_naming_value_and_choices(make_cfg, 
 
 
 def test_invalid_value_on_the_command_line_exits_non_zero(tmp_path):
-    proc = run_cli(["model.activation=reluu", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
+    proc = run_main(["model.activation=reluu", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path)
     assert proc.returncode != 0
     assert "unknown activation 'reluu'" in proc.stderr and "valid choices" in proc.stderr
 

@@ -168,7 +168,21 @@ def _render(name: str, make, folder: Path) -> None:
 
 def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list[bool]:
     """Draw (name, make) figures, `workers` forked processes at a time (a fork shares the tables
-    without pickling them); returns which were drawn. A figure that fails raises, naming it."""
+    without pickling them), or with `workers` 1 one after the other in this process; returns which
+    were drawn. A figure that fails raises, naming it."""
+    if workers <= 1:
+        drawn = []
+        for name, make in plan:
+            try:
+                _render(name, make, folder)
+                drawn.append(True)
+            except SystemExit as e:
+                if e.code != NOT_DRAWN:
+                    raise
+                drawn.append(False)
+            except Exception as err:
+                raise RuntimeError(f"figure {name!r} failed: {err}") from err
+        return drawn
     ctx = multiprocessing.get_context("fork")
     drawn = []
     for start in range(0, len(plan), max(1, workers)):
@@ -198,6 +212,7 @@ def build(
     thresholds: verdicts.Thresholds | None = None,
     run_ids: list[str] | None = None,
     single: bool = False,
+    workers: int = 2,
 ) -> Path:
     """Tables, figures and REPORT.md of a sweep (or of runs without one: `run_ids`, or with `single`
     every single run), written to `out` (default reports/<preset>-<sweep id>/)."""
@@ -209,7 +224,7 @@ def build(
     # written in a temporary sibling folder and moved into place at the end: never a half report
     out_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
     try:
-        _write(s, out_dir, depth, optimizer, th)
+        _write(s, out_dir, depth, optimizer, th, min(workers, os.cpu_count() or 1))
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
@@ -222,7 +237,7 @@ def build(
     return final_dir
 
 
-def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thresholds) -> None:
+def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thresholds, workers: int) -> None:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     tables = out_dir / "tables"
@@ -281,9 +296,7 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
     else:
         caps = captions(s, depth, optimizer, lo, hi)
     F.style()
-    drawn = draw(
-        [(name, make if ok else (lambda: None)) for name, _, ok, make in plan], fig_dir, min(2, os.cpu_count() or 1)
-    )
+    drawn = draw([(name, make if ok else (lambda: None)) for name, _, ok, make in plan], fig_dir, workers)
     sections, skipped = [], []
     for (name, title, _, _), done in zip(plan, drawn):
         if not done:
