@@ -53,7 +53,15 @@ def main() -> None:
     except tracking.TrackingError as err:
         raise SystemExit(f"error: {err}") from None
     t = time.perf_counter()
-    out = build(
+    try:
+        out = _build(a, thresholds)
+    except tracking.TrackingError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
+
+
+def _build(a, thresholds):
+    return build(
         a.tracking_uri,
         a.experiment,
         a.sweep,
@@ -66,7 +74,6 @@ def main() -> None:
         single=a.single,
         workers=a.workers,
     )
-    print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
 
 
 if __name__ == "__main__":

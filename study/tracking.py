@@ -119,11 +119,40 @@ def _new_client(uri: str, path: Path | None) -> MlflowClient:
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         new = not path.exists() or path.stat().st_size == 0
-        c = MlflowClient(tracking_uri=uri)
-        c.search_experiments(max_results=1)
+        try:
+            c = MlflowClient(tracking_uri=uri)
+            c.search_experiments(max_results=1)
+        except Exception as err:
+            schema = _schema_error(path, err)
+            if schema is None:
+                raise
+            raise schema from None
+
     if new:
         print(f"new tracking store created at {path}", file=sys.stderr, flush=True)
     return c
+
+
+def _schema_error(path: Path, err: Exception) -> TrackingError | None:
+    """A store whose MLflow schema is not this MLflow's, as one line that says what to do; None
+    for any other error. MLflow names both revisions; an older one is among its migrations."""
+    import mlflow
+    from mlflow.store import db_migrations
+
+    found = re.search(r"found version (\w+), but expected (\w+)", str(err))
+    if found is None:
+        return None
+    rev, head = found.groups()
+    known = any(f.name.startswith(rev) for f in (Path(db_migrations.__file__).parent / "versions").glob("*.py"))
+    if known:
+        return TrackingError(
+            f"tracking store {path} has an older MLflow schema ({rev}) than MLflow {mlflow.__version__} "
+            f"({head}): back it up, then run `mlflow db upgrade sqlite:///{path}` (store left untouched)"
+        )
+    return TrackingError(
+        f"tracking store {path} was written by a newer MLflow (schema {rev}, unknown to MLflow "
+        f"{mlflow.__version__}): open it with that MLflow version (store left untouched)"
+    )
 
 
 class TrackingError(RuntimeError):

@@ -1,6 +1,8 @@
 """Faults: kill and resume, unreachable or lost tracking server, unwritable artifact store."""
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -272,3 +274,22 @@ def test_sweeps_started_at_once_on_a_new_store_all_finish(tmp_path):
     all_runs = runs(MlflowClient(tracking_uri=uri))
     assert sorted(r.info.status for r in all_runs) == ["FINISHED"] * 4  # 2 parents, 2 cells
     assert sum("new tracking store created" in e for _, e in outs) == 1
+
+
+@pytest.mark.parametrize("revision, said", [("0a8213491aaa", "has an older MLflow schema"), ("fffffffffff0", "newer")])
+def test_a_store_of_another_mlflow_schema_is_a_one_line_error_and_left_untouched(tmp_path, store, revision, said):
+    import sqlite3
+
+    db = tmp_path / "other.db"  # a copy of a migrated store (one this process never opened), set to another revision
+    shutil.copyfile(tmp_path / "mlflow.db", db)
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    before = db.read_bytes()
+    train = run_main(["data=synthetic", f"tracking.uri=sqlite:///{db}"], tmp_path)
+    assert train.returncode == 2 and "start:" not in train.stdout, train.stderr[-2000:]
+    report = run_report(["--tracking-uri", f"sqlite:///{db}"], tmp_path)
+    assert report.returncode != 0 and not (tmp_path / "reports").exists()
+    for proc in (train, report):
+        assert f"error: tracking store {db}" in proc.stderr and said in proc.stderr and revision in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert db.read_bytes() == before
