@@ -61,6 +61,20 @@ def check(cfg: DictConfig) -> None:
     thresholds(cfg)
 
 
+def check_data(cfg: DictConfig) -> None:
+    """The checks that need the data's size, not its values (subsets, batch size); a sweep runs
+    them for every cell before the first one trains."""
+    d = cfg.data
+    n_train = data.train_size(
+        d.name,
+        val_fraction=d.val_fraction,
+        train_subset=d.get("train_subset"),
+        test_subset=d.get("test_subset"),
+        options=OmegaConf.to_container(d.options) if "options" in d else {},
+    )
+    batch_size(cfg, n_train)
+
+
 def thresholds(cfg: DictConfig) -> verdicts.Thresholds:
     v = cfg.diagnostics.get("verdict")
     return verdicts.Thresholds.from_mapping(OmegaConf.to_container(v, resolve=True) if v is not None else {})

@@ -132,6 +132,32 @@ def _raw(name: str, options_json: str):
     return DATASETS[name](**json.loads(options_json))
 
 
+def _check_subsets(name: str, n_train: int, n_test: int, train_subset, test_subset) -> None:
+    for what, subset, n in (("train_subset", train_subset, n_train), ("test_subset", test_subset, n_test)):
+        if subset is not None and not 1 <= subset <= n:
+            raise ConfigError(f"data.{what}={subset} must be between 1 and {n} for dataset {name!r}")
+
+
+def train_size(
+    name: str,
+    *,
+    val_fraction: float = 0.1,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    options: dict | None = None,
+) -> int:
+    """The number of training examples `load` would return (same checks, same errors), from the
+    dataset's sizes: lets a sweep check every cell against its data before the first one trains."""
+    if name not in DATASETS:
+        raise unknown("dataset", name, DATASETS)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+    x_tr, _, x_te, _, _ = _raw(name, json.dumps(options or {}, sort_keys=True))
+    n_train = len(x_tr) - int(round(val_fraction * len(x_tr)))
+    _check_subsets(name, n_train, len(x_te), train_subset, test_subset)
+    return n_train if train_subset is None else train_subset
+
+
 def load(
     name: str,
     *,
@@ -151,9 +177,7 @@ def load(
     x_probe, y_probe = x_tr[:probe_size], y_tr[:probe_size]
     order = np.random.default_rng(seed).permutation(len(x_tr))
     n_val = int(round(val_fraction * len(x_tr)))
-    for what, subset, n in (("train_subset", train_subset, len(x_tr) - n_val), ("test_subset", test_subset, len(x_te))):
-        if subset is not None and not 1 <= subset <= n:
-            raise ConfigError(f"data.{what}={subset} must be between 1 and {n} for dataset {name!r}")
+    _check_subsets(name, len(x_tr) - n_val, len(x_te), train_subset, test_subset)
     # index once with the examples kept: copying the whole shuffled set took seconds per cell
     val, tr = order[:n_val], order[n_val:][:train_subset]
     x_val, y_val, x_tr, y_tr = x_tr[val], y_tr[val], x_tr[tr], y_tr[tr]

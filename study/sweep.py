@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
 from study import contract, tracking
-from study.config import check
+from study.config import check, check_data
 from study.sweeper import order_cells
 
 SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, number of cells
@@ -74,8 +74,10 @@ class MlflowSweepCallback(Callback):
         cells = grid_cells(config)
         if cells is not None:
             loader = GlobalHydra.instance().config_loader()
-            for overrides in cells:
-                check(loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides)))
+            for overrides in cells:  # every cell, before the parent run: its values, then against its data
+                cell = loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides))
+                check(cell)
+                check_data(cell)
         t = config.tracking
         tracking.check_store(t.uri, None)
         c = tracking.client(t.uri)

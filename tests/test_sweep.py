@@ -136,3 +136,15 @@ def test_an_unknown_launch_order_stops_the_sweep_before_the_parent_run(tmp_path)
     assert proc.returncode != 0
     assert "unknown hydra.sweeper.order 'longest'; valid choices: as_written, cost" in proc.stderr
     assert "[sweep" not in proc.stdout and "start:" not in proc.stdout
+
+
+def test_a_cell_too_big_for_its_data_stops_the_sweep_before_any_training(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for bad, said in (
+        ("train.batch_size=64,100000", "train.batch_size=100000 is larger than the training set (691 examples"),
+        ("data.train_subset=100,5000", "data.train_subset=5000 must be between 1 and 691"),
+    ):
+        proc = run_main(["-m", "experiment=smoke", "model.depth=2", bad, f"tracking.uri={uri}"], tmp_path)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr[-2000:]
+        assert "start:" not in proc.stdout and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before the store was even opened
