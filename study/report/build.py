@@ -328,8 +328,9 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
     if str(i.get("git_commit", "")).endswith("-dirty"):
         meta.insert(
             0,
-            "> **Warning: this sweep ran from a working tree with uncommitted changes** (git commit "
-            f"`{i['git_commit']}`): its code cannot be recovered exactly from the repository.\n",
+            f"> **Warning: {'this sweep' if i.get('parent_run_id') else 'the newest of these runs'} ran from a "
+            f"working tree with uncommitted changes** (git commit `{i['git_commit']}`): its code cannot be "
+            "recovered exactly from the repository.\n",
         )
     if own is None:
         meta.append(
