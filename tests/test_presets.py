@@ -63,17 +63,12 @@ def _sweep_and_report(preset: str, tmp: Path):
     return proc, run_report(["--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--out", str(tmp / "report")], tmp)
 
 
-@pytest.fixture(scope="session")  # once per worker, whatever order the worker gets
-def preset_runs(tmp_path_factory):
-    """Every preset's sweep and report."""
-    return {p: (*_sweep_and_report(p, d), d) for p in sorted(PRESETS) for d in [tmp_path_factory.mktemp(p)]}
-
-
-@pytest.mark.xdist_group("presets")
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_preset_at_tiny_size_sweeps_and_reports(preset, preset_runs):
+def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path):
+    """Each preset is its own test, so that pytest-xdist spreads them over its workers."""
+    proc, report = _sweep_and_report(preset, tmp_path)
+    tmp = tmp_path
     overrides, figures = PRESETS[preset]
-    proc, report, tmp = preset_runs[preset]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
     out = tmp / "report"
