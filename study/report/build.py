@@ -156,14 +156,20 @@ def verdict_table(cells: pd.DataFrame) -> str:
 NOT_DRAWN = 3  # exit code of a drawing process whose figure has no data
 
 
-def _render(name: str, make, folder: Path) -> None:
-    """Draw one figure and save it as PNG and PDF (in a forked process: exits NOT_DRAWN without data)."""
+def _render(name: str, make, folder: Path) -> bool:
+    """Draw one figure and save it as PNG and PDF; False when it has no data."""
     fig = make()
     if fig is None:
-        raise SystemExit(NOT_DRAWN)
+        return False
     for ext in ("png", "pdf"):
         fig.savefig(folder / f"{name}.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
     plt.close(fig)
+    return True
+
+
+def _render_child(name: str, make, folder: Path) -> None:
+    """`_render` in a forked process, its answer as the exit code (NOT_DRAWN without data)."""
+    raise SystemExit(0 if _render(name, make, folder) else NOT_DRAWN)
 
 
 def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list[bool]:
@@ -174,12 +180,7 @@ def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list
         drawn = []
         for name, make in plan:
             try:
-                _render(name, make, folder)
-                drawn.append(True)
-            except SystemExit as e:
-                if e.code != NOT_DRAWN:
-                    raise
-                drawn.append(False)
+                drawn.append(_render(name, make, folder))
             except Exception as err:
                 raise RuntimeError(f"figure {name!r} failed: {err}") from err
         return drawn
@@ -187,7 +188,7 @@ def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list
     drawn = []
     for start in range(0, len(plan), max(1, workers)):
         procs = [
-            (name, ctx.Process(target=_render, args=(name, make, folder)))
+            (name, ctx.Process(target=_render_child, args=(name, make, folder)))
             for name, make in plan[start : start + workers]
         ]
         for _, p in procs:

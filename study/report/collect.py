@@ -94,11 +94,16 @@ def backprop_layer_means(hist: pd.DataFrame, by: str | list[str]) -> dict:
     return out
 
 
-def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
-    exp = c.get_experiment_by_name(experiment)
+def _experiment(c: MlflowClient, name: str):
+    exp = c.get_experiment_by_name(name)
     if exp is None:
         names = [e.name for e in c.search_experiments()]
-        raise SystemExit(f"no experiment {experiment!r} in this store; experiments: {', '.join(names) or 'none'}")
+        raise SystemExit(f"no experiment {name!r} in this store; experiments: {', '.join(names) or 'none'}")
+    return exp
+
+
+def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
+    exp = _experiment(c, experiment)
     filt = contract.sweeps_query(sweep_id)
     parents = c.search_runs([exp.experiment_id], filt, order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
@@ -150,10 +155,7 @@ def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) ->
 def find_runs(c: MlflowClient, experiment: str, run_ids: list[str] | None):
     """Runs reported without a sweep: the given run ids, or (None) every single run (`role=single`)
     of the experiment."""
-    exp = c.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in c.search_experiments()]
-        raise SystemExit(f"no experiment {experiment!r} in this store; experiments: {', '.join(names) or 'none'}")
+    exp = _experiment(c, experiment)
     if run_ids is None:
         runs = c.search_runs([exp.experiment_id], f"tags.{contract.ROLE} = '{contract.SINGLE}'", max_results=50000)
         if not runs:
