@@ -48,8 +48,9 @@ def sweep_note(config, name: str, cells: list | None, state: str) -> str:
     return (
         f"**Sweep of preset `{name}`**: {len(cells) if cells is not None else '?'} cells over {grid}.\n\n"
         + question
-        + f"Sweep {state}\n\nThe child runs are its cells. Its report (after `make report`): artifacts "
-        "`report/REPORT.md` and `report/figures/` of this run."
+        + f"Sweep {state}\n\nThe child runs are its cells; each holds its own figures (artifacts `figures/`). "
+        "Its report (after `make report`): artifact `report/report.html` of this run (the whole report, "
+        "figures included), beside `report/REPORT.md`, `report/figures/` and `report/tables/`."
     )
 
 

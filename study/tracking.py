@@ -235,10 +235,15 @@ Each parent run (tag `role=sweep`, named `<preset>-<sweep id>`) is one sweep; it
 `role=cell`, named `<activation>-<optimizer>-d<depth>-s<seed>`) are the grid's cells. Open a run for
 its accuracy (`test/accuracy`), its gradient verdict and the numbers behind it (tags
 `gradient_verdict`, `verdict_reason`), per-layer gradient statistics (`grad/<layer>/rms`) and the
-verdict's evidence (`diag/*`). A sweep's report is in its parent run's artifacts under `report/`.
+verdict's evidence (`diag/*`); its own figures are artifacts `figures/curves.png`, `gradients.png`
+and `signal.png`. A sweep's report (after `make report`) is its parent run's artifact
+`report/report.html` (the whole report, figures included), beside `report/REPORT.md`.
+
+In the runs table: expand a sweep (the ⊞ beside its name) to list its cells; "Columns" adds params and
+metrics; in the chart view, choose "Show all runs" (charts show the first 10 by default).
 
 Verdicts (first match wins; progress P = the larger of 1 - final val loss / ln K and
-(val accuracy - 1/K) / (1 - 1/K)): `diverged` (loss non-finite), `exploding` (non-finite or
+(val accuracy - c) / (1 - c), c the majority class's share of the validation set): `diverged` (loss non-finite), `exploding` (non-finite or
 fast-growing gradients, or loss above {t.blowup_above:g} ln K), `healthy` (P >=
 {t.progress_healthy:g}), `slow` ({t.progress_min:g} <= P < {t.progress_healthy:g}), and for nets
 that did not learn: `exploding` (first/last weight-gradient ratio > {t.exploding_above:g}),
@@ -514,6 +519,10 @@ class RunLogger:
     def artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._wait()
         self.client.log_artifact(self.run_id, str(path), folder)
+
+    def artifacts(self, folder: str | Path, path: str | None = None) -> None:
+        self._wait()
+        self.client.log_artifacts(self.run_id, str(folder), path)
 
     def end(self, status: str) -> None:
         try:

@@ -310,7 +310,31 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         for name, table in tables.items():
             table.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
             run.artifact(Path(tmp) / f"{name}.parquet")
+        if cfg.tracking.get("cell_figures", True):
+            t_fig = time.time()
+            log_cell_figures(cfg, tables, steps_per_epoch, result, run, Path(tmp))
+            result["time/figures_s"] = time.time() - t_fig
     return result
+
+
+def log_cell_figures(cfg, tables: dict, steps_per_epoch: int, result: dict, run, tmp: Path) -> None:
+    """The cell's own PNG figures (`figures/` of its run). A figure that cannot be drawn is reported
+    and skipped: the cell's result is recorded either way."""
+    from study import cell_figures
+
+    title = (
+        f"{cfg.tracking.run_name}: test accuracy {result['test/accuracy']:.3f}, verdict {result['gradient_verdict']}"
+    )
+    try:
+        pngs = cell_figures.draw(tables, steps_per_epoch, title, result)
+    except Exception as err:  # a plotting bug must not lose a recorded result
+        print(f"{cfg.tracking.run_name}: cell figures not drawn: {type(err).__name__}: {err}", flush=True)
+        return
+    folder = tmp / "figures"
+    folder.mkdir()
+    for name, png in pngs.items():
+        (folder / name).write_bytes(png)
+    run.artifacts(folder, "figures")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -32,7 +32,16 @@ TINY = [
     "train.epochs=1",
     "train.batch_size=32",
     "train.verbose=0",
+    "tracking.cell_figures=false",
 ]
+# Each cell's own PNGs cost about 0.5 s of CPU: tests that do not look at them (most) turn them off;
+# the shared smoke sweep, the report tests and the browser test keep them (`figures=True`).
+NO_CELL_FIGURES = "tracking.cell_figures=false"
+
+
+def _figures(args, figures: bool) -> list[str]:
+    own = any(str(a).startswith("tracking.cell_figures=") for a in args)
+    return list(args) if figures or own else [*args, NO_CELL_FIGURES]
 
 
 @pytest.fixture(scope="session")
@@ -58,16 +67,18 @@ def make_cfg(store):
 
     def make(*overrides, tiny=True):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose("config", overrides=(TINY if tiny else []) + [f"tracking.uri={store[0]}", *overrides])
+            keys = {o.split("=")[0] for o in overrides}
+            base = [o for o in TINY if o.split("=")[0] not in keys] if tiny else []
+            return compose("config", overrides=base + [f"tracking.uri={store[0]}", *overrides])
 
     return make
 
 
-def run_cli(args, tmp_path, extra_env=None, timeout=600):
+def run_cli(args, tmp_path, extra_env=None, timeout=600, figures=False):
     """`python -m study.train ARGS` in a subprocess, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(extra_env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "study.train", *args],
+        [sys.executable, "-m", "study.train", *_figures(args, figures)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -112,14 +123,14 @@ def _in_process(fn, argv: list[str], cwd: Path) -> Ran:
     return Ran(code, out.getvalue(), err.getvalue())
 
 
-def run_main(args, tmp_path) -> Ran:
+def run_main(args, tmp_path, figures=False) -> Ran:
     """`python -m study.train ARGS` run by Hydra's own main in this process, in tmp_path: the same
     parsing, callbacks, launcher, exit code and output as the command, without a new process's
     imports (about 8 s of CPU each). Tests of processes (signals, kills, launchers, concurrency)
     use run_cli."""
 
     main = lambda: runpy.run_module("study.train", run_name="__main__", alter_sys=True)  # as `python -m`
-    return _in_process(main, ["study/train.py", *args], Path(tmp_path))
+    return _in_process(main, ["study/train.py", *_figures(args, figures)], Path(tmp_path))
 
 
 def run_report(args, cwd) -> Ran:
@@ -158,6 +169,7 @@ def smoke_store(tmp_path_factory):
             f"hydra.sweep.dir={tmp}/sweep",
         ],
         tmp,
+        figures=True,
     )
     return tmp, proc
 

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 from conftest import assert_no_healthy_at_chance, run_main, run_report, runs
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 FIGURES = (
@@ -61,6 +62,14 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure_and_is_the_same_when
     assert all(f"figures/{n}.png" in text for n in FIGURES) and "Skipped" not in text
     assert "| relu | adam |" in text and "8 cells: 8 finished" in text and "**Question.** Does the harness" in text
     assert str(store) not in text and "sqlite:///<elsewhere>/mlflow.db" in text  # no machine paths
+    # report.html: the same report in one self-contained page, logged on the parent run beside REPORT.md
+    page = (out / "report.html").read_text()
+    assert 'src="figures/' not in page and page.count('src="data:image/png;base64,') == text.count("](figures/")
+    assert page.count("<table>") >= 2 and "<h2>Figures</h2>" in page and "8 cells: 8 finished" in page
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    (parent,) = [r for r in runs(client) if r.data.tags.get("role") == "sweep"]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/REPORT.md", "report/figures", "report/tables"} <= logged
 
 
 def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_path):
@@ -127,9 +136,17 @@ def test_report_of_single_runs_and_of_runs_that_all_diverged(make_cfg, store, tm
     from study.train import train
 
     train(make_cfg("seed=1"))
-    train(make_cfg("optimizer=sgd", "optimizer.learning_rate=1e4", "model.activation=leaky_relu"))
+    train(
+        make_cfg(
+            "optimizer=sgd", "optimizer.learning_rate=1e4", "model.activation=leaky_relu", "tracking.cell_figures=true"
+        )
+    )
     by_outcome = {r.data.tags["outcome"]: r.info.run_id for r in runs(store[1])}
     assert set(by_outcome) == {"finished", "diverged"}
+    # a diverged cell's own figures are drawn from its non-finite values too; the other cell drew none
+    figs = {a.path for a in store[1].list_artifacts(by_outcome["diverged"], "figures")}
+    assert figs == {"figures/curves.png", "figures/gradients.png", "figures/signal.png"}
+    assert store[1].list_artifacts(by_outcome["finished"], "figures") == []
     store_dir = tmp_path  # the `store` fixture's mlflow.db is in tmp_path
     out = make_report(store_dir, tmp_path / "single", "--single")  # no parent run: nothing is logged back
     cells = pd.read_csv(out / "tables" / "cells.csv")

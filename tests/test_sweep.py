@@ -1,6 +1,7 @@
 """Hydra multiruns into a real SQLite store, run as a user runs them (subprocess)."""
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -37,7 +38,13 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
             "epochs.parquet",
             "diagnostics.parquet",
             "histograms.parquet",
+            "figures",
         }
+        # the cell's own figures, opened from its run in the UI
+        pngs = {a.path: a for a in client.list_artifacts(r.info.run_id, "figures")}
+        assert set(pngs) == {"figures/curves.png", "figures/gradients.png", "figures/signal.png"}
+        local = client.download_artifacts(r.info.run_id, "figures/gradients.png", str(tmp_path / "downloaded" / r.info.run_id))
+        assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs["figures/gradients.png"].file_size > 5000
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
     assert assert_no_healthy_at_chance(f"sqlite:///{tmp_path}/mlflow.db") == 8
@@ -45,7 +52,7 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     exp = client.get_experiment_by_name("activation-study")
     assert "gradient verdict" in exp.tags["mlflow.note.content"].lower()
     note = parent.data.tags["mlflow.note.content"]
-    assert "preset `smoke`" in note and "8 cells" in note and "8 finished" in note and "report/REPORT.md" in note
+    assert "preset `smoke`" in note and "8 cells" in note and "8 finished" in note and "report/report.html" in note
     question = yaml.safe_load((ROOT / "conf" / "experiment" / "smoke.yaml").read_text())["question"]
     assert parent.data.tags["question"] == question and f"**Question.** {question}" in note
     assert parent.data.tags["mlflow.source.name"] == "study.train"

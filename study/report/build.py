@@ -369,3 +369,40 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
         ]
     )
     (out_dir / "REPORT.md").write_text(text)
+    write_html(out_dir, f"Report of {i['sweep_id']}")
+
+
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em; line-height: 1.45; }
+img { max-width: 100%; border: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+blockquote { border-left: 4px solid #d33; margin-left: 0; padding-left: 1em; }
+"""
+
+
+def write_html(out_dir: Path, title: str) -> Path:
+    """`report.html`: REPORT.md as one self-contained page, its figures embedded as data URIs and
+    its tables as HTML, so that MLflow's artifact viewer (or any browser) shows the whole report."""
+    import base64
+    import html
+    import re
+
+    import markdown
+
+    body = markdown.markdown((out_dir / "REPORT.md").read_text(), extensions=["tables", "sane_lists"])
+
+    def embed(m: re.Match) -> str:
+        png = (out_dir / html.unescape(m.group(1))).read_bytes()
+        return f'src="data:image/png;base64,{base64.b64encode(png).decode()}"'
+
+    body = re.sub(r'src="(figures/[^"]+\.png)"', embed, body)
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
+    path = out_dir / "report.html"
+    path.write_text(page)
+    return path
