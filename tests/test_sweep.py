@@ -43,7 +43,8 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
         # the cell's own figures, opened from its run in the UI
         pngs = {a.path: a for a in client.list_artifacts(r.info.run_id, "figures")}
         assert set(pngs) == {"figures/curves.png", "figures/gradients.png", "figures/signal.png"}
-        local = client.download_artifacts(r.info.run_id, "figures/gradients.png", str(tmp_path / "downloaded" / r.info.run_id))
+        where = str(tmp_path / "downloaded" / r.info.run_id)
+        local = client.download_artifacts(r.info.run_id, "figures/gradients.png", where)
         assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs["figures/gradients.png"].file_size > 5000
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
