@@ -14,6 +14,8 @@ TEST_JOBS ?= 2
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 URI    ?= sqlite:///$(CURDIR)/mlflow.db
+ARTIFACTS ?= $(CURDIR)/mlartifacts
+SERVER_ARGS ?=
 LAUNCH := $(if $(filter 1,$(JOBS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
@@ -71,9 +73,9 @@ ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PO
 	@$(PY) scripts/ui_link.py --tracking-uri $(URI) --host $(HOST) --port $(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)
 
-server: $(STAMP) ## MLflow tracking server over URI on 127.0.0.1:5000, serving artifacts (use tracking=server)
-	$(VENV)/bin/mlflow server --backend-store-uri $(URI) --artifacts-destination $(CURDIR)/mlartifacts \
-	  --serve-artifacts --host $(HOST) --port $(PORT)
+server: $(STAMP) ## MLflow tracking server over URI on 127.0.0.1:5000, serving artifacts from ARTIFACTS (use tracking=server)
+	$(VENV)/bin/mlflow server --backend-store-uri $(URI) --artifacts-destination $(ARTIFACTS) \
+	  --serve-artifacts --host $(HOST) --port $(PORT) $(SERVER_ARGS)
 
 bench: data ## benchmarks: a grid cell against plain Keras, diagnostics overhead, sweep speedup with 2 jobs, report time
 	$(PY) scripts/bench_cell.py

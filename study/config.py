@@ -56,6 +56,9 @@ def check(cfg: DictConfig) -> None:
     spe = cfg.train.get("steps_per_execution", 1)
     if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
         raise ConfigError(f"train.steps_per_execution={spe!r} must be an integer >= 1")
+    wait = cfg.tracking.get("wait_s", 300)
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait < math.inf:
+        raise ConfigError(f"tracking.wait_s={wait!r} must be a finite number of seconds >= 0")
     if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
     thresholds(cfg)

@@ -133,6 +133,21 @@ class MlflowSweepCallback(Callback):
         info = read_sweep_file(config.hydra.sweep.dir)
         if info is None:
             return
+        try:
+            tracking.wait_for_store(config.tracking.uri, float(config.tracking.get("wait_s", 300)))
+            self._end(config, info)
+        except Exception as err:  # Hydra would print it as a warning with the store's credentials
+            import sys
+
+            print(
+                f"[sweep {info['sweep_id']}] error: could not close parent run {info['parent_run_id']} "
+                f"({tracking.redact(str(err))[:300]}); it stays RUNNING until the next sweep or run on this "
+                "store closes it (KILLED)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _end(self, config, info: dict) -> None:
         c = tracking.client(config.tracking.uri)
         children = c.search_runs([info["experiment_id"]], contract.cells_query(info["sweep_id"]), max_results=50000)
         reused = c.search_runs([info["experiment_id"]], contract.reused_query(info["sweep_id"]), max_results=50000)

@@ -228,6 +228,32 @@ def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
             ) from None
 
 
+def wait_for_store(uri: str, timeout_s: float, who: str = "") -> None:
+    """A tracking server that went away (restarted, network): wait for it up to `timeout_s`
+    (`tracking.wait_s`) instead of failing, so that the cells of a sweep wait out an outage rather
+    than fail one after another. Local stores return at once. TrackingError after the wait."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    t0, said = time.time(), False
+    while True:
+        try:
+            check_store(uri, None, timeout=2)
+        except TrackingError:
+            if time.time() - t0 >= timeout_s:
+                raise TrackingError(
+                    f"tracking server {redact(uri)} still unreachable after {timeout_s:g} s (tracking.wait_s); "
+                    "start it with `make server`, then rerun the sweep: finished cells are skipped"
+                ) from None
+            if not said:
+                print(f"{who}tracking server {redact(uri)} unreachable: waiting up to {timeout_s:g} s", flush=True)
+                said = True
+            time.sleep(1.0)
+            continue
+        if said:
+            print(f"{who}tracking server back after {time.time() - t0:.0f} s", flush=True)
+        return
+
+
 NOTE = "mlflow.note.content"  # MLflow's description of an experiment or run (shown in its UI)
 EXPERIMENT_NOTE = """**Activation × optimizer × depth: when do CNN gradients vanish or explode?**
 

@@ -124,7 +124,8 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         **tracking.source_tags(),
     }
     where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
-    if ctx:
+    if ctx:  # a sweep's cell waits out a lost tracking server instead of failing at once
+        tracking.wait_for_store(t.uri, float(t.get("wait_s", 300)), where)
         tags |= {
             "mlflow.parentRunId": ctx["parent_run_id"],
             contract.SWEEP_ID: ctx["sweep_id"],

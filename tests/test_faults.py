@@ -20,7 +20,17 @@ pytestmark = pytest.mark.slow
 
 def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [sys.executable, "-m", "study.train", "-m", "experiment=smoke", "train.epochs=2", f"tracking.uri={uri}"]
+    args = [
+        sys.executable,
+        "-m",
+        "study.train",
+        "-m",
+        "experiment=smoke",
+        "model.depth=2",  # 4 cells
+        "train.epochs=2",
+        "tracking.cell_figures=false",
+        f"tracking.uri={uri}",
+    ]
     first = subprocess.Popen(
         [*args, f"hydra.sweep.dir={tmp_path}/sweep1"],
         cwd=tmp_path,
@@ -30,26 +40,26 @@ def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
         start_new_session=True,
     )
     for line in first.stdout:
-        if line.startswith("[cell 4/8]") and "start:" in line:
-            time.sleep(1.0)  # cell 4 is now training: its run is RUNNING
+        if line.startswith("[cell 3/4]") and "start:" in line:
+            time.sleep(1.0)  # cell 3 is now training: its run is RUNNING
             break
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     client = MlflowClient(tracking_uri=uri)
     cells = lambda: [r for r in runs(client) if r.data.tags.get("role") == "cell"]  # noqa: E731
-    assert sum(r.info.status == "FINISHED" for r in cells()) == 3
+    assert sum(r.info.status == "FINISHED" for r in cells()) == 2
     assert sum(r.info.status == "RUNNING" for r in cells()) == 1
 
     second = run_main(["-m", "experiment=smoke", *args[5:], f"hydra.sweep.dir={tmp_path}/sweep2"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("skipped: already FINISHED") == 3
+    assert second.stdout.count("skipped: already FINISHED") == 2
     finished = {}
     for r in cells():
         assert r.info.status in ("FINISHED", "KILLED")
         if r.info.status == "FINISHED":
             finished.setdefault(r.data.tags["fingerprint"], []).append(r)
-    assert len(finished) == 8 and all(len(v) == 1 for v in finished.values())
-    assert assert_no_healthy_at_chance(uri) == 8
+    assert len(finished) == 4 and all(len(v) == 1 for v in finished.values())
+    assert assert_no_healthy_at_chance(uri) == 4
     killed = [r for r in cells() if r.info.status == "KILLED"]
     assert len(killed) == 1 and killed[0].data.tags["outcome"] == "killed"
     # nothing stays RUNNING: the killed sweep's parent was closed by the rerun
@@ -57,9 +67,9 @@ def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
     parents = sorted((r for r in runs(client) if r.data.tags.get("role") == "sweep"), key=lambda r: r.info.start_time)
     assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]
     assert not [r for r in runs(client) if r.info.status == "RUNNING"]
-    # the resumed sweep's report sees all 8 cells, each once
+    # the resumed sweep's report sees all 4 cells, each once
     cells = collect.load(uri, "activation-study").cells
-    assert sorted(cells["outcome"]) == ["finished"] * 8 and cells["run_name"].is_unique
+    assert sorted(cells["outcome"]) == ["finished"] * 4 and cells["run_name"].is_unique
 
 
 def test_rerun_true_trains_again(tmp_path):
@@ -89,6 +99,17 @@ def test_unreachable_tracking_server_is_a_clear_error_before_training(tmp_path, 
     assert proc.returncode != 0 and time.time() - t < 60
     assert "is not reachable" in proc.stderr and "make server" in proc.stderr
     assert "pw" not in proc.stderr + proc.stdout and "start:" not in proc.stdout
+
+
+def test_a_lost_server_is_waited_for_then_a_one_line_error(capsys):
+    port = free_port()
+    t = time.time()
+    with pytest.raises(tracking.TrackingError) as err:
+        tracking.wait_for_store(f"http://bob:pw@127.0.0.1:{port}", 2, "[cell 3/8] ")
+    assert 2 <= time.time() - t < 30
+    assert "still unreachable after 2 s (tracking.wait_s)" in str(err.value) and "pw" not in str(err.value)
+    assert "[cell 3/8] tracking server http://***@127.0.0.1" in capsys.readouterr().out
+    tracking.wait_for_store("sqlite:////nonexistent/dir/mlflow.db", 0)  # a local store: nothing to wait for
 
 
 def test_unwritable_artifact_store_is_a_clear_error(tmp_path):

@@ -57,6 +57,7 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
         ("model.bn_momentum=1.0", ["bn_momentum=1.0", "[0, 1)"]),
         ("diagnostics.verdict.dead_above=lots", ["diagnostics.verdict.dead_above='lots'", "number"]),
         ("+diagnostics.verdict.deadd=1", ["deadd", "dead_above"]),
+        ("tracking.wait_s=-1", ["tracking.wait_s=-1", ">= 0"]),
     ],
 )
 def test_invalid_values_fail_before_training_naming_value_and_choices(make_cfg, store, override, words):
