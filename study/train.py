@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -171,7 +173,8 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         run.end("FINISHED")
     except BaseException as err:
         trace, error = traceback.format_exc(), f"{type(err).__name__}: {err}"
-        killed = not isinstance(err, Exception)  # Ctrl-C (KeyboardInterrupt) or SystemExit: not the cell's fault
+        # Ctrl-C (KeyboardInterrupt, or whatever TensorFlow's C++ turned it into) or SystemExit: not the cell's fault
+        killed = not isinstance(err, Exception) or _SIGINT.seen
         records = (
             [run.flush, lambda: run.end("KILLED")]
             if killed
@@ -338,6 +341,38 @@ def log_cell_figures(cfg, tables: dict, steps_per_epoch: int, result: dict, run,
     run.artifacts(folder, "figures")
 
 
+class _SigintWatch:
+    """Remembers that Ctrl-C was pressed, then raises KeyboardInterrupt as Python's default handler
+    does. A KeyboardInterrupt raised while TensorFlow traces a function can surface as another
+    exception (seen: `SystemError: ... bad argument to internal function`); with this flag the run
+    still ends KILLED with one line instead of FAILED with a traceback."""
+
+    seen = False
+
+    def __enter__(self):
+        self._installed = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+        type(self).seen = False
+        if self._installed:
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum, frame):
+        _SigintWatch.seen = True
+        signal.default_int_handler(signum, frame)
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return False
+
+
+_SIGINT = _SigintWatch
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     """Single run: errors exit non-zero. Multirun: a failing cell is recorded (run FAILED with its
@@ -345,25 +380,38 @@ def main(cfg: DictConfig) -> dict | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     ctx = cell_context(cfg)
     try:
-        return train(cfg, ctx)
-    except KeyboardInterrupt:
-        if multirun:  # the sweep stops here: its parent run must not stay RUNNING
-            if ctx.get("parent_run_id"):
-                with contextlib.suppress(Exception):
-                    tracking.RunLogger(tracking.client(cfg.tracking.uri), ctx["parent_run_id"]).end("KILLED")
-        print("interrupted (Ctrl-C): stopped", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+        with _SigintWatch():
+            return train(cfg, ctx)
     except Exception as err:
-        clear = isinstance(err, (ConfigError, tracking.TrackingError))  # say it plainly, no traceback
-        if clear:
-            print(f"error: {tracking.redact(str(err))}", file=sys.stderr, flush=True)
-        elif multirun:  # the sweep goes on: show what went wrong in this cell
-            print(tracking.redact(traceback.format_exc()), file=sys.stderr, flush=True)
-        if multirun:
-            return {"outcome": "invalid" if isinstance(err, ConfigError) else "failed", "error": str(err)}
-        if clear:
-            raise SystemExit(2) from None
-        raise
+        if not _SigintWatch.seen:
+            return _failed(err, cfg, multirun)
+        interrupted(cfg, ctx, multirun)
+    except KeyboardInterrupt:
+        interrupted(cfg, ctx, multirun)
+
+
+def interrupted(cfg: DictConfig, ctx: dict, multirun: bool):
+    """Ctrl-C: one line, exit 130; in a sweep the parent run ends KILLED too."""
+    if multirun:  # the sweep stops here: its parent run must not stay RUNNING
+        if ctx.get("parent_run_id"):
+            with contextlib.suppress(Exception):
+                tracking.RunLogger(tracking.client(cfg.tracking.uri), ctx["parent_run_id"]).end("KILLED")
+    print("interrupted (Ctrl-C): stopped", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
+
+
+def _failed(err: Exception, cfg: DictConfig, multirun: bool) -> dict:
+    """A cell's error: in a sweep recorded and the sweep goes on; a single run exits non-zero."""
+    clear = isinstance(err, (ConfigError, tracking.TrackingError))  # say it plainly, no traceback
+    if clear:
+        print(f"error: {tracking.redact(str(err))}", file=sys.stderr, flush=True)
+    elif multirun:  # the sweep goes on: show what went wrong in this cell
+        print(tracking.redact(traceback.format_exc()), file=sys.stderr, flush=True)
+    if multirun:
+        return {"outcome": "invalid" if isinstance(err, ConfigError) else "failed", "error": str(err)}
+    if clear:
+        raise SystemExit(2) from None
+    raise err
 
 
 if __name__ == "__main__":

@@ -14,3 +14,19 @@ class FailOnDepth(keras.callbacks.Callback):
         convs = [l for l in self.model.layers if isinstance(l, keras.layers.Conv2D)]
         if len(convs) == self.depth:
             raise RuntimeError(f"user callback bug at depth {self.depth}")
+
+
+class CtrlCSurfacingAsAnotherError(keras.callbacks.Callback):
+    """Presses Ctrl-C (SIGINT to this process) at the third batch; the KeyboardInterrupt then
+    surfaces as another exception, as it can when it lands while TensorFlow traces a function
+    (seen: `SystemError: ... bad argument to internal function`)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        import os
+        import signal
+
+        if batch == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                raise SystemError("bad argument to internal function") from None

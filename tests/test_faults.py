@@ -228,6 +228,23 @@ def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path):
     assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed" and "error" not in run.data.tags
 
 
+def test_ctrl_c_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_main(
+        [
+            "data=synthetic",
+            "train.verbose=0",
+            "+train.callbacks=[{_target_: helpers.CtrlCSurfacingAsAnotherError}]",
+            f"tracking.uri={uri}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "interrupted (Ctrl-C)" in proc.stderr and "ended KILLED" in proc.stdout
+    (run,) = runs(MlflowClient(tracking_uri=uri))
+    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed" and "error" not in run.data.tags
+
+
 def test_a_store_that_is_not_a_database_is_a_one_line_error_and_left_intact(tmp_path):
     bad = tmp_path / "notes.db"
     bad.write_text("my notes, not a database\n")
