@@ -40,6 +40,12 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
             "histograms.parquet",
             "figures",
         }
+        if r is children[0]:  # each summary logged once (the UI would draw a second value as a line)
+            summaries = [k for k in r.data.metrics if k.startswith(("diag/", "test/", "eval_train/"))]
+            assert len(summaries) >= 15
+            assert {k: len(client.get_metric_history(r.info.run_id, k)) for k in summaries} == dict.fromkeys(
+                summaries, 1
+            )
         # the cell's own figures, opened from its run in the UI
         pngs = {a.path: a for a in client.list_artifacts(r.info.run_id, "figures")}
         assert set(pngs) == {"figures/curves.png", "figures/gradients.png", "figures/signal.png"}
