@@ -160,3 +160,34 @@ def test_report_of_single_runs_and_of_runs_that_all_diverged(make_cfg, store, tm
     assert "1 cells: 1 diverged" in text and f"--run {by_outcome['diverged']}" in text
     bad = run_report(["--tracking-uri", store[0], "--run", "nope"], tmp_path)
     assert bad.returncode != 0 and "no run 'nope' in this store" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_sweep_with_three_seeds_reports_means_and_t_intervals(tmp_path):
+    proc = run_main(
+        [
+            "-m",
+            "experiment=smoke",
+            "model.activation=relu,sigmoid",
+            "optimizer=adam",
+            "model.depth=2",
+            "seed=0,1,2",
+            "train.epochs=1",
+            "diagnostics=default",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = make_report(tmp_path, tmp_path / "report", "--no-log")
+    cells = pd.read_csv(out / "tables" / "cells.csv")
+    summ = pd.read_csv(out / "tables" / "summary.csv")
+    assert len(cells) == 6 and len(summ) == 2 and list(summ["n"]) == [3, 3]  # one row per run; per cell
+    for _, row in summ.iterrows():  # the interval recomputed from the runs' own accuracies
+        acc = cells[cells["activation"] == row["activation"]]["test/accuracy"]
+        half = 4.302652729911275 * acc.std(ddof=1) / 3**0.5
+        assert row["mean"] == pytest.approx(acc.mean(), rel=1e-5)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((acc.mean() - half, acc.mean() + half), rel=1e-4)
+    text = (out / "REPORT.md").read_text()
+    assert "## Mean over seeds" in text and "95 % t interval" in text and "Error bars: 95 % t interval" in text
+    assert ("intervals separate" in text) != ("not resolved with n=3 seeds" in text)  # the caption decides one way

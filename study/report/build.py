@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from study import contract, tracking, verdicts
-from study.report import collect, presets
+from study.report import collect, presets, stats
 from study.report import figures as F
 
 
@@ -35,15 +35,30 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
     c, done = s.cells, s.cells[s.cells["outcome"].isin(contract.RAN)]
     out = {}
     best = []
-    for d, sub in done.groupby("depth"):
-        m = sub.groupby(["activation", "optimizer"])["test/accuracy"].mean()
-        if m.notna().any():
-            (a, o), v = m.idxmax(), m.max()
-            best.append(f"depth {d}: {a} + {o} ({v:.3f})")
+    summ = stats.summary(c, extra=extra_axes(c))
+    several = bool((summ["n"] > 1).any())
+    for d, sub in summ.groupby("depth"):
+        ranked = sub[np.isfinite(sub["mean"])].sort_values("mean", ascending=False)
+        if not len(ranked):
+            continue
+        top = ranked.iloc[0]
+        text = f"depth {d}: {top['activation']} + {top['optimizer']} " + (
+            stats.fmt(top) if several else f"({top['mean']:.3f})"
+        )
+        if len(ranked) > 1 and several:
+            nxt = ranked.iloc[1]
+            text += f", ahead of {nxt['activation']} + {nxt['optimizer']} by {stats.compare(top, nxt)}"
+        best.append(text)
     odd = c[~c["outcome"].isin(["finished"])]
     odd_text = "; ".join(f"{r.run_name} {r.outcome}" for r in odd.itertuples()) or "none"
     out["accuracy_heatmap"] = (
-        f"Best cell per depth: {', '.join(best) or 'none'}. Cells not finished normally: {odd_text}."
+        f"Best cell per depth: {'; '.join(best) or 'none'}. "
+        + (
+            "Values: mean over seeds ± the half-width of its 95 % t interval. "
+            if several
+            else "One seed per cell: no interval, and no difference here is resolved. "
+        )
+        + f"Cells not finished normally: {odd_text}."
     )
     trend = []
     for a, sub in done.groupby("activation"):
@@ -51,7 +66,9 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         if len(by_d) > 1:
             trend.append(f"{a} {by_d.iloc[0]:.2f} → {by_d.iloc[-1]:.2f}")
     out["accuracy_vs_depth"] = (
-        "Mean test accuracy over optimizers, shallowest → deepest: " + (", ".join(trend) or "n/a") + "."
+        "Mean test accuracy over optimizers, shallowest → deepest: "
+        + (", ".join(trend) or "n/a")
+        + (". Error bars: 95 % t interval over seeds." if several else ". One seed per cell: no error bars.")
     )
     init = done[(done["depth"] == depth)].groupby("activation")["diag/ratio_first_last_init"].median()
     out["gradient_profile"] = (
@@ -113,6 +130,26 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         "training is a vanishing gradient; bright bands that grow are exploding ones."
     )
     return out
+
+
+def extra_axes(cells: pd.DataFrame) -> tuple[str, ...]:
+    """A preset's own swept keys, columns named by their override key (see collect._extra_axes)."""
+    return tuple(c for c in cells.columns if "." in c)
+
+
+def summary_table(summ: pd.DataFrame) -> str:
+    """Markdown: one row per cell, mean test accuracy and its 95 % t interval over seeds."""
+    keys = [k for k in summ.columns if k not in ("runs", "n", "mean", "sd", "ci_low", "ci_high")]
+    lines = [
+        "| " + " | ".join(keys) + " | runs | n | mean test accuracy | 95 % t interval |",
+        "|" + "---|" * (len(keys) + 4),
+    ]
+    for _, r in summ.iterrows():
+        ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["n"] > 1 else "n/a (one seed)"
+        lines.append(
+            "| " + " | ".join(str(r[k]) for k in keys) + f" | {r['runs']} | {r['n']} | {_fmt(r['mean'])} | {ci} |"
+        )
+    return "\n".join(lines)
 
 
 def verdict_counts(cells: pd.DataFrame) -> str:
@@ -244,6 +281,8 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
     tables = out_dir / "tables"
     tables.mkdir(exist_ok=True)
     s.cells.to_csv(tables / "cells.csv", index=False, float_format="%.6g")
+    summ = stats.summary(s.cells, extra=extra_axes(s.cells))
+    summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
     for name in ("epochs", "steps", "histograms", "signal"):
         getattr(s, name).to_parquet(tables / f"{name}.parquet", index=False)
 
@@ -359,10 +398,26 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
             + verdict_counts(c)
             + ".",
             "",
+            *(
+                [
+                    "## Mean over seeds",
+                    "",
+                    "Test accuracy per cell: mean over its seeds that finished or diverged (n) and the 95 % "
+                    "Student-t interval of that mean (`tables/summary.csv`; `stats.py` says why t, not a bootstrap). "
+                    "A difference is called resolved only where two intervals do not overlap.",
+                    "",
+                    summary_table(summ),
+                    "",
+                ]
+                if (summ["n"] > 1).any()
+                else []
+            ),
             *([verdict_table(c), ""] if own is None else []),
             reason_table(c) if own is None else presets.cells_table(c),
             "",
-            "Tables: `tables/cells.csv` (one row per cell), `tables/epochs.parquet`, `tables/steps.parquet` "
+            "Tables: `tables/cells.csv` (one row per run), `tables/summary.csv` (one row per cell: n, mean, "
+            "standard deviation and 95 % t interval of the test accuracy over seeds), `tables/epochs.parquet`, "
+            "`tables/steps.parquet` "
             f"(step-level diagnostics, {collect.STEP_POINTS} evenly spaced steps per run), "
             "`tables/histograms.parquet`, `tables/signal.parquet`.",
             "",

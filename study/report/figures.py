@@ -15,6 +15,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from study import contract  # noqa: E402
+from study.report import stats  # noqa: E402
+
 MARK = {"diverged": "DIV", "failed": "FAIL", "running": "RUN", "missing": "—"}
 VERDICT_COLORS = {
     "vanishing": "#0072B2",
@@ -115,10 +118,12 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
                 outcomes = set(cell["outcome"])
                 mark = next((MARK[k] for k in MARK if k in outcomes), None)
                 v = acc.loc[a, o]
+                n, _, lo, hi = stats.t_interval(cell[cell["outcome"].isin(contract.RAN)]["test/accuracy"])
+                spread = f"±{(hi - lo) / 2:.2f}" if n > 1 else ""  # half-width of the 95 % t interval
                 text = (
                     mark
                     if mark and not np.isfinite(v)
-                    else (f"{v:.2f}" + ("*" if mark else "") if np.isfinite(v) else "")
+                    else (f"{v:.2f}{spread}" + ("*" if mark else "") if np.isfinite(v) else "")
                 )
                 label = cell["verdict"].mode() if "verdict" in cell and len(cell) else pd.Series(dtype=str)
                 if len(label) and label.iloc[0] in VERDICT_MARK and text:
@@ -148,8 +153,8 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
 
 
 def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure | None:
-    """(b) Test accuracy against depth, a line per activation, a panel per optimizer; mean and a
-    95% interval over seeds when there are several."""
+    """(b) Test accuracy against depth, a line per activation, a panel per optimizer; mean and the
+    95 % Student-t interval over seeds when there are several."""
     data = cells.dropna(subset=["test/accuracy", "depth"]).astype({"depth": int})
     opts = sorted(data["optimizer"].unique())
     if not opts:
@@ -167,7 +172,7 @@ def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure | None:
             palette=pal,
             marker="o",
             ax=ax,
-            errorbar=("ci", 95) if several else None,
+            errorbar=stats.errorbar if several else None,  # 95 % t interval over seeds
         )
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
