@@ -230,3 +230,74 @@ class HistogramLogger(keras.callbacks.Callback):
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
+
+
+class CurvatureLogger(keras.callbacks.Callback):
+    """The Hessian's top eigenvalue(s) (and trace) of the training loss on a fixed set of training
+    examples, at step 0, every `every` train steps and after the last step: `curv/lambda_max`,
+    `curv/lambda_min`, `curv/lambda_<i>`, `curv/trace`, `curv/trace_se`, `curv/hvps`,
+    `curv/seconds` and, where the optimizer has one (sgd 2/η, momentum (2 + 2β)/η),
+    `curv/two_over_lr` (step = the train steps taken before the measurement). Measured at the start
+    of a batch, on the weights the next step starts from."""
+
+    def __init__(
+        self,
+        run: tracking.RunLogger,
+        every: int,
+        x,
+        y,
+        *,
+        iterations: int,
+        top_k: int,
+        trace_samples: int,
+        steps_per_epoch: int,
+        seed: int = 0,
+        optimizer_name: str = "",
+        momentum: float | None = None,
+    ):
+        super().__init__()
+        self.run, self.every, self.x, self.y = run, max(1, int(every)), x, y
+        self.iterations, self.top_k, self.trace_samples = int(iterations), int(top_k), int(trace_samples)
+        self.steps_per_epoch, self.seed = steps_per_epoch, int(seed)
+        self.optimizer_name, self.momentum = optimizer_name, momentum
+        self.rows: list[dict] = []
+        self._hvp, self._epoch, self._last = None, 0, -1
+
+    def _measure(self, step: int) -> None:
+        if step == self._last:
+            return
+        from study import curvature
+
+        if self._hvp is None:
+            self._hvp = curvature.HessianVectorProduct(self.model, self.x, self.y)
+        t = time.perf_counter()
+        values = curvature.measure(self._hvp, self.iterations, self.top_k, self.trace_samples, self.seed + step)
+        values["seconds"] = time.perf_counter() - t
+        opt = self.model.optimizer
+        threshold = curvature.two_over_lr(
+            self.optimizer_name, float(keras.ops.convert_to_numpy(opt.learning_rate)), self.momentum
+        )
+        if threshold is not None:
+            values["two_over_lr"] = threshold
+        metrics = {f"curv/{k}": float(v) for k, v in values.items()}
+        self.run.metrics(metrics, step=step)
+        self.rows += [{"step": step, "stat": k.removeprefix("curv/"), "value": v} for k, v in metrics.items()]
+        self._last = step
+
+    def on_train_begin(self, logs=None):
+        self._measure(0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._epoch * self.steps_per_epoch + batch
+        if step % self.every == 0:
+            self._measure(step)
+
+    def on_train_end(self, logs=None):
+        self._measure(int(self.model.optimizer.iterations.numpy()))
+
+    def table(self) -> pd.DataFrame:
+        """step, stat, value: every measurement (also in MLflow as `curv/<stat>`)."""
+        return pd.DataFrame(self.rows, columns=["step", "stat", "value"])

@@ -10,7 +10,7 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from study import data, models, optimizers, verdicts
+from study import data, losses, models, optimizers, verdicts
 from study import diagnostics as diag
 from study.errors import ConfigError, unknown
 
@@ -59,9 +59,28 @@ def check(cfg: DictConfig) -> None:
     wait = cfg.tracking.get("wait_s", 300)
     if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait < math.inf:
         raise ConfigError(f"tracking.wait_s={wait!r} must be a finite number of seconds >= 0")
+    losses.check(cfg.train.get("loss", "cross_entropy"))
+    if o.name == "newton" and cfg.train.get("mixed_precision"):
+        raise ConfigError("optimizer=newton runs in float32: set train.mixed_precision=false")
+    check_curvature(cfg.diagnostics.get("curvature") or {})
     if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
     thresholds(cfg)
+
+
+def check_curvature(cc) -> None:
+    """`diagnostics.curvature.*`: integers in range, examples a positive integer or null."""
+    for key, lo in (("every_n_steps", 0), ("iterations", 1), ("top_k", 1), ("trace_samples", 0)):
+        v = cc.get(key, lo)
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"diagnostics.curvature.{key}={v!r} must be an integer >= {lo}")
+    n = cc.get("examples")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ConfigError(f"diagnostics.curvature.examples={n!r} must be an integer >= 1 or null (all)")
+    if cc.get("top_k", 1) > cc.get("iterations", 20):
+        raise ConfigError(
+            f"diagnostics.curvature.top_k={cc.get('top_k')} must not exceed iterations={cc.get('iterations')}"
+        )
 
 
 def check_data(cfg: DictConfig) -> None:

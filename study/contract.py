@@ -46,7 +46,7 @@ RAN = (FINISHED, DIVERGED)  # cells with results: a diverged run is a result
 
 # artifacts of a cell run, and of the sweep's parent run
 CONFIG_ARTIFACT = "config.yaml"
-TABLES = ("epochs", "diagnostics", "signal", "histograms")  # `<name>.parquet`
+TABLES = ("epochs", "diagnostics", "signal", "histograms", "curvature")  # `<name>.parquet`
 TRACEBACK_ARTIFACT = "traceback.txt"
 GRID_ARTIFACT = "grid.json"
 REPORT_FOLDER = "report"
@@ -55,6 +55,8 @@ ARTIFACTS = (CONFIG_ARTIFACT, *(f"{t}.parquet" for t in TABLES), TRACEBACK_ARTIF
 # metric families: per weight layer L `grad/L/<stat>`, `weight/L/<stat>`; per activation output
 # `backprop/L/l2`, `act/L/<stat>`; model-wide `grad/global_norm`, `grad/nonfinite`
 METRIC_GROUPS = ("grad", "weight", "backprop", "act")
+# model-wide families: `curv/<stat>` (diagnostics.curvature), `newton/<stat>` (optimizer=newton)
+MODEL_GROUPS = ("curv", "newton")
 
 
 def layer_metric(group: str, layer: str, stat: str) -> str:

@@ -167,8 +167,11 @@ def load(
     test_subset: int | None = None,
     options: dict | None = None,
     probe_size: int = 256,
+    standardize: bool = False,
 ) -> Splits:
-    """Load a dataset, shuffle the training data by `seed`, split off validation, subset."""
+    """Load a dataset, shuffle the training data by `seed`, split off validation, subset; with
+    `standardize`, every split (and the probe) has the training split's mean pixel value subtracted
+    and is divided by its standard deviation (two scalars, from the training examples kept)."""
     if name not in DATASETS:
         raise unknown("dataset", name, DATASETS)
     if not 0.0 <= val_fraction < 1.0:
@@ -184,6 +187,9 @@ def load(
     if test_subset is not None:
         x_te, y_te = x_te[:test_subset], y_te[:test_subset]
     f32, i32 = np.float32, np.int32
+    if standardize:
+        mean, std = float(x_tr.mean()), float(x_tr.std()) or 1.0
+        x_tr, x_val, x_te, x_probe = ((a - mean) / std for a in (x_tr, x_val, x_te, x_probe))
     return Splits(
         x_tr.astype(f32),
         y_tr.astype(i32),

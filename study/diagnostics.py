@@ -136,12 +136,19 @@ def layout(model: keras.Model, level: str, activation: str) -> list[Stat]:
         if layer.use_bias:
             stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in BIAS_GRAD_STATS]
         stats += [Stat(f"weight/{layer.name}/{s}", "weight", layer.name, i, s) for s in KERNEL_STATS]
+    # an optimizer's own per-step record (optimizer=newton: damping, CG iterations, ...)
+    stats += [Stat(f"{name}", "optimizer", "", 0, name.split("/")[-1]) for name in optimizer_stats(model)]
     if level == "full":
         for i, layer in enumerate(activation_layers(model), start=1):
             name = layer.name.removeprefix("act_")
             stats.append(Stat(f"backprop/{name}/l2", "backprop", name, i, "l2"))
             stats += [Stat(f"act/{name}/{s}", "act", name, i, s) for s in activation_stat_names(activation)]
     return stats
+
+
+def optimizer_stats(model: keras.Model) -> tuple[str, ...]:
+    """Metric names of the optimizer's own per-step values (`diag_values()`), e.g. `newton/damping`."""
+    return tuple(getattr(model.optimizer, "diag_stat_names", ()) or ())
 
 
 def _compute(model, x, y, acts_on: bool, training: bool):
@@ -251,6 +258,8 @@ class DiagnosticModel(keras.Model):
             w_norm = tf.norm(tf.cast(w_before, tf.float32))
             delta = tf.norm(tf.cast(layer.kernel.value, tf.float32) - tf.cast(w_before, tf.float32))
             values += [w_norm, tf.math.divide_no_nan(delta, w_norm)]
+        if optimizer_stats(self):
+            values += tf.unstack(self.optimizer.diag_values())
         names = activation_stat_names(self._diag_activation)
         for h, gh in zip(acts, grads_h):
             values.append(tf.norm(tf.cast(gh, tf.float32) * inv))
@@ -258,7 +267,21 @@ class DiagnosticModel(keras.Model):
             values += [st[n] for n in names]
         return tf.stack(values)
 
+    def _apply(self, x, y, grads, loss):
+        """The update: the optimizer's own batch step where it needs the loss itself (Newton), else
+        Keras's apply_gradients."""
+        if hasattr(self.optimizer, "minimize_batch"):
+            self.optimizer.minimize_batch(self, x, y, grads, loss)
+        else:
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+
     def train_step(self, data):
+        if self.diag_level == "off" and hasattr(self.optimizer, "minimize_batch"):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            loss, y_pred, grads, _, _, _ = _compute(self, x, y, False, training=True)
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+            self._apply(x, y, grads, loss)
+            return self.compute_metrics(x, y, y_pred, sample_weight=None)
         if self.diag_level == "off":
             return super().train_step(data)
         # after a non-finite loss every step is a no-op: the host reads the statistics a block at a
@@ -272,7 +295,7 @@ class DiagnosticModel(keras.Model):
         loss, y_pred, grads, grads_h, acts, inv = _compute(self, x, y, self._diag_acts_on, training=True)
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
         before = [tf.identity(k.value) for k in kernels]
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        self._apply(x, y, grads, loss)
         vec = self.diag_vector(grads, grads_h, acts, inv, before)
         v = self._diag_vars
         step = v.steps.value()

@@ -12,6 +12,7 @@ import math
 import keras
 
 from study.errors import ConfigError, unknown
+from study.newton import Newton
 
 OPTIMIZERS = {
     "sgd": lambda lr, p, kw: keras.optimizers.SGD(lr, **kw),
@@ -24,6 +25,7 @@ OPTIMIZERS = {
     ),
     "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, weight_decay=p.get("weight_decay", 0.004), **kw),
     "nadam": lambda lr, p, kw: keras.optimizers.Nadam(lr, **kw),
+    "newton": lambda lr, p, kw: Newton(lr, **p),  # damped Newton-CG (study/newton.py), small models
 }
 PARAMS = {
     "momentum": {"momentum"},
@@ -31,6 +33,16 @@ PARAMS = {
     "rmsprop": {"rho"},
     "adam": {"beta_1", "beta_2"},
     "adamw": {"weight_decay"},
+    "newton": {
+        "damping",
+        "cg_iters",
+        "cg_tol",
+        "adapt_damping",
+        "min_damping",
+        "max_damping",
+        "max_params",
+        "backtracks",
+    },
 }
 SCHEDULES = ("constant", "exponential", "step", "cosine")
 
@@ -57,6 +69,13 @@ def check(name: str, learning_rate: float, params: dict, schedule: str, clipnorm
     for what, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
         if v is not None and not v > 0:
             raise ConfigError(f"optimizer.{what}={v} must be > 0 or null")
+        if v is not None and name == "newton":
+            raise ConfigError(
+                f"optimizer.{what}={v}: optimizer=newton takes no gradient clipping (its damping "
+                "bounds the step); set it to null or choose another optimizer"
+            )
+    if name == "newton":
+        Newton(learning_rate, **params)  # its own checks, naming the bad parameter
 
 
 def schedule(

@@ -42,7 +42,16 @@ NON_SEMANTIC = (
     "question",  # the preset's question, a description
 )
 # key -> the value that trains exactly as before the key existed (Keras's own default)
-ADDED_KEYS = {"model.bn_momentum": 0.99}
+ADDED_KEYS = {
+    "model.bn_momentum": 0.99,
+    "train.loss": "cross_entropy",
+    "data.standardize": False,
+    "diagnostics.curvature.every_n_steps": 0,
+    "diagnostics.curvature.examples": 1024,
+    "diagnostics.curvature.iterations": 20,
+    "diagnostics.curvature.top_k": 1,
+    "diagnostics.curvature.trace_samples": 0,
+}
 
 
 def default_uri() -> str:

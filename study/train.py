@@ -28,9 +28,15 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import contract, data, models, optimizers, tracking, verdicts  # noqa: E402
+from study import contract, data, losses, models, optimizers, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
-from study.callbacks import DiagnosticsLogger, DivergenceGuard, EpochLogger, HistogramLogger  # noqa: E402
+from study.callbacks import (  # noqa: E402
+    CurvatureLogger,
+    DiagnosticsLogger,
+    DivergenceGuard,
+    EpochLogger,
+    HistogramLogger,
+)
 from study.config import batch_size, check, learning_rate, model_spec, thresholds  # noqa: E402,F401
 from study.errors import ConfigError  # noqa: E402
 from study.sweep import read_sweep_file  # noqa: E402
@@ -100,6 +106,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         test_subset=d.get("test_subset"),
         options=OmegaConf.to_container(d.options) if "options" in d else {},
         probe_size=int(cfg.diagnostics.get("probe_size", 256)),
+        standardize=bool(d.get("standardize", False)),
     )
     bs = batch_size(cfg, len(splits.x_train))
     steps_per_epoch = math.ceil(len(splits.x_train) / bs)
@@ -233,9 +240,12 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     opt = optimizers.build(
         o.name, lr, dict(o.get("params") or {}), clipnorm=o.get("clipnorm"), clipvalue=o.get("clipvalue")
     )
+    if hasattr(opt, "check_size"):  # newton: a clear error for a model too large for it
+        opt.check_size(model)
+    loss_fn = cfg.train.get("loss", "cross_entropy")
     model.compile(
         optimizer=opt,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=losses.build(loss_fn, splits.num_classes),
         metrics=["accuracy"],
         jit_compile=False,
         # several steps per call into TensorFlow; Keras's own train step (diagnostics off) takes
@@ -259,6 +269,24 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         at = set(dc.histogram_epochs) if dc.get("histogram_epochs") is not None else {n_epochs}
         hist_cb = HistogramLogger(splits.x_probe, splits.y_probe, at, steps_per_epoch)
         callbacks.append(hist_cb)
+    curv_cb = None
+    cc = dc.get("curvature") or {}
+    if int(cc.get("every_n_steps") or 0) > 0:
+        n = cc.get("examples")
+        curv_cb = CurvatureLogger(
+            run,
+            int(cc.every_n_steps),
+            splits.x_train[:n],
+            splits.y_train[:n],
+            iterations=int(cc.get("iterations", 20)),
+            top_k=int(cc.get("top_k", 1)),
+            trace_samples=int(cc.get("trace_samples", 0)),
+            steps_per_epoch=steps_per_epoch,
+            seed=int(cfg.seed),
+            optimizer_name=o.name,
+            momentum=(o.get("params") or {}).get("momentum"),
+        )
+        callbacks.append(curv_cb)
     callbacks += [hydra.utils.instantiate(cb) for cb in (cfg.train.get("callbacks") or [])]
     verbose = cfg.train.verbose
     if verbose == "auto":
@@ -300,13 +328,19 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         tables |= {"diagnostics": diag_cb.table(), "signal": diag_cb.signal_table()}
     if hist_cb is not None:
         tables["histograms"] = hist_cb.table()
+    if curv_cb is not None:
+        tables["curvature"] = curv_cb.table()
+        for stat in ("lambda_max", "two_over_lr"):
+            values = [r["value"] for r in curv_cb.rows if r["stat"] == stat]
+            if values:
+                result[f"curv/{stat}_final"] = values[-1]
     final = epochs.final()
     loss = final.get("val/loss", final.get("train/loss", float("nan")))
-    result["diag/progress"] = verdicts.progress(loss, splits.num_classes)
+    result["diag/progress"] = verdicts.progress(loss, splits.num_classes, loss_fn)
     y_eval = splits.y_val if len(splits.y_val) else splits.y_train  # the labels of the accuracy judged
     result[verdicts.CHANCE_ACCURACY] = float(np.bincount(y_eval).max() / len(y_eval))
     if diag_cb is not None:
-        evidence = {**final, **result, "num_classes": splits.num_classes}
+        evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": loss_fn}
         result["gradient_verdict"], result["verdict_reason"] = verdicts.decide(evidence, thresholds(cfg))
     else:
         result["gradient_verdict"], result["verdict_reason"] = "unknown", "diagnostics off"

@@ -104,11 +104,23 @@ class Thresholds:
         return th
 
 
-def progress(loss: float, num_classes: int | float) -> float:
-    """P = 1 - loss / ln K: 0 at chance (uniform predictions), 1 at zero loss, negative when worse."""
-    if not num_classes or num_classes < 2 or loss is None or not math.isfinite(loss):
+def chance_loss(num_classes: int | float, loss_fn: str | None = None) -> float:
+    """The loss of a prediction that ignores the input: ln K for cross-entropy (uniform
+    probabilities); for `mse` on one-hot targets (K - 1) / K², the loss of predicting 1/K for every
+    output (each output's variance over balanced classes, averaged over the K outputs)."""
+    if not num_classes or not math.isfinite(num_classes) or num_classes < 2:
         return float("nan")
-    return 1.0 - float(loss) / math.log(num_classes)
+    if str(loss_fn) == "mse":
+        return (num_classes - 1) / num_classes**2
+    return math.log(num_classes)
+
+
+def progress(loss: float, num_classes: int | float, loss_fn: str | None = None) -> float:
+    """P = 1 - loss / chance loss (ln K for cross-entropy): 0 at chance, 1 at zero loss, negative
+    when worse."""
+    if loss is None or not math.isfinite(loss):
+        return float("nan")
+    return 1.0 - float(loss) / chance_loss(num_classes, loss_fn)
 
 
 def accuracy_progress(accuracy: float, num_classes: int | float, chance: float | None = None) -> float:
@@ -144,7 +156,9 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
     `train/loss`, `num_classes` and `outcome`; missing values are skipped and said so."""
     th = th or Thresholds()
     k = _num(ev, "num_classes")
-    ln_k = math.log(k) if math.isfinite(k) and k >= 2 else float("nan")
+    mse = str(ev.get("loss_fn")) == "mse"
+    ln_k = chance_loss(k, "mse" if mse else None)  # ln K, or the mean-squared-error loss of chance
+    unit = "chance loss" if mse else "ln K"
     loss, which = _num(ev, "val/loss"), "val"
     if not math.isfinite(loss) and not math.isfinite(_num(ev, "train/loss")):
         loss = float("nan")
@@ -152,8 +166,8 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
         loss, which = _num(ev, "train/loss"), "train"
     p = _num(ev, PROGRESS)
     if not math.isfinite(p):
-        p = progress(loss, k)
-    learned = f"{which} loss {_g(loss)} = {_g(loss / ln_k)} ln K, progress {_g(p)}"
+        p = progress(loss, k, "mse" if mse else None)
+    learned = f"{which} loss {_g(loss)} = {_g(loss / ln_k)} {unit}, progress {_g(p)}"
     acc, acc_which = _num(ev, "val/accuracy"), "val"
     if not math.isfinite(acc):
         acc, acc_which = _num(ev, "train/accuracy"), "train"
@@ -174,7 +188,7 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
     if math.isfinite(growth) and growth > th.growth_above:
         return "exploding", f"global gradient norm grew {_g(growth)}x from step 0 > {_g(th.growth_above)}; {learned}"
     if math.isfinite(loss) and math.isfinite(ln_k) and loss > th.blowup_above * ln_k:
-        return "exploding", f"{learned}: loss above {_g(th.blowup_above)} ln K"
+        return "exploding", f"{learned}: loss above {_g(th.blowup_above)} {unit}"
     if not math.isfinite(p):
         return "unknown", "no loss recorded"
 

@@ -52,6 +52,6 @@ def test_every_name_of_the_contract_is_documented_in_readme():
     text = (ROOT.parent / "README.md").read_text()
     section = text[text.index("## What is recorded") : text.index("\n## ", text.index("## What is recorded") + 1)]
     names = [*contract.TAGS, *contract.ROLES, *contract.OUTCOMES, *contract.ARTIFACTS]
-    names += [f"{g}/L/" for g in contract.METRIC_GROUPS]
+    names += [f"{g}/L/" for g in contract.METRIC_GROUPS] + [f"{g}/" for g in contract.MODEL_GROUPS]
     missing = [n for n in names if f"`{n}" not in section and f"={n}`" not in section]
     assert not missing, f"README 'What is recorded' lacks {missing}"
