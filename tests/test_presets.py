@@ -1,7 +1,7 @@
 """Every study preset at `size=tiny`, end to end: the sweep, then its report with its own figures.
 
 Axes are cut to two to four cells each (command-line values override a preset's swept values), so
-the nine run in a few minutes; every preset-specific axis keeps at least two values, and
+the eleven run in a few minutes; every preset-specific axis keeps at least two values, and
 `mitigations` keeps all four (each is its own code path). Sweeps and reports run in this process
 (conftest.run_main, run_report): the same code as the commands, without their imports.
 """
@@ -37,6 +37,8 @@ PRESETS = {  # preset: (axis overrides, its report's figures)
     ),
     "he_2015": (["model.depth=4"], ["he_curves", "he_ratio"]),
     "width": (["model.width=4,8", "model.activation=relu"], ["width_effects"]),
+    "second_order": (["optimizer=newton,sgd"], ["so_loss", "so_sharpness"]),
+    "edge_of_stability": (["optimizer.learning_rate=0.5,2.0"], ["eos_sharpness", "eos_loss"]),
 }
 
 
@@ -90,6 +92,8 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path):
         "mitigation": "mitigation",
         "model.activation": "activation",
         "model.depth": "depth",
+        "model.kind": "model",
+        "optimizer.learning_rate": "lr",
     }
     for key in kept:  # every axis the tiny run kept varies in the report's table
         assert cells[column[key]].nunique() >= 2, key

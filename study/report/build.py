@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from study import contract, tracking, verdicts
-from study.report import collect, presets, stats
+from study.report import collect, presets, second_order, stats  # noqa: F401  (second_order: its sections)
 from study.report import figures as F
 
 
@@ -285,6 +285,8 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
     summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
     for name in ("epochs", "steps", "histograms", "signal"):
         getattr(s, name).to_parquet(tables / f"{name}.parquet", index=False)
+    if not s.curvature.empty:  # diagnostics.curvature was on
+        s.curvature.to_parquet(tables / "curvature.parquet", index=False)
 
     c = s.cells
     ran = c[c["outcome"].isin(contract.RAN)]  # default: the deepest depth with results
@@ -419,7 +421,12 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
             "standard deviation and 95 % t interval of the test accuracy over seeds), `tables/epochs.parquet`, "
             "`tables/steps.parquet` "
             f"(step-level diagnostics, {collect.STEP_POINTS} evenly spaced steps per run), "
-            "`tables/histograms.parquet`, `tables/signal.parquet`.",
+            "`tables/histograms.parquet`, `tables/signal.parquet`"
+            + (
+                ", `tables/curvature.parquet` (the Hessian's `curv/*` per measured step)."
+                if not s.curvature.empty
+                else "."
+            ),
             "",
         ]
     )

@@ -39,6 +39,7 @@ AXES = {
     "mitigation": "mitigation",
     "train.steps_per_epoch": "steps_per_epoch",
     "experiment_name": "preset",
+    "train.loss": "loss_fn",
 }
 FINAL = (
     "test/accuracy",
@@ -72,6 +73,7 @@ class Sweep:
     steps: pd.DataFrame
     histograms: pd.DataFrame
     signal: pd.DataFrame = field(default_factory=pd.DataFrame)
+    curvature: pd.DataFrame = field(default_factory=pd.DataFrame)  # step, stat, value (curv/*), when recorded
     notes: list[str] = field(default_factory=list)
 
 
@@ -241,7 +243,7 @@ def load(
         drop=True
     )
 
-    tables = {"epochs": [], "diagnostics": [], "histograms": [], "signal": []}
+    tables = {"epochs": [], "diagnostics": [], "histograms": [], "signal": [], "curvature": []}
     ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
         for name in tables:
@@ -254,7 +256,11 @@ def load(
 
     def tidy(name, sort):
         if not tables[name]:  # no run wrote this artifact: an empty table with its columns
-            extra = {"histograms": ["layer", "bin_right", "count"], "diagnostics": ["epoch", "layer", "value"]}
+            extra = {
+                "histograms": ["layer", "bin_right", "count"],
+                "diagnostics": ["epoch", "layer", "value"],
+                "curvature": ["value"],
+            }
             empty = pd.DataFrame(columns=[*keys.columns, *sort, *extra.get(name, ["layer", "value"])])
             numeric = [
                 c for c in ("value", "count", "epoch", "step", "layer_index", "bin_left", "bin_right") if c in empty
@@ -307,6 +313,7 @@ def load(
         tidy("diagnostics", ["group", "layer_index", "stat", "step"]),
         tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]),
         tidy("signal", ["phase", "layer_index", "stat"]),
+        tidy("curvature", ["stat", "step"]),
     )
 
 

@@ -1,55 +1,19 @@
 """Each study preset's own report section: the figures that answer its question (the `question` of
 conf/experiment/<preset>.yaml) and captions with the measured numbers. A section is registered with
-`@register("<preset>")`; `section(sweep, lo, hi)` returns None for presets without one (grid, smoke,
-paper), whose report is the generic activation × optimizer × depth one.
+`@register("<preset>")` (study/report/sections.py; the second-order presets' sections are in
+study/report/second_order.py); `section(sweep, lo, hi)` returns None for presets without one (grid,
+smoke, paper), whose report is the generic activation × optimizer × depth one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-import yaml
 
-from study import contract, tracking
+from study import contract
 from study.report import collect
 from study.report import preset_figures as P
-
-SECTIONS: dict[str, Callable] = {}  # preset name -> its section; other presets get the generic report
-
-
-def register(preset: str):
-    """Register `fn(sweep, lo, hi) -> [Figure]` as the report section of `preset`
-    (conf/experiment/<preset>.yaml, whose `question` heads the section)."""
-
-    def add(fn: Callable) -> Callable:
-        if preset in SECTIONS:
-            raise ValueError(f"report section of preset {preset!r} registered twice")
-        SECTIONS[preset] = fn
-        return fn
-
-    return add
-
-
-def question(info: dict) -> str | None:
-    """The sweep's question: tag `question` of its parent run, else (sweeps recorded before the tag
-    existed) the `question` in its preset's YAML, if that file is here."""
-    if info.get(contract.QUESTION):
-        return str(info[contract.QUESTION])
-    path = tracking.REPO_ROOT / "conf" / "experiment" / f"{info.get(contract.PRESET)}.yaml"
-    if not path.is_file():
-        return None
-    return (yaml.safe_load(path.read_text()) or {}).get("question")
-
-
-@dataclass
-class Figure:
-    name: str
-    title: str
-    make: Callable
-    caption: str = ""
+from study.report.sections import SECTIONS, Figure, question, register, section  # noqa: F401  (the registry)
 
 
 def _f(v, d=3) -> str:
@@ -367,8 +331,3 @@ def width(s, lo, hi):
             + ".",
         )
     ]
-
-
-def section(s, lo: float, hi: float) -> list[Figure] | None:
-    fn = SECTIONS.get(str(s.info.get("preset")))
-    return None if fn is None else fn(s, lo, hi)
