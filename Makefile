@@ -80,6 +80,7 @@ server: $(STAMP) ## MLflow tracking server over URI on 127.0.0.1:5000, serving a
 bench: data ## benchmarks: a grid cell against plain Keras, diagnostics overhead, sweep speedup with 2 jobs, report time
 	$(PY) scripts/bench_cell.py
 	$(PY) scripts/bench_overhead.py
+	$(PY) scripts/bench_curvature.py
 	$(PY) scripts/bench_sweep.py
 	$(PY) scripts/bench_report.py --tracking-uri $(URI)
 

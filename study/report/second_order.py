@@ -61,12 +61,12 @@ _PLAIN = FuncFormatter(lambda v, _: f"{v:.3g}")
 
 def _plain_log(ax, axis: str = "y") -> None:
     """Log scale with plain numbers on the ticks (not 1.36 × 10⁰); minor ticks labelled only when
-    the axis spans less than a decade. Call after plotting."""
+    the axis spans less than 20×. Call after plotting."""
     getattr(ax, f"set_{axis}scale")("log")
     lo, hi = getattr(ax, f"get_{axis}lim")()
     one = getattr(ax, f"{axis}axis")
     one.set_major_formatter(_PLAIN)
-    one.set_minor_formatter(_PLAIN if lo > 0 and hi / lo < 10 else NullFormatter())
+    one.set_minor_formatter(_PLAIN if lo > 0 and hi / lo < 20 else NullFormatter())
 
 
 def _palette(values) -> dict:
@@ -259,7 +259,8 @@ def second_order(s, lo, hi):
     cost = (
         " A Newton step costs "
         + ", ".join(f"{k} {step_cost[k, 'newton'] / step_cost[k, 'sgd']:.3g}×" for k in kinds)
-        + " an SGD step (wall time after the first epoch, curvature measurements excluded)."
+        + " an SGD step (wall time per epoch after the first: one full-batch step and the epoch's validation"
+        " pass, curvature measurements excluded; scripts/bench_curvature.py times the steps alone)."
         if kinds
         else ""
     )

@@ -1,0 +1,119 @@
+"""Cost of the second-order tools, in one process, interleaved repeats, medians:
+
+- a curvature measurement (`diagnostics.curvature`: λ_max by `--iterations` Lanczos HVPs on
+  `--examples` training examples) against one train step of the same cell (batch `--batch-size`):
+  the measurement in train steps, and the slow-down of a run measuring every N steps;
+- one Hessian-vector product against one gradient on the same examples;
+- one `optimizer=newton` step against one SGD step on the same full batch (`--newton-examples`).
+
+Models: the default grid's depth-8 ReLU CNN (width 8), the second_order preset's tanh MLP and CNN
+(3 layers of width 16), the edge_of_stability preset's tanh MLP (2 × 200). Fashion-MNIST.
+Writes reports/benchmarks/curvature.json; the last line is
+`curvature lambda_max_in_steps=<grid cell> newton_over_sgd=<mlp>/<cnn>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from study import curvature, data, losses, models, tracking  # noqa: E402
+from study import diagnostics as diag  # noqa: E402
+from study.newton import Newton  # noqa: E402
+
+MODELS = {
+    "grid_cnn_d8": models.ModelSpec(depth=8, width=8, activation="relu"),
+    "second_order_mlp": models.ModelSpec(kind="mlp", depth=3, width=16, activation="tanh"),
+    "second_order_cnn": models.ModelSpec(kind="cnn", depth=3, width=16, activation="tanh"),
+    "eos_mlp": models.ModelSpec(kind="mlp", depth=2, width=200, activation="tanh", init="standard_uniform"),
+}
+
+
+def compiled(spec, splits, optimizer):
+    keras.utils.set_random_seed(0)
+    base = models.build(spec, splits.input_shape, splits.num_classes)
+    m = diag.DiagnosticModel(base.inputs, base.outputs)
+    m.compile(optimizer=optimizer, loss=losses.build("cross_entropy", splits.num_classes))
+    m.enable_diagnostics("off", spec.activation)
+    return m
+
+
+def timed(fn, reps: int) -> float:
+    fn()  # warm-up: tracing
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, default=1024)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--newton-examples", type=int, default=1024)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--every", type=int, default=50, help="a run measuring every N steps: its slow-down")
+    p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "curvature.json"))
+    args = p.parse_args()
+    splits = data.load("fashion_mnist", seed=0, train_subset=max(args.examples, args.newton_examples))
+    x, y = splits.x_train[: args.examples], splits.y_train[: args.examples]
+    xb, yb = splits.x_train[: args.batch_size], splits.y_train[: args.batch_size]
+    xn, yn = (tf.convert_to_tensor(a[: args.newton_examples]) for a in (splits.x_train, splits.y_train))
+    results = {}
+    for name, spec in MODELS.items():
+        m = compiled(spec, splits, keras.optimizers.SGD(0.01))
+        hvp = curvature.HessianVectorProduct(m, x, y)
+        v = np.random.default_rng(0).standard_normal(hvp.n)
+        grad_fn = tf.function(
+            lambda a, b, m=m: tf.gradients(m._compute_loss(x=a, y=b, y_pred=m(a), training=True), m.trainable_weights)
+        )
+        xs, ys = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        r = {"parameters": hvp.n}
+        r["train_step_s"] = timed(lambda m=m: m.train_on_batch(xb, yb), args.reps * 5)
+        r["gradient_s"] = timed(lambda: [g.numpy() for g in grad_fn(xs, ys)], args.reps)
+        r["hvp_s"] = timed(lambda: hvp(v), args.reps)
+        r["lambda_max_s"] = timed(lambda: curvature.measure(hvp, args.iterations, 1, 0, 0), args.reps)
+        r["hvp_over_gradient"] = r["hvp_s"] / r["gradient_s"]
+        r["lambda_max_in_train_steps"] = r["lambda_max_s"] / r["train_step_s"]
+        r[f"slowdown_every_{args.every}_steps"] = 1 + r["lambda_max_s"] / (args.every * r["train_step_s"])
+        if name.startswith("second_order"):
+            sgd = compiled(spec, splits, keras.optimizers.SGD(0.05))
+            newton = compiled(spec, splits, Newton())
+            times = {"sgd": [], "newton": []}
+            for k, mm in (("sgd", sgd), ("newton", newton)):
+                mm.train_on_batch(xn, yn)  # tracing
+            for rep in range(args.reps):  # interleaved
+                for k, mm in (("sgd", sgd), ("newton", newton))[:: 1 if rep % 2 == 0 else -1]:
+                    t = time.perf_counter()
+                    mm.train_on_batch(xn, yn)
+                    times[k].append(time.perf_counter() - t)
+            r["sgd_full_batch_step_s"] = statistics.median(times["sgd"])
+            r["newton_step_s"] = statistics.median(times["newton"])
+            r["newton_over_sgd"] = r["newton_step_s"] / r["sgd_full_batch_step_s"]
+        results[name] = r
+        print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+    out = {"results": results, "config": vars(args), "machine": tracking.machine()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(
+        f"curvature lambda_max_in_steps={results['grid_cnn_d8']['lambda_max_in_train_steps']:.0f} "
+        f"newton_over_sgd={results['second_order_mlp']['newton_over_sgd']:.1f}/"
+        f"{results['second_order_cnn']['newton_over_sgd']:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
