@@ -58,6 +58,47 @@ def timed(fn, reps: int) -> float:
     return statistics.median(out)
 
 
+def measure_model(name: str, spec, splits, args) -> dict:
+    """The timings of one model (see the module's docstring)."""
+    x, y = splits.x_train[: args.examples], splits.y_train[: args.examples]
+    xb, yb = splits.x_train[: args.batch_size], splits.y_train[: args.batch_size]
+    m = compiled(spec, splits, keras.optimizers.SGD(0.01))
+    hvp = curvature.HessianVectorProduct(m, x, y)
+    v = np.random.default_rng(0).standard_normal(hvp.n)
+    xs, ys = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+
+    @tf.function
+    def grad_fn(a, b):
+        return tf.gradients(m._compute_loss(x=a, y=b, y_pred=m(a, training=True), training=True), m.trainable_weights)
+
+    r = {"parameters": hvp.n}
+    r["train_step_s"] = timed(lambda: m.train_on_batch(xb, yb), args.reps * 5)
+    r["gradient_s"] = timed(lambda: [g.numpy() for g in grad_fn(xs, ys)], args.reps)
+    r["hvp_s"] = timed(lambda: hvp(v), args.reps)
+    r["lambda_max_s"] = timed(lambda: curvature.measure(hvp, args.iterations, 1, 0, 0), args.reps)
+    r["hvp_over_gradient"] = r["hvp_s"] / r["gradient_s"]
+    r["lambda_max_in_train_steps"] = r["lambda_max_s"] / r["train_step_s"]
+    r[f"slowdown_every_{args.every}_steps"] = 1 + r["lambda_max_s"] / (args.every * r["train_step_s"])
+    if name.startswith("second_order"):
+        xn, yn = (tf.convert_to_tensor(a[: args.newton_examples]) for a in (splits.x_train, splits.y_train))
+        steppers = {
+            "sgd": compiled(spec, splits, keras.optimizers.SGD(0.05)),
+            "newton": compiled(spec, splits, Newton()),
+        }
+        times = {k: [] for k in steppers}
+        for mm in steppers.values():
+            mm.train_on_batch(xn, yn)  # tracing
+        for rep in range(args.reps):  # interleaved, order alternating
+            for k in sorted(steppers, reverse=rep % 2 == 1):
+                t = time.perf_counter()
+                steppers[k].train_on_batch(xn, yn)
+                times[k].append(time.perf_counter() - t)
+        r["sgd_full_batch_step_s"] = statistics.median(times["sgd"])
+        r["newton_step_s"] = statistics.median(times["newton"])
+        r["newton_over_sgd"] = r["newton_step_s"] / r["sgd_full_batch_step_s"]
+    return r
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=1024)
@@ -69,42 +110,10 @@ def main() -> None:
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "curvature.json"))
     args = p.parse_args()
     splits = data.load("fashion_mnist", seed=0, train_subset=max(args.examples, args.newton_examples))
-    x, y = splits.x_train[: args.examples], splits.y_train[: args.examples]
-    xb, yb = splits.x_train[: args.batch_size], splits.y_train[: args.batch_size]
-    xn, yn = (tf.convert_to_tensor(a[: args.newton_examples]) for a in (splits.x_train, splits.y_train))
     results = {}
     for name, spec in MODELS.items():
-        m = compiled(spec, splits, keras.optimizers.SGD(0.01))
-        hvp = curvature.HessianVectorProduct(m, x, y)
-        v = np.random.default_rng(0).standard_normal(hvp.n)
-        grad_fn = tf.function(
-            lambda a, b, m=m: tf.gradients(m._compute_loss(x=a, y=b, y_pred=m(a), training=True), m.trainable_weights)
-        )
-        xs, ys = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-        r = {"parameters": hvp.n}
-        r["train_step_s"] = timed(lambda m=m: m.train_on_batch(xb, yb), args.reps * 5)
-        r["gradient_s"] = timed(lambda: [g.numpy() for g in grad_fn(xs, ys)], args.reps)
-        r["hvp_s"] = timed(lambda: hvp(v), args.reps)
-        r["lambda_max_s"] = timed(lambda: curvature.measure(hvp, args.iterations, 1, 0, 0), args.reps)
-        r["hvp_over_gradient"] = r["hvp_s"] / r["gradient_s"]
-        r["lambda_max_in_train_steps"] = r["lambda_max_s"] / r["train_step_s"]
-        r[f"slowdown_every_{args.every}_steps"] = 1 + r["lambda_max_s"] / (args.every * r["train_step_s"])
-        if name.startswith("second_order"):
-            sgd = compiled(spec, splits, keras.optimizers.SGD(0.05))
-            newton = compiled(spec, splits, Newton())
-            times = {"sgd": [], "newton": []}
-            for k, mm in (("sgd", sgd), ("newton", newton)):
-                mm.train_on_batch(xn, yn)  # tracing
-            for rep in range(args.reps):  # interleaved
-                for k, mm in (("sgd", sgd), ("newton", newton))[:: 1 if rep % 2 == 0 else -1]:
-                    t = time.perf_counter()
-                    mm.train_on_batch(xn, yn)
-                    times[k].append(time.perf_counter() - t)
-            r["sgd_full_batch_step_s"] = statistics.median(times["sgd"])
-            r["newton_step_s"] = statistics.median(times["newton"])
-            r["newton_over_sgd"] = r["newton_step_s"] / r["sgd_full_batch_step_s"]
-        results[name] = r
-        print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+        results[name] = measure_model(name, spec, splits, args)
+        print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results[name].items()}))
     out = {"results": results, "config": vars(args), "machine": tracking.machine()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
