@@ -132,7 +132,8 @@ class DiagnosticsLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._read()
-        if not self.rows:
+        if not self.rows:  # no step taken (train.epochs=0): the signal at initialisation only
+            self.summary = signal_summary(self.signal)
             return
         self._probe("end")
         table = np.vstack(self.rows)

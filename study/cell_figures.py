@@ -102,7 +102,7 @@ def signal(sig: pd.DataFrame, title: str) -> bytes:
 
 def draw(tables: dict[str, pd.DataFrame], steps_per_epoch: int, title: str, result: dict) -> dict[str, bytes]:
     """name (`curves.png`, `gradients.png`, `signal.png`) -> PNG bytes, for the tables the cell has."""
-    out = {"curves.png": curves(tables["epochs"], title, result)}
+    out = {"curves.png": curves(tables["epochs"], title, result)} if len(tables["epochs"]) else {}
     if "diagnostics" in tables and len(tables["diagnostics"]):
         out["gradients.png"] = gradients(tables["diagnostics"], steps_per_epoch, title)
     if "signal" in tables and len(tables["signal"]):

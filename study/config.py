@@ -63,8 +63,11 @@ def check(cfg: DictConfig) -> None:
     if o.name == "newton" and cfg.train.get("mixed_precision"):
         raise ConfigError("optimizer=newton runs in float32: set train.mixed_precision=false")
     check_curvature(cfg.diagnostics.get("curvature") or {})
-    if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
-        raise ConfigError(f"train.epochs={cfg.train.epochs!r} must be an integer >= 1")
+    if not isinstance(cfg.train.epochs, int) or isinstance(cfg.train.epochs, bool) or cfg.train.epochs < 0:
+        raise ConfigError(
+            f"train.epochs={cfg.train.epochs!r} must be an integer >= 1, or 0 (no training: the signal probe "
+            "at initialisation only)"
+        )
     thresholds(cfg)
 
 

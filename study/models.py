@@ -14,15 +14,17 @@ import keras
 from study import activations
 from study.errors import ConfigError, unknown
 
-INITIALIZERS = {
-    "glorot_uniform": lambda std: keras.initializers.GlorotUniform(),
-    "glorot_normal": lambda std: keras.initializers.GlorotNormal(),
-    "he_normal": lambda std: keras.initializers.HeNormal(),
-    "he_uniform": lambda std: keras.initializers.HeUniform(),
-    "lecun_normal": lambda std: keras.initializers.LecunNormal(),
-    "small_normal": lambda std: keras.initializers.RandomNormal(stddev=std),
+INITIALIZERS = {  # name -> (spec -> initializer)
+    "glorot_uniform": lambda spec: keras.initializers.GlorotUniform(),
+    "glorot_normal": lambda spec: keras.initializers.GlorotNormal(),
+    "he_normal": lambda spec: keras.initializers.HeNormal(),
+    "he_uniform": lambda spec: keras.initializers.HeUniform(),
+    "lecun_normal": lambda spec: keras.initializers.LecunNormal(),
+    "small_normal": lambda spec: keras.initializers.RandomNormal(stddev=spec.init_std),
     # Glorot & Bengio (2010) eq. 1, the "standard" initialisation: U[-1/sqrt(fan_in), 1/sqrt(fan_in)]
-    "standard_uniform": lambda std: keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+    "standard_uniform": lambda spec: keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+    # N(0, init_scale / fan_in), untruncated: mean-field theory's σ_w² = init_scale (study/meanfield.py)
+    "scaled_normal": lambda spec: keras.initializers.VarianceScaling(spec.init_scale, "fan_in", "untruncated_normal"),
 }
 MAX_POOLS = 2  # 28 -> 14 -> 7: every depth from 1 to 32 (and more) stays valid on 28×28 inputs
 
@@ -38,6 +40,8 @@ class ModelSpec:
     activation_params: dict = field(default_factory=dict)
     init: str = "glorot_uniform"
     init_std: float = 0.01
+    init_scale: float = 1.0
+    max_pools: int = MAX_POOLS
     batch_norm: bool = False
     bn_momentum: float = 0.99
     residual: bool = False
@@ -59,6 +63,10 @@ def check(spec: ModelSpec) -> None:
         raise ConfigError(f"model.depth={spec.depth!r} must be an integer >= 1")
     if spec.width < 1 or spec.kernel_size < 1:
         raise ConfigError(f"model.width={spec.width} and model.kernel_size={spec.kernel_size} must be >= 1")
+    if not spec.init_scale > 0:
+        raise ConfigError(f"model.init_scale={spec.init_scale} must be > 0 (σ_w² of init=scaled_normal)")
+    if not isinstance(spec.max_pools, int) or not 0 <= spec.max_pools <= MAX_POOLS:
+        raise ConfigError(f"model.max_pools={spec.max_pools!r} must be an integer from 0 to {MAX_POOLS}")
     if not 0.0 <= spec.bn_momentum < 1.0:
         raise ConfigError(f"model.bn_momentum={spec.bn_momentum} must be in [0, 1) (Keras's default 0.99)")
     if not 0.0 <= spec.dropout < 1.0:
@@ -75,9 +83,9 @@ def _regularizer(spec: ModelSpec):
     return keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2)
 
 
-def _stage_ends(depth: int) -> set[int]:
+def _stage_ends(depth: int, pools: int = MAX_POOLS) -> set[int]:
     """Conv indices (1-based) after which a 2×2 max pool halves the resolution."""
-    stages = min(MAX_POOLS + 1, depth)
+    stages = min(pools + 1, depth)
     return {round(depth * s / stages) for s in range(1, stages)}
 
 
@@ -96,7 +104,7 @@ def _head(x, spec: ModelSpec, num_classes: int):
             x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i:02d}")(x)
         dense = keras.layers.Dense(
             units,
-            kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_initializer=INITIALIZERS[spec.init](spec),
             kernel_regularizer=_regularizer(spec),
             name=f"dense_{i:02d}",
         )
@@ -105,7 +113,7 @@ def _head(x, spec: ModelSpec, num_classes: int):
         x = keras.layers.Dropout(spec.dropout, name="dropout_logits")(x)
     return keras.layers.Dense(
         num_classes,
-        kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+        kernel_initializer=INITIALIZERS[spec.init](spec),
         kernel_regularizer=_regularizer(spec),
         name="logits",
     )(x)
@@ -113,18 +121,18 @@ def _head(x, spec: ModelSpec, num_classes: int):
 
 def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """`depth` conv layers ('same' padding) with `width` filters, doubled after each of at most
-    two 2×2 max pools (placed to split the depth into equal stages); global average pooling;
+    `max_pools` (default two) 2×2 max pools (placed to split the depth into equal stages); global average pooling;
     optional dense head layers with the same activation; a linear `logits` layer. With `residual`,
     every conv block whose input has as many channels as its output adds its input back (identity
     skip, `add_conv_NN`); the first conv and the first after each pool have none."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x, filters, ends = inputs, spec.width, _stage_ends(spec.depth)
+    x, filters, ends = inputs, spec.width, _stage_ends(spec.depth, spec.max_pools)
     for i in range(1, spec.depth + 1):
         conv = keras.layers.Conv2D(
             filters,
             spec.kernel_size,
             padding="same",
-            kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_initializer=INITIALIZERS[spec.init](spec),
             kernel_regularizer=_regularizer(spec),
             name=f"conv_{i:02d}",
         )
@@ -143,7 +151,7 @@ def build_mlp(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -
     for i in range(1, spec.depth + 1):
         dense = keras.layers.Dense(
             spec.width,
-            kernel_initializer=INITIALIZERS[spec.init](spec.init_std),
+            kernel_initializer=INITIALIZERS[spec.init](spec),
             kernel_regularizer=_regularizer(spec),
             name=f"dense_{i:02d}",
         )

@@ -44,6 +44,9 @@ NON_SEMANTIC = (
 # key -> the value that trains exactly as before the key existed (Keras's own default)
 ADDED_KEYS = {
     "model.bn_momentum": 0.99,
+    "arm": "none",
+    "model.init_scale": 1.0,
+    "model.max_pools": 2,
     "train.loss": "cross_entropy",
     "data.standardize": False,
     "diagnostics.curvature.every_n_steps": 0,

@@ -1,7 +1,7 @@
 """Every study preset at `size=tiny`, end to end: the sweep, then its report with its own figures.
 
 Axes are cut to two to four cells each (command-line values override a preset's swept values), so
-the eleven run in a few minutes; every preset-specific axis keeps at least two values, and
+the thirteen run in a few minutes; every preset-specific axis keeps at least two values, and
 `mitigations` keeps all four (each is its own code path). Sweeps and reports run in this process
 (conftest.run_main, run_report): the same code as the commands, without their imports.
 """
@@ -39,6 +39,16 @@ PRESETS = {  # preset: (axis overrides, its report's figures)
     "width": (["model.width=4,8", "model.activation=relu"], ["width_effects"]),
     "second_order": (["optimizer=newton,sgd"], ["so_loss", "so_sharpness"]),
     "edge_of_stability": (["optimizer.learning_rate=0.5,2.0"], ["eos_sharpness", "eos_loss"]),
+    "grid_pilot": (["arm=relu_he", "optimizer=sgd,adam", "optimizer.lr_scale=1,30"], ["pilot_val_loss"]),
+    "signal_propagation": (
+        [
+            "train.epochs=0",
+            "model=mlp",
+            "model.init_scale=1.0,2.0",
+            "seed=0,1",
+        ],  # size=tiny trains 2 epochs, this preset 0
+        ["signal_table_chaos", "signal_forward", "signal_backward"],
+    ),
 }
 
 
@@ -80,7 +90,9 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path):
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert len(cells) >= 2 and set(cells["outcome"]) == {"finished"}
     swept = yaml.safe_load((ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]["params"]
-    kept = [k for k in swept if not any(o.startswith(f"{k}=") and "," not in o for o in overrides)]
+    kept = [
+        k for k in swept if "," in str(swept[k]) and not any(o.startswith(f"{k}=") and "," not in o for o in overrides)
+    ]
     column = {
         "model.init": "init",
         "model.width": "width",
@@ -94,6 +106,10 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path):
         "model.depth": "depth",
         "model.kind": "model",
         "optimizer.learning_rate": "lr",
+        "model": "model",
+        "model.init_scale": "init_scale",
+        "seed": "seed",
+        "arm": "arm",
     }
     for key in kept:  # every axis the tiny run kept varies in the report's table
         assert cells[column[key]].nunique() >= 2, key

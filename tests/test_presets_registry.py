@@ -5,7 +5,7 @@ import yaml
 from conftest import ROOT
 
 from study import contract
-from study.report import collect, presets
+from study.report import build, collect, presets  # noqa: F401  (build imports every module registering sections)
 
 PRESET_FILES = {p.stem: p for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
 

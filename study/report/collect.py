@@ -40,6 +40,8 @@ AXES = {
     "train.steps_per_epoch": "steps_per_epoch",
     "experiment_name": "preset",
     "train.loss": "loss_fn",
+    "model.init_scale": "init_scale",
+    "arm": "arm",
 }
 FINAL = (
     "test/accuracy",
@@ -58,7 +60,7 @@ FINAL = (
     *(k for k in verdicts.EVIDENCE if k not in ("diag/nonfinite_total",)),
     "diag/nonfinite_total",
 )
-NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch", "num_classes")
+NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch", "num_classes", "init_scale")
 DATASET_CLASSES = {"fashion_mnist": 10, "digits": 10}  # runs recorded before `data.num_classes` was a param
 STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
 
@@ -139,6 +141,16 @@ def _subsample(df: pd.DataFrame) -> pd.DataFrame:
     steps = np.sort(df["step"].unique())
     keep = steps[np.unique(np.linspace(0, len(steps) - 1, min(STEP_POINTS, len(steps))).round().astype(int))]
     return df[df["step"].isin(keep)]
+
+
+def by_arm(cells: pd.DataFrame) -> pd.DataFrame:
+    """A sweep over arms (an activation with its initialisation, conf/arm/): every figure and table
+    groups by the arm, so `activation` holds the arm's name (relu_he and relu_glorot apart) and
+    `activation_fn` the activation itself."""
+    arms = cells["arm"].where(cells["arm"].notna() & (cells["arm"].astype(str) != "none"))
+    if arms.isna().all():
+        return cells
+    return cells.assign(activation_fn=cells["activation"], activation=arms.fillna(cells["activation"]))
 
 
 def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) -> pd.DataFrame:
@@ -222,6 +234,7 @@ def load(
     for col in NUMERIC:
         cells[col] = pd.to_numeric(cells[col], errors="coerce")
     cells["num_classes"] = cells["num_classes"].fillna(cells["dataset"].map(DATASET_CLASSES))
+    cells = by_arm(cells)
     cells = judge(cells, thresholds)
     for col in ("depth", "seed", "width", "steps_per_epoch"):
         cells[col] = cells[col].astype("Int64")
@@ -341,25 +354,25 @@ def _swept(planned: list[dict]) -> list[str]:
 def _extra_axes(planned: list[dict] | None) -> list[str]:
     """Swept keys of the planned grid that AXES does not name (a new preset's axis): each becomes a
     column of every table, named by its key."""
-    known = {k.removesuffix(".name") for k in AXES}
+    known = {k.removesuffix(".name").removesuffix(".kind") for k in AXES}
     return [k for k in _swept(planned or []) if k.removeprefix("+") not in known]
 
 
 def _add_missing(planned: list[dict] | None, cells: pd.DataFrame, params: list[dict], extra: list[str]) -> pd.DataFrame:
     """Rows with outcome `missing` for planned cells that no run matches on the swept keys (a group
-    key `g` is matched through the param `g.name`)."""
+    key `g` is matched through the param `g.name`, or `g.kind` for the model group)."""
     if planned is None:
         return cells
     swept = _swept(planned)
 
     def value(p: dict, key: str):
-        return p.get(key, p.get(f"{key}.name"))
+        return p.get(key, p.get(f"{key}.name", p.get(f"{key}.kind")))
 
     missing = []
     for cell in planned:
         if not any(all(_same(value(p, k), cell[k]) for k in swept) for p in params):
             row = {
-                short: cell.get(key, cell.get(key.removesuffix(".name")) if key.endswith(".name") else None)
+                short: cell.get(key, cell.get(key.rsplit(".", 1)[0]) if key.endswith((".name", ".kind")) else None)
                 for key, short in AXES.items()
             }
             row |= {key: cell.get(key) for key in extra}
