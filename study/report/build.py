@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from study import contract, tracking, verdicts
-from study.report import collect, grid_pilot, presets, second_order, signal_prop, stats  # noqa: F401  (sections)
+from study.report import collect, grid_pilot, presets, reproductions, second_order, signal_prop, stats  # noqa: F401
 from study.report import figures as F
 
 
