@@ -16,6 +16,8 @@ PORT   ?= 5000
 URI    ?= sqlite:///$(CURDIR)/mlflow.db
 ARTIFACTS ?= $(CURDIR)/mlartifacts
 SERVER_ARGS ?=
+# MLflow 3's job runner (GenAI jobs; 8 more processes with `mlflow server`): the study uses none
+MLFLOW_JOBS ?= false
 LAUNCH := $(if $(filter 1,$(JOBS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
@@ -71,10 +73,10 @@ replay: $(STAMP) ## replay metrics spilled while the store was lost (unsent_metr
 
 ui: $(STAMP) ## open the MLflow UI on the local store (127.0.0.1:5000; HOST=, PORT= to change)
 	@$(PY) scripts/ui_link.py --tracking-uri $(URI) --host $(HOST) --port $(PORT)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(MLFLOW_JOBS) $(VENV)/bin/mlflow ui --backend-store-uri $(URI) --host $(HOST) --port $(PORT)
 
 server: $(STAMP) ## MLflow tracking server over URI on 127.0.0.1:5000, serving artifacts from ARTIFACTS (use tracking=server)
-	$(VENV)/bin/mlflow server --backend-store-uri $(URI) --artifacts-destination $(ARTIFACTS) \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(MLFLOW_JOBS) $(VENV)/bin/mlflow server --backend-store-uri $(URI) --artifacts-destination $(ARTIFACTS) \
 	  --serve-artifacts --host $(HOST) --port $(PORT) $(SERVER_ARGS)
 
 bench: data ## benchmarks: a grid cell against plain Keras, diagnostics overhead, sweep speedup with 2 jobs, report time

@@ -1,6 +1,6 @@
 """Cost of a whole grid cell against plain Keras, in one warm process.
 
-For default-grid cells (relu + adam and sigmoid + sgd at depths 2, 8 and 16), times
+For default-grid cells (relu_he + adam and sigmoid_glorot + sgd at depths 4, 8 and 16), times
 (a) plain Keras at its defaults on the same model, data, batches and epochs: build, compile, fit
     with validation, evaluate on the test set;
 (b) the harness's whole cell, `train(cfg)` recording into a temporary SQLite store, with
@@ -35,15 +35,15 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from study import data, models, optimizers, tracking  # noqa: E402
 from study.train import batch_size, learning_rate, model_spec, train  # noqa: E402
 
-CELLS = [(a, o, d) for (a, o) in (("relu", "adam"), ("sigmoid", "sgd")) for d in (2, 8, 16)]
+CELLS = [(a, o, d) for (a, o) in (("relu_he", "adam"), ("sigmoid_glorot", "sgd")) for d in (4, 8, 16)]
 VARIANTS = ("plain", "plain_eval", "default", "full")
 EVAL_BATCH = 1024  # the harness's evaluation batch (validation, test)
 
 
-def config(activation: str, optimizer: str, depth: int, diagnostics: str, uri: str, seed: int = 0):
+def config(arm: str, optimizer: str, depth: int, diagnostics: str, uri: str, seed: int = 0):
     overrides = [
         "experiment=grid",
-        f"model.activation={activation}",
+        f"arm={arm}",
         f"optimizer={optimizer}",
         f"model.depth={depth}",
         f"diagnostics={diagnostics}",
@@ -62,7 +62,14 @@ def plain_keras(cfg, eval_batch: int | None = None) -> float:
     keras.backend.clear_session()
     keras.utils.set_random_seed(int(cfg.seed))
     d = cfg.data
-    splits = data.load(d.name, seed=int(cfg.seed), val_fraction=d.val_fraction, train_subset=d.get("train_subset"))
+    splits = data.load(
+        d.name,
+        seed=int(cfg.seed),
+        val_fraction=d.val_fraction,
+        train_subset=d.get("train_subset"),
+        test_subset=d.get("test_subset"),
+        standardize=bool(d.get("standardize", False)),
+    )
     bs = batch_size(cfg, len(splits.x_train))
     steps = -(-len(splits.x_train) // bs)
     model = models.build(model_spec(cfg), splits.input_shape, splits.num_classes)
@@ -111,7 +118,7 @@ def main() -> None:
     p.add_argument(
         "--reps", type=int, default=3, help="timed repeats per cell and variant, after a warm-up (0: memory sweep only)"
     )
-    p.add_argument("--depths", default="2,8,16")
+    p.add_argument("--depths", default="4,8,16")
     p.add_argument("--memory-cells", type=int, default=24, help="cells of the sequential memory sweep (0: skip)")
     p.add_argument("--out", default=None, help="default reports/benchmarks/cell.json (cell-memory.json with --reps 0)")
     args = p.parse_args()
@@ -149,7 +156,7 @@ def main() -> None:
         share = {v: sum(OUTSIDE[v]) / (sum(OUTSIDE[v]) + sum(INSIDE[v])) for v in OUTSIDE}
         memory = None
         if args.memory_cells:
-            grid = itertools.product(("sigmoid", "tanh", "relu", "leaky_relu", "elu"), ("sgd", "adam"), (2, 4))
+            grid = itertools.product(("sigmoid_glorot", "tanh_glorot", "relu_he", "relu_glorot"), ("sgd", "adam"), (4,))
             plan = list(itertools.islice(itertools.cycle(grid), args.memory_cells))
             rss = []
             for a, o, d in plan:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from study import tracking
 
-GRID = ["experiment=grid", "model.activation=relu,tanh", "optimizer=sgd,adam", "model.depth=4,16"]
+GRID = ["experiment=grid", "arm=relu_he,tanh_glorot", "optimizer=sgd,adam", "model.depth=4,16", "seed=0"]
 
 
 def _cpu_s() -> float:

@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
     p.add_argument("--workers", type=int, default=2, help="figures drawn at once in forked processes (1: in this one)")
     p.add_argument(
+        "--formats", default="png,pdf", help="figure files to write, comma-separated (png first: the report shows it)"
+    )
+    p.add_argument(
         "--verdict",
         action="append",
         default=[],
@@ -48,6 +51,9 @@ def main() -> None:
         thresholds = verdicts.Thresholds.from_mapping(pairs)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
+    formats = [f.strip() for f in a.formats.split(",") if f.strip()]
+    if not formats or formats[0] != "png" or not set(formats) <= {"png", "pdf", "svg"}:
+        raise SystemExit(f"error: --formats={a.formats!r}: png first, then any of pdf, svg (comma-separated)")
     try:  # read-only: a mistyped store path is an error, not a new empty store
         tracking.check_sqlite(a.tracking_uri, must_exist=True)
     except tracking.TrackingError as err:
@@ -73,6 +79,7 @@ def _build(a, thresholds):
         run_ids=a.run or None,
         single=a.single,
         workers=a.workers,
+        formats=tuple(f.strip() for f in a.formats.split(",") if f.strip()),
     )
 
 

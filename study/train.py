@@ -8,6 +8,7 @@ Only this module (and the factories it calls with plain arguments) reads the Hyd
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -40,6 +41,17 @@ from study.callbacks import (  # noqa: E402
 from study.config import batch_size, check, learning_rate, model_spec, thresholds  # noqa: E402,F401
 from study.errors import ConfigError  # noqa: E402
 from study.sweep import read_sweep_file  # noqa: E402
+
+
+class _RetracingNoise(logging.Filter):
+    """Every cell builds a new model, so Keras traces new functions and TensorFlow warns that they
+    'triggered tf.function retracing': expected here, and it drowned the cells' own lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_RetracingNoise())
 
 if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(tracking.REPO_ROOT))

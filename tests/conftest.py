@@ -134,10 +134,12 @@ def run_main(args, tmp_path, figures=False) -> Ran:
 
 
 def run_report(args, cwd) -> Ran:
-    """`python scripts/make_report.py ARGS --workers 1` in this process (figures drawn here, no fork)."""
+    """`python scripts/make_report.py ARGS --workers 1` in this process (figures drawn here, no fork);
+    PNG figures only unless ARGS name `--formats` (the smoke report's test checks the PDFs)."""
+    formats = [] if "--formats" in args else ["--formats", "png"]
     return _in_process(
         lambda: runpy.run_path(str(ROOT / "scripts" / "make_report.py"), run_name="__main__"),
-        ["make_report.py", *args, "--workers", "1"],
+        ["make_report.py", *args, "--workers", "1", *formats],
         Path(cwd),
     )
 

@@ -142,6 +142,7 @@ def _server(db, port):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as `make server` runs it
     )
     for _ in range(240):
         try:

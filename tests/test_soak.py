@@ -71,12 +71,18 @@ class Server:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
+    def close(self) -> None:
+        """Stop the server if it still runs (a failing test must not leave it behind)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
 
 @pytest.mark.skipif(PG_BIN is None, reason="PostgreSQL server binaries not installed (.ci/run installs them)")
-def test_sweep_survives_two_server_restarts_with_every_cell_and_metric_recorded(tmp_path):
+def test_sweep_survives_two_server_restarts_with_every_cell_and_metric_recorded(tmp_path, request):
     t0 = time.time()
     with postgres() as backend:
         server = Server(backend, free_port(), tmp_path)
+        request.addfinalizer(server.close)
         server.start()
         uri = f"http://bob:{PASSWORD}@{server.url.removeprefix('http://')}"
         args = [

@@ -193,23 +193,28 @@ def verdict_table(cells: pd.DataFrame) -> str:
 NOT_DRAWN = 3  # exit code of a drawing process whose figure has no data
 
 
-def _render(name: str, make, folder: Path) -> bool:
-    """Draw one figure and save it as PNG and PDF; False when it has no data."""
+FORMATS = ("png", "pdf")  # every figure in each; REPORT.md and report.html show the PNGs
+
+
+def _render(name: str, make, folder: Path, formats: tuple[str, ...] = FORMATS) -> bool:
+    """Draw one figure and save it in `formats` (PNG first); False when it has no data."""
     fig = make()
     if fig is None:
         return False
-    for ext in ("png", "pdf"):
+    for ext in formats:
         fig.savefig(folder / f"{name}.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
     plt.close(fig)
     return True
 
 
-def _render_child(name: str, make, folder: Path) -> None:
+def _render_child(name: str, make, folder: Path, formats: tuple[str, ...]) -> None:
     """`_render` in a forked process, its answer as the exit code (NOT_DRAWN without data)."""
-    raise SystemExit(0 if _render(name, make, folder) else NOT_DRAWN)
+    raise SystemExit(0 if _render(name, make, folder, formats) else NOT_DRAWN)
 
 
-def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list[bool]:
+def draw(
+    plan: list[tuple[str, object]], folder: Path, workers: int = 2, formats: tuple[str, ...] = FORMATS
+) -> list[bool]:
     """Draw (name, make) figures, `workers` forked processes at a time (a fork shares the tables
     without pickling them), or with `workers` 1 one after the other in this process; returns which
     were drawn. A figure that fails raises, naming it."""
@@ -217,7 +222,7 @@ def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list
         drawn = []
         for name, make in plan:
             try:
-                drawn.append(_render(name, make, folder))
+                drawn.append(_render(name, make, folder, formats))
             except Exception as err:
                 raise RuntimeError(f"figure {name!r} failed: {err}") from err
         return drawn
@@ -225,7 +230,7 @@ def draw(plan: list[tuple[str, object]], folder: Path, workers: int = 2) -> list
     drawn = []
     for start in range(0, len(plan), max(1, workers)):
         procs = [
-            (name, ctx.Process(target=_render_child, args=(name, make, folder)))
+            (name, ctx.Process(target=_render_child, args=(name, make, folder, formats)))
             for name, make in plan[start : start + workers]
         ]
         for _, p in procs:
@@ -251,6 +256,7 @@ def build(
     run_ids: list[str] | None = None,
     single: bool = False,
     workers: int = 2,
+    formats: tuple[str, ...] = FORMATS,
 ) -> Path:
     """Tables, figures and REPORT.md of a sweep (or of runs without one: `run_ids`, or with `single`
     every single run), written to `out` (default reports/<preset>-<sweep id>/)."""
@@ -262,7 +268,7 @@ def build(
     # written in a temporary sibling folder and moved into place at the end: never a half report
     out_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
     try:
-        _write(s, out_dir, depth, optimizer, th, min(workers, os.cpu_count() or 1))
+        _write(s, out_dir, depth, optimizer, th, min(workers, os.cpu_count() or 1), formats)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
@@ -275,7 +281,9 @@ def build(
     return final_dir
 
 
-def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thresholds, workers: int) -> None:
+def _write(
+    s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thresholds, workers: int, formats=FORMATS
+) -> None:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     tables = out_dir / "tables"
@@ -338,7 +346,7 @@ def _write(s: collect.Sweep, out_dir: Path, depth, optimizer, th: verdicts.Thres
     else:
         caps = captions(s, depth, optimizer, lo, hi)
     F.style()
-    drawn = draw([(name, make if ok else (lambda: None)) for name, _, ok, make in plan], fig_dir, workers)
+    drawn = draw([(name, make if ok else (lambda: None)) for name, _, ok, make in plan], fig_dir, workers, formats)
     sections, skipped = [], []
     for (name, title, _, _), done in zip(plan, drawn):
         if not done:

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from study import contract, meanfield
 from study.report import stats
@@ -148,7 +149,7 @@ def chaos(runs: pd.DataFrame) -> plt.Figure | None:
     pal = dict(zip(["tanh", "relu"], sns.color_palette("colorblind", 2)))
     for act in sorted(runs["activation"].unique()):
         fixed = [meanfield.chi_at_fixed_point(act, sw2) for sw2 in grid]
-        ax.plot(grid, fixed, "-", color=pal.get(act), lw=1, label=f"{act}: χ at the fixed point")
+        ax.plot(grid, fixed, "-", color=pal.get(act), lw=1, label=f"{act}: χ at the length map's fixed point")
         for marker, (model, g) in zip("os", runs[runs["activation"] == act].groupby("model")):
             t = g.groupby("sigma_w2")["rate"].apply(lambda v: stats.t_interval(v))
             x = np.array(t.index)
@@ -157,6 +158,12 @@ def chaos(runs: pd.DataFrame) -> plt.Figure | None:
             ax.errorbar(x, mean, yerr=np.nan_to_num(err), fmt=marker, ms=4, color=pal.get(act), label=f"{act} {model}")
     ax.axhline(1.0, color="0.4", ls="--", lw=1)
     ax.set(xscale="log", yscale="log", xlabel="σ_w² (weights N(0, σ_w² / fan_in))", ylabel="gradient rate per layer")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.set_xticks(sorted(runs["sigma_w2"].unique()))
+    ax.set_yticks([0.25, 0.5, 1, 2])
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
     return fig
 
@@ -179,8 +186,10 @@ def signal_propagation(s, lo, hi):
             lambda: chaos(runs),
             head + "Rate: the factor by which the mean squared back-propagated gradient grows from one hidden "
             "layer to the one below it (below 1: vanishing, above 1: exploding), geometric mean over the "
-            "layers. Predicted: mean-field χ^l = σ_w² E[φ'(z^l)²] along the length map from each run's "
-            "first layer.\n\n" + (_md(t) if len(t) else ""),
+            "layers. Predicted (table): mean-field χ^l = σ_w² E[φ'(z^l)²] along the length map from each "
+            "run's first layer; the curves are χ at the map's fixed point (an infinitely deep network: tanh at "
+            "σ_w² = 1 approaches it only slowly, as q^l → 0). The order-to-chaos boundary χ = 1 is at σ_w² = 1 "
+            "for tanh and σ_w² = 2 (He) for ReLU.\n\n" + (_md(t) if len(t) else ""),
         ),
         Figure(
             "signal_forward",
