@@ -362,6 +362,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu() -> str:
+    """The CPU's model and the widest vector extension TensorFlow's oneDNN kernels can use: the
+    rounding of a run's float sums depends on them, so the same seed can train differently (a deep
+    net near the edge of trainability, visibly so) on another kind of CPU."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    widest = next((f for f in ("amx_tile", "avx512f", "avx2", "avx", "sse4_2") if f in flags), "none")
+    return f"{model}; {widest}"
+
+
 def environment_tags() -> dict[str, str]:
     import keras
     import tensorflow as tf
@@ -373,6 +387,7 @@ def environment_tags() -> dict[str, str]:
         "keras_version": keras.__version__,
         "python_version": platform.python_version(),
         "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({os.cpu_count()} cores)",
+        "cpu": cpu(),
         "host": platform.node(),
         "pid": str(os.getpid()),
     }

@@ -370,7 +370,8 @@ def _write(
         f"- started {_when(i.get('start_time'))}, ended {_when(i.get('end_time'))}, wall time "
         f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
         f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
-        f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}",
+        f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}"
+        + (f", {i['cpu']}" if i.get("cpu") else ""),
         f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
         f"- regenerate: `python scripts/make_report.py --tracking-uri <the store holding these runs> {select}` "
         f'(or `make report URI=<store> REPORT_ARGS="{select}"`)',
