@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from study import curvature, tracking
 from study import diagnostics as diag
-from study import tracking
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -267,8 +267,6 @@ class CurvatureLogger(keras.callbacks.Callback):
     def _measure(self, step: int) -> None:
         if step == self._last:
             return
-        from study import curvature
-
         if self._hvp is None:
             self._hvp = curvature.HessianVectorProduct(self.model, self.x, self.y)
         t = time.perf_counter()

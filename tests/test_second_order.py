@@ -71,7 +71,7 @@ def set_flat(m, theta: np.ndarray) -> None:
         i += n
 
 
-@pytest.mark.parametrize("kind, activation", [("mlp", "tanh"), ("cnn", "sigmoid"), ("cnn", "elu")])
+@pytest.mark.parametrize("kind, activation", [("mlp", "tanh"), ("cnn", "elu")])
 def test_hessian_vector_products_match_finite_differences_and_the_explicit_hessian(kind, activation):
     with float64():
         m, x, y = tiny(kind, activation, width=2 if kind == "cnn" else 3)

@@ -165,7 +165,6 @@ def test_cells_trained_one_after_another_leave_no_traced_graph_behind(make_cfg):
 
     train(make_cfg("model.activation=tanh"))
     registry, alive = len(ops._gradient_registry._registry), graphs()
-    for seed in (1, 2):
-        train(make_cfg("model.activation=tanh", f"seed={seed}"))
+    train(make_cfg("model.activation=tanh", "seed=1"))
     assert len(ops._gradient_registry._registry) == registry
     assert graphs() <= alive
