@@ -72,3 +72,45 @@ def test_no_zero_no_floor_marker():
     assert not [l for l in fig.axes[0].get_lines() if l.get_marker() == "v" and len(l.get_xdata())]
     assert "ratio exactly 0 (underflow)" not in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     assert np.isclose(F.ratio_limits(cells, 1e-2, 1e2)[0], 1e-3)
+
+
+def _epochs(seeds: int) -> pd.DataFrame:
+    rows = []
+    for init, base in (("he_normal", 1.0), ("lecun_normal", 2.3)):
+        for seed in range(seeds):
+            for epoch in range(4):
+                rows.append(
+                    dict(
+                        run_id=f"{init}-{seed}",
+                        init=init,
+                        depth=22,
+                        epoch=epoch,
+                        metric="train/loss",
+                        value=base - 0.1 * epoch * (seed + 1),
+                    )
+                )
+    return pd.DataFrame(rows)
+
+
+def test_epoch_curves_with_seeds_draw_the_mean_its_t_interval_and_each_seed():
+    from study.report import stats
+
+    fig = P.curves_vs(_epochs(3), "init", "depth", [("train/loss", "training loss")])
+    ax = fig.axes[0]
+    mean_line = next(l for l in ax.get_lines() if l.get_label() == "he_normal")
+    # the mean over seeds 0.1*epoch*(1+2+3)/3 = 0.2*epoch below the base
+    np.testing.assert_allclose(mean_line.get_ydata(), [1.0, 0.8, 0.6, 0.4])
+    # 3 thin seed lines per init beside the 2 mean lines
+    assert len(ax.get_lines()) == 2 + 2 * 3
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    # widest at the last epoch, where the seeds are furthest apart
+    _, _, lo, hi = stats.t_interval([1.0 - 0.1 * 3 * k for k in (1, 2, 3)])
+    assert np.isclose(band.min(), lo) and np.isclose(band.max(), hi)
+    assert "95 % t interval" in fig.legends[0].get_title().get_text()
+
+
+def test_epoch_curves_of_one_seed_have_no_band():
+    fig = P.curves_vs(_epochs(1), "init", "depth", [("train/loss", "training loss")])
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == 2 and not ax.collections
+    assert "interval" not in fig.legends[0].get_title().get_text()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from study.report import stats
 from study.report.figures import (
     _grid,
     _integer_x,
@@ -38,7 +39,8 @@ def curves_vs(
     epochs: pd.DataFrame, hue: str, facet: str, metrics: list[tuple[str, str]], hue_order=None, x: str = "epoch"
 ) -> plt.Figure | None:
     """Per-epoch curves: a row per (metric, label), a column per value of `facet`, a line per
-    value of `hue` (mean over seeds). `x` is `epoch` or `time/elapsed_s` (wall time)."""
+    value of `hue`: the mean over seeds, and with several seeds each seed as a thin line and the
+    95 % t interval of the mean as a band. `x` is `epoch` or `time/elapsed_s` (wall time)."""
     e = epochs[np.isfinite(epochs["value"])].copy()
     facets = sorted(e[facet].dropna().unique(), key=str)
     if e.empty or not facets:
@@ -56,6 +58,7 @@ def curves_vs(
     )
     wide = e.pivot_table(index=["run_id", hue, facet, "epoch"], columns="metric", values="value").reset_index()
     wide["epoch"] = wide["epoch"] + 1
+    several = False
     for r, (metric, label) in enumerate(metrics):
         for c, f in enumerate(facets):
             ax = axes[r, c]
@@ -63,11 +66,23 @@ def curves_vs(
             if metric not in sub or (x != "epoch" and x not in sub):
                 ax.set_visible(False)
                 continue
-            sub = sub.groupby([hue, "epoch"], as_index=False)[[metric, x] if x != "epoch" else [metric]].mean()
+            cols = [metric, x] if x != "epoch" else [metric]
+            runs = sub.dropna(subset=[metric])
+            mean = runs.groupby([hue, "epoch"], as_index=False)[cols].mean()
+            band = runs.groupby([hue, "epoch"])[metric].agg(lambda v: stats.t_interval(v)[2:]).rename("band")
+            mean = mean.join(band, on=[hue, "epoch"])
             for h in order:
-                s = sub[sub[hue] == h]
-                if len(s):
-                    ax.plot(s[x], s[metric], "-o", ms=3, color=pal[h], label=h)
+                m = mean[mean[hue] == h]
+                if not len(m):
+                    continue
+                ax.plot(m[x], m[metric], "-o", ms=3, color=pal[h], label=h)
+                seeds = runs[runs[hue] == h]
+                if seeds["run_id"].nunique() > 1:
+                    several = True
+                    for _, one in seeds.groupby("run_id"):
+                        ax.plot(one[x], one[metric], "-", lw=0.6, alpha=0.45, color=pal[h])
+                    lo, hi = zip(*m["band"])
+                    ax.fill_between(m[x], lo, hi, color=pal[h], alpha=0.15, lw=0)
             if metric == "train/learning_rate":
                 ax.set_yscale("log")
             ax.set(
@@ -77,7 +92,8 @@ def curves_vs(
             )
             if x == "epoch":
                 _integer_x(ax)
-    _legend(fig, list(axes.flat), hue)
+    seeds_note = "\n(markers: mean over seeds;\nband: its 95 % t interval;\nthin: each seed)"
+    _legend(fig, list(axes.flat), hue + (seeds_note if several else ""))
     fig.suptitle(f"Per-epoch curves by {hue}")
     return fig
 
