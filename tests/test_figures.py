@@ -114,3 +114,17 @@ def test_epoch_curves_of_one_seed_have_no_band():
     ax = fig.axes[0]
     assert len(ax.get_lines()) == 2 and not ax.collections
     assert "interval" not in fig.legends[0].get_title().get_text()
+
+
+def test_heatmap_of_several_seeds_carries_the_t_half_width():
+    from study.report import stats
+
+    cells = pd.DataFrame(
+        dict(activation="tanh", init=["a", "a", "a", "b"], depth=5, **{"test/accuracy": [0.80, 0.84, 0.88, 0.5]})
+    )
+    fig = P.axis_heatmap(cells, "init")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    _, _, lo, hi = stats.t_interval([0.80, 0.84, 0.88])
+    assert f"0.84\n±{(hi - lo) / 2:.2f}" in texts
+    assert "0.50" in texts  # one seed: no interval
+    assert "95 % t interval" in fig.get_supxlabel()

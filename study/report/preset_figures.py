@@ -216,7 +216,8 @@ def isolation(best: pd.DataFrame) -> plt.Figure | None:
 def axis_heatmap(
     cells: pd.DataFrame, col: str, value: str = "test/accuracy", *, log: bool = False, label: str = "test accuracy"
 ) -> plt.Figure | None:
-    """Mean `value` as a heatmap, activation × `col`, a panel per depth (log10 colour when `log`)."""
+    """Mean `value` as a heatmap, activation × `col`, a panel per depth (log10 colour when `log`);
+    with several seeds each value carries the half-width of its 95 % t interval (± under it)."""
     depths = sorted(cells["depth"].dropna().unique())
     if not depths:
         return None
@@ -235,11 +236,31 @@ def axis_heatmap(
             .reindex(index=acts, columns=cols)
         )
         shown = np.log10(m.clip(lower=1e-30)) if log else m
+        # half-width of the 95 % t interval over seeds (NaN with one seed)
+        half = (
+            data[data["depth"] == d]
+            .groupby(["activation", col])[value]
+            .agg(lambda v: (lambda t: (t[3] - t[2]) / 2)(stats.t_interval(v)))
+            .unstack()
+            .reindex(index=acts, columns=cols)
+        )
+
+        def text(v, h):
+            if not np.isfinite(v):
+                return "n/a"
+            if log:
+                return f"{v:.2g}"
+            return f"{v:.2f}" + (f"\n±{h:.2f}" if np.isfinite(h) else "")
+
         sns.heatmap(
             shown,
             ax=ax,
             cmap="viridis",
-            annot=m.map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.2g}" if log else f"{v:.2f}"),
+            annot=pd.DataFrame(
+                [[text(v, h) for v, h in zip(mr, hr)] for mr, hr in zip(m.values, half.values)],
+                index=m.index,
+                columns=m.columns,
+            ),
             fmt="",
             vmin=None if log else 0,
             vmax=None if log else 1,
@@ -250,6 +271,8 @@ def axis_heatmap(
         ax.tick_params(axis="x", rotation=30)
         ax.tick_params(axis="y", rotation=0)
     fig.suptitle(f"{label[0].upper() + label[1:]} by activation and {col}")
+    if not log and data.groupby(["depth", "activation", col])[value].count().max() > 1:
+        fig.supxlabel("mean over seeds; ±: half-width of its 95 % t interval", fontsize=8)
     return fig
 
 
