@@ -315,3 +315,19 @@ def test_signal_probe_and_histograms_share_one_pass_when_the_modes_agree(monkeyp
     n = len(calls)
     diag.signal_profile(m, x, y)
     assert len(calls) == n + 1
+
+
+@pytest.mark.parametrize("prebuilt, traces", [(False, 2), (True, 1)])
+def test_state_built_before_fit_means_the_train_function_is_traced_once(prebuilt, traces):
+    from study.train import build_state
+
+    x, y = _batch(n=32)
+    m = _model("relu", level="default", optimizer=keras.optimizers.Adam(0.01))
+    if prebuilt:
+        build_state(m, x[:16], y[:16])
+    calls = []
+    step = m.train_step
+    m.train_step = lambda data: calls.append(1) or step(data)  # Python runs it only while tracing
+    m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    # a first trace that creates the optimizer's and metrics' variables is traced again
+    assert len(calls) == traces
