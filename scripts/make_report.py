@@ -51,9 +51,10 @@ def main() -> None:
         thresholds = verdicts.Thresholds.from_mapping(pairs)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    formats = [f.strip() for f in a.formats.split(",") if f.strip()]
+    formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
     if not formats or formats[0] != "png" or not set(formats) <= {"png", "pdf", "svg"}:
         raise SystemExit(f"error: --formats={a.formats!r}: png first, then any of pdf, svg (comma-separated)")
+    a.formats = formats
     try:  # read-only: a mistyped store path is an error, not a new empty store
         tracking.check_sqlite(a.tracking_uri, must_exist=True)
     except tracking.TrackingError as err:
@@ -79,7 +80,7 @@ def _build(a, thresholds):
         run_ids=a.run or None,
         single=a.single,
         workers=a.workers,
-        formats=tuple(f.strip() for f in a.formats.split(",") if f.strip()),
+        formats=a.formats,
     )
 
 

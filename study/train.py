@@ -260,9 +260,10 @@ def cell_note(cfg: DictConfig, result: dict) -> str:
 def build_state(model, x, y) -> None:
     """Create the optimizer's, the loss's and the metrics' variables before `fit`, as Keras does
     itself under a distribution strategy (symbolically: nothing is computed, no random state is
-    used). Without it TensorFlow traces the train and test functions twice, because their first
-    trace creates variables; with it once, which halves tracing, the largest fixed cost of a short
-    cell (measured in scripts/bench_cell.py). Same variables, same values, same results."""
+    used). Without it TensorFlow traces the train function twice, because its first trace creates
+    variables; with it once, which halves the tracing of the train step, the largest fixed cost of
+    a short cell (profiled; effect in scripts/bench_cell.py). Same variables, same values, same
+    results."""
     model._symbolic_build(data_batch=(x, y))
 
 

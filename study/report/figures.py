@@ -118,8 +118,8 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
                 outcomes = set(cell["outcome"])
                 mark = next((MARK[k] for k in MARK if k in outcomes), None)
                 v = acc.loc[a, o]
-                n, _, lo, hi = stats.t_interval(cell[cell["outcome"].isin(contract.RAN)]["test/accuracy"])
-                spread = f"±{(hi - lo) / 2:.2f}" if n > 1 else ""  # half-width of the 95 % t interval
+                half = stats.half_width(cell[cell["outcome"].isin(contract.RAN)]["test/accuracy"])
+                spread = f"±{half:.2f}" if np.isfinite(half) else ""  # half-width of the 95 % t interval
                 text = (
                     mark
                     if mark and not np.isfinite(v)

@@ -69,7 +69,7 @@ def curves_vs(
             cols = [metric, x] if x != "epoch" else [metric]
             runs = sub.dropna(subset=[metric])
             mean = runs.groupby([hue, "epoch"], as_index=False)[cols].mean()
-            band = runs.groupby([hue, "epoch"])[metric].agg(lambda v: stats.t_interval(v)[2:]).rename("band")
+            band = runs.groupby([hue, "epoch"])[metric].agg(stats.errorbar).rename("band")
             mean = mean.join(band, on=[hue, "epoch"])
             for h in order:
                 m = mean[mean[hue] == h]
@@ -213,6 +213,15 @@ def isolation(best: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def _heatmap_text(v: float, half: float, log: bool) -> str:
+    """A heatmap cell's value, with the half-width of its 95 % t interval under it when known."""
+    if not np.isfinite(v):
+        return "n/a"
+    if log:
+        return f"{v:.2g}"
+    return f"{v:.2f}" + (f"\n±{half:.2f}" if np.isfinite(half) else "")
+
+
 def axis_heatmap(
     cells: pd.DataFrame, col: str, value: str = "test/accuracy", *, log: bool = False, label: str = "test accuracy"
 ) -> plt.Figure | None:
@@ -227,37 +236,19 @@ def axis_heatmap(
         len(depths), ncols=min(len(depths), 2), size=(0.9 * len(cols) + 2.4, 0.5 * len(acts) + 1.6), sharey=False
     )
     data = cells.assign(**{col: cells[col].astype(str)})
+    several = False
     for ax, d in zip(axes, depths):
-        m = (
-            data[data["depth"] == d]
-            .groupby(["activation", col])[value]
-            .mean()
-            .unstack()
-            .reindex(index=acts, columns=cols)
-        )
+        values = data[data["depth"] == d].groupby(["activation", col])[value]
+        m = values.mean().unstack().reindex(index=acts, columns=cols)
+        half = values.agg(stats.half_width).unstack().reindex(index=acts, columns=cols)  # NaN with one seed
+        several |= bool(np.isfinite(half.values).any())
         shown = np.log10(m.clip(lower=1e-30)) if log else m
-        # half-width of the 95 % t interval over seeds (NaN with one seed)
-        half = (
-            data[data["depth"] == d]
-            .groupby(["activation", col])[value]
-            .agg(lambda v: (lambda t: (t[3] - t[2]) / 2)(stats.t_interval(v)))
-            .unstack()
-            .reindex(index=acts, columns=cols)
-        )
-
-        def text(v, h):
-            if not np.isfinite(v):
-                return "n/a"
-            if log:
-                return f"{v:.2g}"
-            return f"{v:.2f}" + (f"\n±{h:.2f}" if np.isfinite(h) else "")
-
         sns.heatmap(
             shown,
             ax=ax,
             cmap="viridis",
             annot=pd.DataFrame(
-                [[text(v, h) for v, h in zip(mr, hr)] for mr, hr in zip(m.values, half.values)],
+                [[_heatmap_text(v, h, log) for v, h in zip(mr, hr)] for mr, hr in zip(m.values, half.values)],
                 index=m.index,
                 columns=m.columns,
             ),
@@ -271,7 +262,7 @@ def axis_heatmap(
         ax.tick_params(axis="x", rotation=30)
         ax.tick_params(axis="y", rotation=0)
     fig.suptitle(f"{label[0].upper() + label[1:]} by activation and {col}")
-    if not log and data.groupby(["depth", "activation", col])[value].count().max() > 1:
+    if several and not log:
         fig.supxlabel("mean over seeds; ±: half-width of its 95 % t interval", fontsize=8)
     return fig
 
