@@ -8,6 +8,7 @@ Only this module (and the factories it calls with plain arguments) reads the Hyd
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -80,6 +81,21 @@ def threads(cfg: DictConfig) -> int | None:
     return max(1, cores // (cores if n_jobs < 1 else n_jobs))
 
 
+_FROZEN = False  # gc.freeze() done in this process
+
+
+def _freeze_once() -> None:
+    """Move what is alive before the first cell (TensorFlow, Keras, MLflow, Hydra, pandas: about
+    700,000 objects) out of the garbage collector's reach, once per process, right after a
+    collection. Every later collection, clear_session's and Python's automatic ones, then scans only
+    what cells created: 0.09-0.17 s of collection a cell instead of 0.41-0.53 s (depth-8 grid cell,
+    measured with gc.callbacks). What cells create is collected as before."""
+    global _FROZEN
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN = True
+
+
 def setup_keras(cfg: DictConfig) -> None:
     """Fresh Keras state and seeds for every cell (launchers may reuse worker processes); thread
     settings are fixed before TensorFlow starts and identical in every job of a sweep."""
@@ -87,7 +103,8 @@ def setup_keras(cfg: DictConfig) -> None:
     if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(1)  # a CNN's ops run one after another
-    keras.backend.clear_session()
+    keras.backend.clear_session()  # and a garbage collection
+    _freeze_once()
     keras.utils.set_random_seed(int(cfg.seed))
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
