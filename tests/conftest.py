@@ -1,6 +1,8 @@
 """Shared fixtures: Hydra's compose API on the real conf/, a temporary MLflow SQLite store."""
 
 import contextlib
+import fcntl
+import gc
 import io
 import logging
 import logging.config
@@ -18,8 +20,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
-
-import study.train  # noqa: E402,F401  (registers the repo_root resolver)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -44,11 +44,33 @@ def _figures(args, figures: bool) -> list[str]:
     return list(args) if figures or own else [*args, NO_CELL_FIGURES]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def study_imported():
+    """study.train registers the `repo_root` resolver the configs use. Imported by this fixture, in
+    the test processes, not at the top of conftest: pytest-xdist's controller, which runs no test,
+    then does not import TensorFlow (6 s before any worker starts). Then, as train() does before
+    its first cell (study/train.py `_freeze_once`), what the imports created is kept out of every
+    later garbage collection, also in tests that never train (reports, stores, sweeps' set-up)."""
+    import study.train  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory) -> Path:
-    """An empty MLflow SQLite store, created and migrated once per test session."""
-    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+    """An empty MLflow SQLite store, created and migrated once per test session: by the first
+    pytest-xdist worker that needs it, in the session's own temporary folder (a migration costs
+    2-3 s of CPU)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, this session's
+    path = shared / "empty-store.db"
+    with open(shared / "empty-store.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait for it, then copy it
+        if not path.exists():
+            new = shared / f"empty-store-{os.getpid()}.db"
+            MlflowClient(tracking_uri=f"sqlite:///{new}").search_experiments(max_results=1)
+            new.rename(path)
     return path
 
 
