@@ -49,10 +49,19 @@ def weight_grad_stats(g: tf.Tensor, threshold: float) -> list[tf.Tensor]:
     return [fn(g, threshold) for fn in WEIGHT_GRAD_STATS.values()]
 
 
+def _mean_std(h: tf.Tensor, axis=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """`tf.reduce_mean(h, axis, keepdims=True)` and `tf.math.reduce_std(h, axis)`, bit for bit (the
+    same mean, the same squared deviations, the same reductions), in two passes over h fewer: the
+    mean is computed once for both, and the deviation is squared in the same pass that takes it.
+    The activation statistics make several passes over every activation output at every step."""
+    m = tf.reduce_mean(h, axis=axis, keepdims=True)
+    return m, tf.sqrt(tf.reduce_mean(tf.math.squared_difference(h, m), axis=axis))
+
+
 def spread(h: tf.Tensor) -> tf.Tensor:
     """Mean over units (every position and channel) of each unit's standard deviation across the
     examples of the batch: 0 when the layer's output no longer depends on the input."""
-    return tf.reduce_mean(tf.math.reduce_std(tf.cast(h, tf.float32), axis=0))
+    return tf.reduce_mean(_mean_std(tf.cast(h, tf.float32), axis=0)[1])
 
 
 # activation -> (its params -> the output at or below which a unit passes (almost) no gradient)
@@ -76,16 +85,19 @@ def activation_stats(h: tf.Tensor, activation: str, params: dict | None = None) 
     examples); saturation fraction for bounded activations; for the ReLU family the fraction of
     entries <= 0 and, where a unit can die, of dead channels (inactive for every example and position)."""
     h = tf.cast(h, tf.float32)
-    out = {"mean": tf.reduce_mean(h), "std": tf.math.reduce_std(h), "spread": spread(h)}
+    mean, std = _mean_std(h)
+    out = {"mean": tf.reshape(mean, []), "std": std, "spread": spread(h)}
     if activation in BOUNDED:
         lo, hi = BOUNDED[activation]
         margin = SATURATION_MARGIN * (hi - lo) / (2.0 if lo < 0 else 1.0)
         sat = (h <= lo + margin) | (h >= hi - margin)
         out["saturation"] = tf.reduce_mean(tf.cast(sat, tf.float32))
     elif activation in RELU_FAMILY:
-        out["zero_frac"] = tf.reduce_mean(tf.cast(h <= 0.0, tf.float32))
-        off = inactive(h, activation, params)
-        if off is not None:
+        nonpositive = h <= 0.0
+        out["zero_frac"] = tf.reduce_mean(tf.cast(nonpositive, tf.float32))
+        floor = DEAD_BELOW.get(activation)
+        if floor is not None:  # relu's floor is 0: the same comparison, made once
+            off = nonpositive if floor(params or {}) == 0.0 else inactive(h, activation, params)
             out["dead_frac"] = dead_fraction(off)
     return out
 
@@ -168,6 +180,12 @@ def _compute(model, x, y, acts_on: bool, training: bool):
     return loss, y_pred, grads[:n], grads[n:], acts, inv
 
 
+def _unscale(t: tf.Tensor, inv) -> tf.Tensor:
+    """t * inv (undoing loss scaling); without loss scaling (inv the number 1.0) t itself, the same
+    values without a pass over t."""
+    return t if isinstance(inv, float) and inv == 1.0 else t * inv
+
+
 class DiagnosticModel(keras.Model):
     """A functional Keras model whose train step also computes the diagnostic statistics."""
 
@@ -244,7 +262,7 @@ class DiagnosticModel(keras.Model):
 
     def diag_vector(self, grads, grads_h, acts, inv, before) -> tf.Tensor:
         """The statistics vector in `layout` order (`before`: kernels before the update)."""
-        grads = [None if g is None else tf.cast(g, tf.float32) * inv for g in grads]
+        grads = [None if g is None else _unscale(tf.cast(g, tf.float32), inv) for g in grads]
         finite = [g for g in grads if g is not None]
         values = [
             tf.linalg.global_norm(finite),
@@ -262,7 +280,7 @@ class DiagnosticModel(keras.Model):
             values += tf.unstack(self.optimizer.diag_values())
         names = activation_stat_names(self._diag_activation)
         for h, gh in zip(acts, grads_h):
-            values.append(tf.norm(tf.cast(gh, tf.float32) * inv))
+            values.append(tf.norm(_unscale(tf.cast(gh, tf.float32), inv)))
             st = activation_stats(h, self._diag_activation, self._diag_act_params)
             values += [st[n] for n in names]
         return tf.stack(values)

@@ -331,3 +331,35 @@ def test_state_built_before_fit_means_the_train_function_is_traced_once(prebuilt
     m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
     # a first trace that creates the optimizer's and metrics' variables is traced again
     assert len(calls) == traces
+
+
+def _textbook_activation_stats(h, activation):
+    """The activation statistics as first written (tf.reduce_mean, tf.math.reduce_std, one
+    comparison per statistic): the train step's fewer-pass versions must equal them bit for bit."""
+    h = tf.cast(h, tf.float32)
+    out = {
+        "mean": tf.reduce_mean(h),
+        "std": tf.math.reduce_std(h),
+        "spread": tf.reduce_mean(tf.math.reduce_std(h, axis=0)),
+    }
+    if activation in diag.RELU_FAMILY:
+        out["zero_frac"] = tf.reduce_mean(tf.cast(h <= 0.0, tf.float32))
+        off = diag.inactive(h, activation)
+        if off is not None:
+            out["dead_frac"] = diag.dead_fraction(off)
+    return out
+
+
+@pytest.mark.parametrize("activation", ["relu", "elu", "selu", "leaky_relu", "sigmoid", "tanh"])
+def test_activation_statistics_equal_the_textbook_formulas_bit_for_bit(activation):
+    rng = np.random.default_rng(3)
+    pre = rng.normal(size=(96, 9, 9, 8)).astype(np.float32) * np.float32(4.0)
+    pre[:, :, :, 0] = 7.5 + rng.normal(size=(96, 9, 9)).astype(np.float32) * np.float32(1e-3)  # nearly constant unit
+    pre[:, :, :, 1] = -3.0  # a dead or saturated channel
+    h = tf.constant(keras.activations.get(activation)(pre))
+    for run in (lambda f: f(h), lambda f: tf.function(f)(h)):  # eager, and traced as in the train step
+        got = run(lambda t: diag.activation_stats(t, activation))
+        want = run(lambda t: _textbook_activation_stats(t, activation))
+        assert set(want) <= set(got)
+        for key in want:
+            assert got[key].numpy().tobytes() == want[key].numpy().tobytes(), (key, float(got[key]), float(want[key]))
