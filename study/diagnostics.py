@@ -93,11 +93,9 @@ def activation_stats(h: tf.Tensor, activation: str, params: dict | None = None) 
         sat = (h <= lo + margin) | (h >= hi - margin)
         out["saturation"] = tf.reduce_mean(tf.cast(sat, tf.float32))
     elif activation in RELU_FAMILY:
-        nonpositive = h <= 0.0
-        out["zero_frac"] = tf.reduce_mean(tf.cast(nonpositive, tf.float32))
-        floor = DEAD_BELOW.get(activation)
-        if floor is not None:  # relu's floor is 0: the same comparison, made once
-            off = nonpositive if floor(params or {}) == 0.0 else inactive(h, activation, params)
+        out["zero_frac"] = tf.reduce_mean(tf.cast(h <= 0.0, tf.float32))
+        off = inactive(h, activation, params)
+        if off is not None:
             out["dead_frac"] = dead_fraction(off)
     return out
 

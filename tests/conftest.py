@@ -2,7 +2,6 @@
 
 import contextlib
 import fcntl
-import gc
 import io
 import logging
 import logging.config
@@ -49,12 +48,11 @@ def study_imported():
     """study.train registers the `repo_root` resolver the configs use. Imported by this fixture, in
     the test processes, not at the top of conftest: pytest-xdist's controller, which runs no test,
     then does not import TensorFlow (6 s before any worker starts). Then, as train() does before
-    its first cell (study/train.py `_freeze_once`), what the imports created is kept out of every
+    its first cell (`study.train.freeze_once`), what the imports created is kept out of every
     later garbage collection, also in tests that never train (reports, stores, sweeps' set-up)."""
-    import study.train  # noqa: F401
+    import study.train
 
-    gc.collect()
-    gc.freeze()
+    study.train.freeze_once()
 
 
 @pytest.fixture(scope="session")
