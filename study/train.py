@@ -99,8 +99,8 @@ def setup_keras(cfg: DictConfig) -> None:
     if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(1)  # a CNN's ops run one after another
-    keras.backend.clear_session()  # and a garbage collection
-    _freeze_once()
+    freeze_once()
+    keras.backend.clear_session()
     keras.utils.set_random_seed(int(cfg.seed))
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
