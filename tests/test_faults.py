@@ -231,15 +231,21 @@ def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path):
 
 def test_ctrl_c_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = run_main(
-        [
-            "data=synthetic",
-            "train.verbose=0",
-            "+train.callbacks=[{_target_: helpers.CtrlCSurfacingAsAnotherError}]",
-            f"tracking.uri={uri}",
-        ],
-        tmp_path,
-    )
+    # Ctrl-C as in a command started from a terminal: pytest started as a background job (`make
+    # test &`) inherits SIGINT ignored, and the simulated Ctrl-C would then do nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = run_main(
+            [
+                "data=synthetic",
+                "train.verbose=0",
+                "+train.callbacks=[{_target_: helpers.CtrlCSurfacingAsAnotherError}]",
+                f"tracking.uri={uri}",
+            ],
+            tmp_path,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "interrupted (Ctrl-C)" in proc.stderr and "ended KILLED" in proc.stdout
     (run,) = runs(MlflowClient(tracking_uri=uri))
