@@ -74,8 +74,9 @@ def empty_store(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def store(tmp_path, empty_store):
-    """A fresh SQLite tracking URI (a copy of the migrated empty store: no migration per test) and
-    its client."""
+    """A fresh SQLite tracking URI, `sqlite:///<tmp_path>/mlflow.db` (a copy of the migrated empty
+    store: no migration per test, 1-2 s of CPU each, in the test process or in the command it
+    starts), and its client. Tests of a store that does not exist yet create their own."""
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     return uri, MlflowClient(tracking_uri=uri)
@@ -216,9 +217,10 @@ def runs(client, experiment="activation-study"):
 
 
 @pytest.fixture(scope="session")
-def smoke_store(tmp_path_factory):
+def smoke_store(tmp_path_factory, empty_store):
     """One smoke multirun with full diagnostics, shared by the sweep and report tests."""
     tmp = tmp_path_factory.mktemp("smoke")
+    shutil.copyfile(empty_store, tmp / "mlflow.db")
     proc = run_main(
         [
             "-m",

@@ -18,8 +18,8 @@ from study.report import collect
 pytestmark = pytest.mark.slow
 
 
-def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path, store):
+    uri = store[0]
     args = [
         sys.executable,
         "-m",
@@ -72,8 +72,8 @@ def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path):
     assert sorted(cells["outcome"]) == ["finished"] * 4 and cells["run_name"].is_unique
 
 
-def test_rerun_true_trains_again(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_rerun_true_trains_again(tmp_path, store):
+    uri = store[0]
     base = [
         "-m",
         "experiment=smoke",
@@ -153,10 +153,10 @@ def _server(db, port):
     raise AssertionError("mlflow server did not start")
 
 
-def test_server_lost_mid_run_keeps_every_metric_and_replay_restores_them(tmp_path, monkeypatch):
+def test_server_lost_mid_run_keeps_every_metric_and_replay_restores_them(tmp_path, monkeypatch, store):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _server(tmp_path / "server.db", port)
+    server = _server(tmp_path / "mlflow.db", port)  # the `store` fixture's migrated empty store
     try:  # set-up with MLflow's own retries and timeouts, however loaded the machine is
         c = tracking.client(uri)
         exp = tracking.ensure_experiment(c, "lost", None)
@@ -177,7 +177,7 @@ def test_server_lost_mid_run_keeps_every_metric_and_replay_restores_them(tmp_pat
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT")
 
-    server = _server(tmp_path / "server.db", port)  # the store is back: replay, twice
+    server = _server(tmp_path / "mlflow.db", port)  # the store is back: replay, twice
     try:
         replay = [sys.executable, str(ROOT / "scripts" / "replay_unsent.py"), "--tracking-uri", uri, str(spill)]
         first = subprocess.run(replay, capture_output=True, text=True, timeout=300)
@@ -192,8 +192,8 @@ def test_server_lost_mid_run_keeps_every_metric_and_replay_restores_them(tmp_pat
         server.wait()
 
 
-def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path, store):
+    uri = store[0]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -229,8 +229,8 @@ def test_ctrl_c_in_a_single_run_ends_it_killed_in_one_line(tmp_path):
     assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed" and "error" not in run.data.tags
 
 
-def test_ctrl_c_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_ctrl_c_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_path, store):
+    uri = store[0]
     # Ctrl-C as in a command started from a terminal: pytest started as a background job (`make
     # test &`) inherits SIGINT ignored, and the simulated Ctrl-C would then do nothing
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

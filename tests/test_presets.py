@@ -57,7 +57,7 @@ def test_every_preset_file_has_a_tiny_run_here():
     assert files - {"grid", "smoke", "paper"} == set(PRESETS)
 
 
-def _sweep_and_report(preset: str, tmp: Path):
+def _sweep_and_report(preset: str, tmp: Path, uri: str):
     """The preset's tiny sweep, then its report, each as its command runs (in this process)."""
     proc = run_main(
         [
@@ -65,20 +65,20 @@ def _sweep_and_report(preset: str, tmp: Path):
             f"experiment={preset}",
             "size=tiny",
             *PRESETS[preset][0],
-            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"tracking.uri={uri}",
             f"hydra.sweep.dir={tmp}/sweep",
         ],
         tmp,
     )
     if proc.returncode != 0:
         return proc, None
-    return proc, run_report(["--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--out", str(tmp / "report")], tmp)
+    return proc, run_report(["--tracking-uri", uri, "--out", str(tmp / "report")], tmp)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path):
+def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path, store):
     """Each preset is its own test, so that pytest-xdist spreads them over its workers."""
-    proc, report = _sweep_and_report(preset, tmp_path)
+    proc, report = _sweep_and_report(preset, tmp_path, store[0])
     tmp = tmp_path
     overrides, figures = PRESETS[preset]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -86,7 +86,7 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path):
     out = tmp / "report"
     for name in figures:
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
-    assert assert_no_healthy_at_chance(f"sqlite:///{tmp}/mlflow.db") >= 2
+    assert assert_no_healthy_at_chance(store[0]) >= 2
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert len(cells) >= 2 and set(cells["outcome"]) == {"finished"}
     swept = yaml.safe_load((ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]["params"]

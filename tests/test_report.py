@@ -72,7 +72,7 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure_and_is_the_same_when
     assert {"report/report.html", "report/REPORT.md", "report/figures", "report/tables"} <= logged
 
 
-def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_path):
+def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_path, store):
     proc = run_main(
         [
             "-m",
@@ -83,22 +83,21 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
             "model.depth=2,3",
             "train.epochs=1",
             "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:3}]",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],
         tmp_path,
     )
     assert proc.returncode != 0  # failed cells make the sweep exit non-zero, after recording everything
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    client = store[1]
     (gone,) = [
         r
         for r in runs(client)
         if r.info.run_name == "sigmoid-sgd-d2-s0" and r.data.params["optimizer.learning_rate"] == "0.05"
     ]
     client.delete_run(gone.info.run_id)  # a cell lost from the store: the report shows it as missing
-    assert_no_healthy_at_chance(f"sqlite:///{tmp_path}/mlflow.db")
+    assert_no_healthy_at_chance(store[0])
     out = make_report(tmp_path, tmp_path / "report")
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert (cells["outcome"] == "failed").sum() == 4 and (cells["outcome"] == "diverged").sum() >= 1
@@ -109,7 +108,7 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
     assert (out / "figures" / "accuracy_heatmap.png").exists() and not (out / "figures" / "saturation.png").exists()
 
 
-def test_report_of_a_sweep_where_no_cell_finished(tmp_path):
+def test_report_of_a_sweep_where_no_cell_finished(tmp_path, store):
     proc = run_main(
         [
             "-m",
@@ -119,7 +118,7 @@ def test_report_of_a_sweep_where_no_cell_finished(tmp_path):
             "model.depth=2",
             "train.epochs=1",
             "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],
         tmp_path,
@@ -162,7 +161,7 @@ def test_report_of_single_runs_and_of_runs_that_all_diverged(make_cfg, store, tm
     assert bad.returncode != 0 and "no run 'nope' in this store" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_a_sweep_with_three_seeds_reports_means_and_t_intervals(tmp_path):
+def test_a_sweep_with_three_seeds_reports_means_and_t_intervals(tmp_path, store):
     proc = run_main(
         [
             "-m",
@@ -173,7 +172,7 @@ def test_a_sweep_with_three_seeds_reports_means_and_t_intervals(tmp_path):
             "seed=0,1,2",
             "train.epochs=1",
             "diagnostics=default",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],
         tmp_path,

@@ -22,8 +22,8 @@ def _cells(uri):
     ]
 
 
-def test_submitit_local_launcher(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_submitit_local_launcher(tmp_path, store):
+    uri = store[0]
     proc = run_cli(
         [
             "-m",
@@ -45,7 +45,7 @@ def test_submitit_local_launcher(tmp_path):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
 
 
-def test_ray_launcher_against_a_local_ray_head(tmp_path):
+def test_ray_launcher_against_a_local_ray_head(tmp_path, store):
     """hydra/launcher=ray_cluster (hydra-ray-launcher) on a Ray head started here on 127.0.0.1."""
     ray_cli = Path(os.path.dirname(os.sys.executable)) / "ray"
     port = free_port()
@@ -69,7 +69,7 @@ def test_ray_launcher_against_a_local_ray_head(tmp_path):
     )
     assert start.returncode == 0, start.stderr[-3000:]
     try:
-        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        uri = store[0]
         proc = run_cli(
             [
                 "-m",

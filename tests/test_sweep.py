@@ -86,7 +86,7 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     ]
 
 
-def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, store):
     proc = run_main(
         [
             "-m",
@@ -96,7 +96,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
             "model.depth=2,4",
             "train.epochs=1",
             "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],
         tmp_path,
@@ -106,9 +106,8 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
         and "1 cell(s) failed" in proc.stderr + proc.stdout
         and "0 cell(s) not run" in proc.stderr + proc.stdout
     )
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    client = store[1]
     by_depth = {r.data.params.get("model.depth"): r for r in runs(client) if r.data.tags.get("role") == "cell"}
     failed, ok = by_depth["2"], by_depth["4"]
     assert failed.info.status == "FAILED" and failed.data.tags["outcome"] == "failed"
