@@ -1,5 +1,6 @@
 """MLflow tracking helpers: batching, flattening, fingerprints, redaction, artifact locations."""
 
+import shutil
 import threading
 
 import pytest
@@ -18,8 +19,8 @@ class CountingClient(MlflowClient):
         return super().log_batch(run_id, metrics=metrics, params=params, tags=tags, **kw)
 
 
-def test_metrics_go_in_batches_of_at_most_1000(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_metrics_go_in_batches_of_at_most_1000(tmp_path, store):
+    uri = store[0]
     c = CountingClient(tracking_uri=uri)
     exp = tracking.ensure_experiment(c, "t", tracking.artifact_location(uri))
     run = tracking.RunLogger(c, c.create_run(exp).info.run_id)
@@ -31,8 +32,8 @@ def test_metrics_go_in_batches_of_at_most_1000(tmp_path):
     assert [(h.step, h.value) for h in history] == [(s, 3.5 + s) for s in range(5)]
 
 
-def test_metrics_sent_in_the_background_arrive_complete_and_before_what_follows(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_metrics_sent_in_the_background_arrive_complete_and_before_what_follows(tmp_path, store):
+    uri = store[0]
     CountingClient.calls = []
     c = CountingClient(tracking_uri=uri)
     exp = tracking.ensure_experiment(c, "t", tracking.artifact_location(uri))
@@ -59,8 +60,8 @@ class LostClient(MlflowClient):
         return super().log_batch(run_id, metrics=metrics, params=params, tags=tags, **kw)
 
 
-def test_metrics_the_background_worker_cannot_send_are_kept_and_reported(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_metrics_the_background_worker_cannot_send_are_kept_and_reported(tmp_path, store):
+    uri = store[0]
     c = LostClient(tracking_uri=uri)
     exp = tracking.ensure_experiment(c, "t", tracking.artifact_location(uri))
     run = tracking.RunLogger(c, c.create_run(exp).info.run_id, spill_dir=tmp_path, background=True)
@@ -73,8 +74,9 @@ def test_metrics_the_background_worker_cannot_send_are_kept_and_reported(tmp_pat
     assert str(spill) in str(err.value) and len(spill.read_text().splitlines()) == 1800
 
 
-def test_one_client_per_store_per_process(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_one_client_per_store_per_process(tmp_path, store, empty_store):
+    uri = store[0]
+    shutil.copyfile(empty_store, tmp_path / "other.db")
     c = tracking.client(uri)
     assert tracking.client(uri) is c and tracking.client(f"sqlite:///{tmp_path}/other.db") is not c
 
