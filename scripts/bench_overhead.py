@@ -1,5 +1,7 @@
 """Overhead of the diagnostics: median time per epoch of (a) plain Keras `model.fit`, (b) the harness
-with diagnostics=default, (c) with diagnostics=full; same model, data and batch size, in one process.
+with diagnostics=default, (c) with diagnostics=full, and (d) an ablation, `full` with its activation
+statistics taken over a 1×1 stand-in instead of every activation output (what the passes over the
+activations cost); same model, data and batch size, in one process.
 Each variant's model is built once and warmed up; then one-epoch fits alternate (a b c, b c a, ...),
 each timed from the epoch's start to its end (validation and the harness's callbacks included).
 
@@ -19,10 +21,22 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from study import data, models, tracking  # noqa: E402
 from study import diagnostics as diag
 from study.callbacks import DiagnosticsLogger, HistogramLogger  # noqa: E402
+
+VARIANTS = ("plain", "default", "full", "full_without_activation_stats")
+
+
+class WithoutActivationStats(diag.DiagnosticModel):
+    """Ablation, for this benchmark only: the `full` train step, the activation outputs h_l and their
+    back-propagated gradients computed as always, but the activation statistics (mean, std, spread,
+    saturation or zero and dead fractions) taken over a 1×1 stand-in instead of each h_l."""
+
+    def diag_vector(self, grads, grads_h, acts, inv, before):
+        return super().diag_vector(grads, grads_h, [tf.zeros((1, 1)) for _ in acts], inv, before)
 
 
 def build(variant: str, args, splits, run: tracking.RunLogger):
@@ -31,7 +45,8 @@ def build(variant: str, args, splits, run: tracking.RunLogger):
     spec = models.ModelSpec(depth=args.depth, width=args.width, activation=args.activation)
     model = models.build(spec, splits.input_shape, splits.num_classes)
     if variant != "plain":
-        model = diag.DiagnosticModel(model.inputs, model.outputs)
+        kind = WithoutActivationStats if variant == "full_without_activation_stats" else diag.DiagnosticModel
+        model = kind(model.inputs, model.outputs)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         metrics=["accuracy"],
@@ -40,9 +55,9 @@ def build(variant: str, args, splits, run: tracking.RunLogger):
     steps = -(-len(splits.x_train) // args.batch_size)
     callbacks = []
     if variant != "plain":
-        model.enable_diagnostics(variant, args.activation)
+        model.enable_diagnostics(variant.removesuffix("_without_activation_stats"), args.activation)
         callbacks.append(DiagnosticsLogger(run, max(1, steps * 3 // 50), steps, splits.x_probe, splits.y_probe))
-    if variant == "full":  # histograms at the end of every timed epoch (a 3-epoch run draws two): conservative
+    if variant.startswith("full"):  # histograms at the end of every timed epoch (a 3-epoch run draws two): conservative
         callbacks.append(HistogramLogger(splits.x_probe, splits.y_probe, {1}, steps))
     return model, callbacks
 
@@ -77,7 +92,7 @@ def main() -> None:
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "overhead.json"))
     args = p.parse_args()
     splits = data.load(args.dataset, seed=0, train_subset=args.train_subset)
-    variants = ("plain", "default", "full")
+    variants = VARIANTS
     times: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
@@ -88,7 +103,7 @@ def main() -> None:
         for v in variants:  # warm-up: tracing and first-epoch effects are left out
             timed_epoch(*built[v], splits, args)
         for rep in range(args.reps):  # interleaved, order rotated, so drift of a shared machine hits all alike
-            order = variants[rep % 3 :] + variants[: rep % 3]
+            order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for v in order:
                 times[v].append(timed_epoch(*built[v], splits, args))
             print(f"rep {rep + 1}/{args.reps} " + " ".join(f"{v}={times[v][-1]:.2f}s" for v in variants), flush=True)
@@ -98,13 +113,17 @@ def main() -> None:
         "median_epoch_s": med,
         "default_over_plain": med["default"] / med["plain"],
         "full_over_plain": med["full"] / med["plain"],
+        "full_without_activation_stats_over_plain": med["full_without_activation_stats"] / med["plain"],
         "epoch_times_s": times,
         "config": vars(args),
         "machine": tracking.machine(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"median epoch: plain {med['plain']:.3f} s, default {med['default']:.3f} s, full {med['full']:.3f} s")
+    print(
+        f"median epoch: plain {med['plain']:.3f} s, default {med['default']:.3f} s, full {med['full']:.3f} s, "
+        f"full without activation statistics {med['full_without_activation_stats']:.3f} s"
+    )
     print(f"overhead default={result['default_over_plain']:.2f} full={result['full_over_plain']:.2f}")
 
 
