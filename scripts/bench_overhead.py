@@ -27,7 +27,9 @@ from study import data, models, tracking  # noqa: E402
 from study import diagnostics as diag
 from study.callbacks import DiagnosticsLogger, HistogramLogger  # noqa: E402
 
-VARIANTS = ("plain", "default", "full", "full_without_activation_stats")
+# variant -> its diagnostics level (None: plain Keras)
+LEVEL = {"plain": None, "default": "default", "full": "full", "full_without_activation_stats": "full"}
+VARIANTS = tuple(LEVEL)
 
 
 class WithoutActivationStats(diag.DiagnosticModel):
@@ -55,7 +57,8 @@ def build(variant: str, args, splits, run: tracking.RunLogger):
     keras.utils.set_random_seed(0)
     spec = models.ModelSpec(depth=args.depth, width=args.width, activation=args.activation)
     model = models.build(spec, splits.input_shape, splits.num_classes)
-    if variant != "plain":
+    level = LEVEL[variant]
+    if level is not None:
         kind = WithoutActivationStats if variant == "full_without_activation_stats" else diag.DiagnosticModel
         model = kind(model.inputs, model.outputs)
     model.compile(
@@ -65,10 +68,10 @@ def build(variant: str, args, splits, run: tracking.RunLogger):
     )
     steps = -(-len(splits.x_train) // args.batch_size)
     callbacks = []
-    if variant != "plain":
-        model.enable_diagnostics(variant.removesuffix("_without_activation_stats"), args.activation)
+    if level is not None:
+        model.enable_diagnostics(level, args.activation)
         callbacks.append(DiagnosticsLogger(run, max(1, steps * 3 // 50), steps, splits.x_probe, splits.y_probe))
-    if variant.startswith("full"):  # histograms at the end of every timed epoch (a 3-epoch run draws two): conservative
+    if level == "full":  # histograms at the end of every timed epoch (a 3-epoch run draws two): conservative
         callbacks.append(TimedHistogramLogger(splits.x_probe, splits.y_probe, {1}, steps))
     return model, callbacks
 
