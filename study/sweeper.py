@@ -31,6 +31,16 @@ COST_KEYS = {
 }
 
 
+SWEEP_CALLBACK = "study.sweep.MlflowSweepCallback"  # its Hydra `_target_` (not imported: TensorFlow)
+
+
+def checks_every_cell(config) -> bool:
+    """Whether this sweep runs the sweep callback, which composes and checks every cell of a
+    basic-sweeper grid before the parent run and stops the sweep if one fails."""
+    callbacks = config.hydra.get("callbacks") or {}
+    return any(str(cb.get("_target_", "")) == SWEEP_CALLBACK for cb in callbacks.values())
+
+
 def estimated_cost(overrides: Sequence[str]) -> float:
     """Relative cost of one cell from its overrides (`key=value`); 1 when no cost key is swept."""
     log_cost = 0.0

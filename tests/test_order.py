@@ -1,9 +1,10 @@
 """Launch order of a sweep's cells: most expensive first (study/sweeper.py)."""
 
 import pytest
+from conftest import ROOT
 
 from study.errors import ConfigError
-from study.sweeper import estimated_cost, order_cells
+from study.sweeper import SWEEP_CALLBACK, checks_every_cell, estimated_cost, order_cells
 
 
 def test_deeper_cells_launch_first_and_ties_keep_the_written_order():
@@ -42,3 +43,16 @@ def test_cells_without_cost_keys_keep_the_written_order():
 def test_an_unknown_order_names_the_valid_choices():
     with pytest.raises(ConfigError, match="unknown hydra.sweeper.order 'longest'.*as_written, cost"):
         order_cells([["model.depth=2"]], "longest")
+
+
+def test_the_sweep_callback_is_found_in_the_config_by_its_target():
+    """The sweeper skips Hydra's second composition of each cell only when the callback that
+    composes and checks them all runs (conf/config.yaml), and falls back to Hydra's without it."""
+    from hydra import compose, initialize_config_dir
+
+    from study.sweep import MlflowSweepCallback
+
+    assert SWEEP_CALLBACK == f"{MlflowSweepCallback.__module__}.{MlflowSweepCallback.__qualname__}"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        assert checks_every_cell(compose("config", return_hydra_config=True))
+        assert not checks_every_cell(compose("config", ["~hydra.callbacks.mlflow_sweep"], return_hydra_config=True))

@@ -86,7 +86,14 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     ]
 
 
-def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, store):
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, store, monkeypatch):
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    composed = []  # each cell's config: composed by the sweep callback, then by the launcher
+    load = ConfigLoaderImpl.load_sweep_config
+    monkeypatch.setattr(
+        ConfigLoaderImpl, "load_sweep_config", lambda self, *a, **kw: composed.append(a or kw) or load(self, *a, **kw)
+    )
     proc = run_main(
         [
             "-m",
@@ -101,6 +108,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, store):
         ],
         tmp_path,
     )
+    assert len(composed) == 4, proc.stderr[-3000:]  # not 6: the sweeper does not compose them a third time
     assert (
         proc.returncode != 0
         and "1 cell(s) failed" in proc.stderr + proc.stdout
