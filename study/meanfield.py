@@ -30,8 +30,14 @@ def moments(activation: str, q: float) -> tuple[float, float]:
     step), Gauss–Hermite quadrature for tanh."""
     if activation == "relu":
         return q / 2.0, 0.5
-    phi, dphi = PHI[activation]
-    return gauss(lambda z: phi(z) ** 2, q), gauss(lambda z: dphi(z) ** 2, q)
+    return mean_square(activation, q), gauss(lambda z: PHI[activation][1](z) ** 2, q)
+
+
+def mean_square(activation: str, q: float) -> float:
+    """E[φ(√q z)²] alone (the first of `moments`): what the length map and its inversions iterate."""
+    if activation == "relu":
+        return q / 2.0
+    return gauss(lambda z: PHI[activation][0](z) ** 2, q)
 
 
 def gauss(f, q: float) -> float:
@@ -60,11 +66,11 @@ def q_from_rms(activation: str, rms: float) -> float:
     if activation == "relu":
         return 2.0 * target
     lo, hi = 0.0, 1.0
-    while moments(activation, hi)[0] < target and hi < 1e8:
+    while mean_square(activation, hi) < target and hi < 1e8:
         hi *= 2.0
     for _ in range(200):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if moments(activation, mid)[0] < target else (lo, mid)
+        lo, hi = (mid, hi) if mean_square(activation, mid) < target else (lo, mid)
     return (lo + hi) / 2
 
 
@@ -72,7 +78,7 @@ def tanh_fixed_point(sigma_w2: float, sigma_b2: float = 0.0) -> float:
     """q* of the tanh length map (0 in the ordered phase σ_w² <= 1 with σ_b = 0)."""
     q = 10.0
     for _ in range(2000):
-        q = sigma_w2 * moments("tanh", q)[0] + sigma_b2
+        q = sigma_w2 * mean_square("tanh", q) + sigma_b2
     return q
 
 
