@@ -17,8 +17,9 @@ from unittest import mock
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+
+# Hydra, MLflow and TensorFlow are imported where they are used, not here: pytest-xdist's
+# controller, which runs no test, imports this file before it starts the workers (3 s sooner).
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -67,6 +68,8 @@ def empty_store(tmp_path_factory) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait for it, then copy it
         if not path.exists():
             new = shared / f"empty-store-{os.getpid()}.db"
+            from mlflow.tracking import MlflowClient
+
             MlflowClient(tracking_uri=f"sqlite:///{new}").search_experiments(max_results=1)
             new.rename(path)
     return path
@@ -77,6 +80,8 @@ def store(tmp_path, empty_store):
     """A fresh SQLite tracking URI, `sqlite:///<tmp_path>/mlflow.db` (a copy of the migrated empty
     store: no migration per test, 1-2 s of CPU each, in the test process or in the command it
     starts), and its client. Tests of a store that does not exist yet create their own."""
+    from mlflow.tracking import MlflowClient
+
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     return uri, MlflowClient(tracking_uri=uri)
@@ -85,6 +90,8 @@ def store(tmp_path, empty_store):
 @pytest.fixture
 def make_cfg(store):
     """compose(overrides) -> the resolved config of one cell, tracked in the temporary store."""
+
+    from hydra import compose, initialize_config_dir
 
     def make(*overrides, tiny=True):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -241,6 +248,8 @@ def assert_no_healthy_at_chance(uri: str) -> int:
     validation accuracy is far above chance (accuracy progress >= 0.25 over the majority class's
     share) is called a no-progress pathology. Returns the number of cells checked."""
     import math
+
+    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     checked = 0

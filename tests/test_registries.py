@@ -8,11 +8,14 @@ from study import activations, models, optimizers
 
 
 def _tiny_step(activation="relu", optimizer="adam", lr=0.01, params=None):
+    """One step, eagerly: the entry's layer and update rule are the same ops as in a traced step
+    (tracing, 1 s a model here, is what the train-step tests check; these check the entries)."""
     keras.utils.set_random_seed(0)
     m = models.build(models.ModelSpec(depth=2, width=4, activation=activation), (12, 12, 1), 3)
     m.compile(
         optimizer=optimizers.build(optimizer, lr, params),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,
     )
     x = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32)
     y = np.arange(16) % 3
