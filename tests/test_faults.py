@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, assert_no_healthy_at_chance, free_port, run_main, run_report, runs
+from conftest import ROOT, assert_no_healthy_at_chance, free_port, run_main, run_report, run_script, runs
 from mlflow.tracking import MlflowClient
 
 from study import tracking
@@ -179,10 +179,10 @@ def test_server_lost_mid_run_keeps_every_metric_and_replay_restores_them(tmp_pat
 
     server = _server(tmp_path / "mlflow.db", port)  # the store is back: replay, twice
     try:
-        replay = [sys.executable, str(ROOT / "scripts" / "replay_unsent.py"), "--tracking-uri", uri, str(spill)]
-        first = subprocess.run(replay, capture_output=True, text=True, timeout=300)
+        replay = ["--tracking-uri", uri, spill]
+        first = run_script("replay_unsent.py", replay, tmp_path)
         assert first.returncode == 0 and "2 metrics logged, 0 already in the store" in first.stdout, first.stderr
-        again = subprocess.run(replay, capture_output=True, text=True, timeout=300)
+        again = run_script("replay_unsent.py", replay, tmp_path)
         assert again.returncode == 0 and "0 metrics logged, 2 already in the store" in again.stdout, again.stderr
         c = tracking.client(uri)
         assert [(m.step, m.value) for m in c.get_metric_history(run.run_id, "train/loss")] == [(0, 1.0), (1, 0.5)]

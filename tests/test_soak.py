@@ -12,7 +12,17 @@ import threading
 import time
 
 import pytest
-from conftest import PG_BIN, ROOT, assert_no_healthy_at_chance, free_port, postgres, run_main, run_report, runs
+from conftest import (
+    PG_BIN,
+    ROOT,
+    assert_no_healthy_at_chance,
+    free_port,
+    postgres,
+    run_main,
+    run_report,
+    run_script,
+    runs,
+)
 from mlflow.tracking import MlflowClient
 
 from study import tracking
@@ -164,12 +174,11 @@ def test_sweep_survives_two_server_restarts_with_every_cell_and_metric_recorded(
         rerun_s = time.time() - t_rerun
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
 
-        replay = [sys.executable, str(ROOT / "scripts" / "replay_unsent.py"), "--tracking-uri", uri]
         printed = first_out + second.stdout + second.stderr
-        if spills:
-            done = subprocess.run([*replay, *map(str, spills)], capture_output=True, text=True, timeout=300)
+        if spills:  # `make replay`'s script, in this process (as the rerun)
+            done = run_script("replay_unsent.py", ["--tracking-uri", uri, *spills], tmp_path)
             assert done.returncode == 0, done.stderr
-            again = subprocess.run([*replay, *map(str, spills)], capture_output=True, text=True, timeout=300)
+            again = run_script("replay_unsent.py", ["--tracking-uri", uri, *spills], tmp_path)
             assert again.returncode == 0, again.stderr
             # every spilled metric is now in the store: a second replay finds nothing to log
             assert all(line.split(": ")[1].startswith("0 metrics logged") for line in again.stdout.splitlines())

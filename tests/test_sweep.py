@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, assert_no_healthy_at_chance, run_main, runs
+from conftest import ROOT, assert_no_healthy_at_chance, run_main, run_script, runs
 
 pytestmark = pytest.mark.slow
 
@@ -66,15 +66,7 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     for r in children:
         assert r.data.tags["gradient_verdict"] in r.data.tags["mlflow.note.content"]
         assert "test accuracy" in r.data.tags["mlflow.note.content"]
-    import subprocess
-    import sys
-
-    link = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "ui_link.py"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    link = run_script("ui_link.py", ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], tmp_path)
     assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in link.stdout
     for r in children:
         assert r.data.tags["gradient_verdict"] in {"healthy", "slow", "stalled", "vanishing", "collapsed", "dead"}

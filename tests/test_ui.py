@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, run_report, runs
+from conftest import free_port, run_report, run_script, runs
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -62,12 +62,9 @@ def test_runs_descriptions_report_and_cell_figures_in_a_real_browser(smoke_store
     (parent,) = [r for r in all_runs if r.data.tags.get("role") == "sweep"]
     cells = [r for r in all_runs if r.data.tags.get("role") == "cell"]
     port = free_port()
-    link = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "ui_link.py"), "--tracking-uri", uri, "--port", str(port)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    linked = run_script("ui_link.py", ["--tracking-uri", uri, "--port", port], tmp_path)
+    assert linked.returncode == 0, linked.stderr
+    link = linked.stdout
     runs_url = re.search(r"http://\S+", link).group(0)
     base, exp_id = runs_url.split("#")[0], parent.info.experiment_id
     ui = _serve(uri, port)
