@@ -47,8 +47,8 @@ def test_submitit_local_launcher(tmp_path, store):
 
 def test_ray_launcher_against_a_local_ray_head(tmp_path, store):
     """hydra/launcher=ray_cluster (hydra-ray-launcher) on a Ray head started here on 127.0.0.1, with
-    one CPU, as a cluster with more cells than CPUs: the cells run one after another (in the runs
-    measured, both in the same worker), 48 s of the machine's CPU for the test instead of 61 s."""
+    one CPU, as a cluster with more cells than CPUs: the cells run one after another (in the run
+    checked, both in the same worker), 48 s of the machine's CPU for the test instead of 61 s."""
     ray_cli = Path(os.path.dirname(os.sys.executable)) / "ray"
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short

@@ -75,13 +75,12 @@ def test_invalid_value_on_the_command_line_exits_non_zero(tmp_path):
 
 
 def test_same_config_twice_gives_identical_metrics_and_steps_per_execution_changes_none(make_cfg, store):
-    cfg = make_cfg("train.deterministic=true", "train.epochs=2", "model.activation=elu")
+    same = ("train.deterministic=true", "train.epochs=2", "model.activation=elu")
+    cfg = make_cfg(*same)
     a, b = train(cfg), train(cfg)
     for key in ("test/loss", "test/accuracy", "diag/ratio_first_last_init", "diag/ratio_first_last_final"):
         assert a[key] == b[key], key
-    many = train(
-        make_cfg("train.deterministic=true", "train.epochs=2", "model.activation=elu", "train.steps_per_execution=5")
-    )
+    many = train(make_cfg(*same, "train.steps_per_execution=5"))
     for key in ("test/loss", "test/accuracy", "diag/ratio_first_last_final", "diag/grad_norm_noise"):
         assert a[key] == many[key], f"steps_per_execution=5 changed {key}"
     one, five = (store[1].download_artifacts(r["run_id"], "diagnostics.parquet") for r in (a, many))
