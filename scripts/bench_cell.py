@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import resource
 import statistics
@@ -32,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from study import data, models, optimizers, tracking  # noqa: E402
+from study import data, models, optimizers, outputs, tracking  # noqa: E402
 from study.train import batch_size, learning_rate, model_spec, train  # noqa: E402
 
 CELLS = [(a, o, d) for (a, o) in (("relu_he", "adam"), ("sigmoid_glorot", "sgd")) for d in (4, 8, 16)]
@@ -124,6 +123,7 @@ def main() -> None:
     args = p.parse_args()
     bench = tracking.REPO_ROOT / "reports" / "benchmarks"
     args.out = args.out or str(bench / ("cell.json" if args.reps else "cell-memory.json"))
+    outputs.result_file(args.out)  # before minutes of measuring
     depths = [int(x) for x in args.depths.split(",")]
     cells = [c for c in CELLS if c[2] in depths]
     times: dict[str, dict[str, list[float]]] = {f"{a}-{o}-d{d}": {v: [] for v in VARIANTS} for a, o, d in cells}
@@ -164,8 +164,7 @@ def main() -> None:
                 rss.append(rss_mib())
             memory = {"cells": len(plan), "rss_first_mib": rss[0], "rss_last_mib": rss[-1], "rss_mib": rss}
     if not args.reps:  # --reps 0: the memory sweep alone
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"memory": memory, "config": vars(args), "machine": tracking.machine()}))
+        outputs.write_json(args.out, {"memory": memory, "config": vars(args), "machine": tracking.machine()})
         growth = memory["rss_last_mib"] / memory["rss_first_mib"] - 1
         print(
             f"memory over {memory['cells']} cells: {memory['rss_first_mib']:.0f} MiB after the first, "
@@ -193,8 +192,7 @@ def main() -> None:
         "config": vars(args),
         "machine": tracking.machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    outputs.write_json(args.out, result)
     for name, t in result["median_s"].items():
         r = ratios[name]
         print(

@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -27,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from study import curvature, data, losses, models, tracking  # noqa: E402
+from study import curvature, data, losses, models, outputs, tracking  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.newton import Newton  # noqa: E402
 
@@ -109,14 +108,14 @@ def main() -> None:
     p.add_argument("--every", type=int, default=50, help="a run measuring every N steps: its slow-down")
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "curvature.json"))
     args = p.parse_args()
+    outputs.result_file(args.out)  # before minutes of measuring
     splits = data.load("fashion_mnist", seed=0, train_subset=max(args.examples, args.newton_examples))
     results = {}
     for name, spec in MODELS.items():
         results[name] = measure_model(name, spec, splits, args)
         print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results[name].items()}))
     out = {"results": results, "config": vars(args), "machine": tracking.machine()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    outputs.write_json(args.out, out)
     print(
         f"curvature lambda_max_in_steps={results['grid_cnn_d8']['lambda_max_in_train_steps']:.0f} "
         f"newton_over_sgd={results['second_order_mlp']['newton_over_sgd']:.1f}/"

@@ -11,19 +11,17 @@ Writes reports/benchmarks/overhead.json; the last line printed is `overhead defa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from study import data, models, tracking  # noqa: E402
+from study import data, models, outputs, tracking  # noqa: E402
 from study import diagnostics as diag
 from study.callbacks import DiagnosticsLogger, HistogramLogger  # noqa: E402
 
@@ -105,6 +103,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=8, help="timed epochs per variant, after one warm-up epoch")
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "overhead.json"))
     args = p.parse_args()
+    outputs.result_file(args.out)  # before minutes of measuring
     splits = data.load(args.dataset, seed=0, train_subset=args.train_subset)
     variants = VARIANTS
     times: dict[str, list[float]] = {v: [] for v in variants}
@@ -136,8 +135,7 @@ def main() -> None:
         "config": vars(args),
         "machine": tracking.machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    outputs.write_json(args.out, result)
     print(
         f"median epoch: plain {med['plain']:.3f} s, default {med['default']:.3f} s, full {med['full']:.3f} s, "
         f"full without activation statistics {med['full_without_activation_stats']:.3f} s; "

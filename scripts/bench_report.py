@@ -7,14 +7,13 @@ Last line printed: `report cells=<n> seconds=<t>`.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from study import tracking
+from study import outputs, tracking
 from study.report.build import build
 
 
@@ -25,15 +24,13 @@ def main() -> None:
     p.add_argument("--sweep", default=None)
     p.add_argument("--out", default=str(tracking.REPO_ROOT / "reports" / "benchmarks" / "report.json"))
     a = p.parse_args()
+    outputs.result_file(a.out)  # before minutes of measuring
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         out = build(a.tracking_uri, a.experiment, a.sweep, tmp, log_to_run=False)
         seconds = time.perf_counter() - t
         cells = len(pd.read_csv(Path(out) / "tables" / "cells.csv"))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(
-        json.dumps({"cells": cells, "seconds": seconds, "tracking_uri": tracking.redact(a.tracking_uri)}, indent=2)
-    )
+    outputs.write_json(a.out, {"cells": cells, "seconds": seconds, "tracking_uri": tracking.redact(a.tracking_uri)})
     print(f"report cells={cells} seconds={seconds:.1f}")
 
 

@@ -14,16 +14,14 @@ Last line printed: `speedup=<x>`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from study import tracking
+from study import outputs, tracking
 
 GRID = ["experiment=grid", "arm=relu_he,tanh_glorot", "optimizer=sgd,adam", "model.depth=4,16", "seed=0"]
 
@@ -70,6 +68,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="sequential and parallel sweeps, alternated")
     p.add_argument("extra", nargs="*", help="more Hydra overrides for both sweeps")
     a = p.parse_args()
+    outputs.result_file(a.out)  # before minutes of measuring
     seq, par = [], []
     for _ in range(a.repeat):
         seq.append(sweep(1, a.extra))
@@ -95,8 +94,7 @@ def main() -> None:
         "ceiling_without_startup_and_tail": ceiling,
         "speedup": par_rate / seq_rate,
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
+    outputs.write_json(a.out, result)
     print(
         f"sequential: {seq_n} cells in {seq_s:.0f} s ({seq_rate:.0f} cells/h, {seq_cpu / seq_s:.2f} of {cores} "
         f"cores busy, {seq_cells / seq_n:.1f} s a cell); {a.jobs} jobs: {par_n} cells in {par_s:.0f} s "

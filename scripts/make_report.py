@@ -10,6 +10,7 @@ python scripts/make_report.py --run <run id> --run <run id>  # chosen runs
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from study import tracking, verdicts
@@ -18,6 +19,17 @@ from study.report.build import build
 
 
 def main() -> None:
+    """Bad input or an unusable store or --out: one `error:` line on stderr, exit 2."""
+    try:
+        _main()
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        print(stop.code if stop.code.startswith("error:") else f"error: {stop.code}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _main() -> None:
     p = argparse.ArgumentParser(description="Report of one sweep: tables, figures, REPORT.md.")
     p.add_argument("--tracking-uri", default=tracking.default_uri(), help="MLflow store (default: ./mlflow.db)")
     p.add_argument("--experiment", default="activation-study")
@@ -27,7 +39,12 @@ def main() -> None:
         "--run", action="append", default=[], metavar="RUN_ID", help="report these runs instead of a sweep (repeatable)"
     )
     which.add_argument("--single", action="store_true", help="report every single run (trained without -m)")
-    p.add_argument("--out", default=None, help="output folder (default: reports/<preset>-<sweep id>/)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: reports/<preset>-<sweep id>/): a new or empty folder, or one a report made "
+        "before (it holds .study-report); any other folder is refused, untouched",
+    )
     p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
     p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
@@ -62,8 +79,8 @@ def main() -> None:
     t = time.perf_counter()
     try:
         out = _build(a, thresholds)
-    except tracking.TrackingError as err:
-        raise SystemExit(f"error: {err}") from None
+    except (tracking.TrackingError, ConfigError) as err:  # a store or --out it cannot use: one line
+        raise SystemExit(f"error: {tracking.redact(str(err))}") from None
     print(f"report written to {out}/REPORT.md in {time.perf_counter() - t:.1f} s")
 
 

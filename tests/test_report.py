@@ -1,5 +1,7 @@
 """The report from real sweeps: every table and figure, partial sweeps, determinism."""
 
+import shutil
+
 import pandas as pd
 import pytest
 from conftest import assert_no_healthy_at_chance, run_main, run_report, runs
@@ -28,7 +30,10 @@ def make_report(store_dir, out, *extra):
 def test_report_of_a_smoke_sweep_has_every_table_and_figure_and_is_the_same_when_made_again(smoke_store, tmp_path):
     store, _ = smoke_store
     out = make_report(store, store / "report", "--formats", "png,pdf")  # as make report writes them
+    shutil.copytree(out, tmp_path / "again")  # a report made before: the new one replaces it whole
+    (tmp_path / "again" / "figures" / "stale.png").write_bytes(b"old")
     again = make_report(store, tmp_path / "again", "--no-log")
+    assert not (again / "figures" / "stale.png").exists() and (again / ".study-report").is_file()
     assert (out / "tables" / "cells.csv").read_bytes() == (again / "tables" / "cells.csv").read_bytes()
     for name in ("epochs", "steps", "histograms"):
         pd.testing.assert_frame_equal(

@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from study import contract, tracking, verdicts
+from study import contract, outputs, tracking, verdicts
 from study.report import collect, grid_pilot, presets, reproductions, second_order, signal_prop, stats  # noqa: F401
 from study.report import figures as F
 
@@ -261,21 +259,15 @@ def build(
     """Tables, figures and REPORT.md of a sweep (or of runs without one: `run_ids`, or with `single`
     every single run), written to `out` (default reports/<preset>-<sweep id>/)."""
     th = thresholds or verdicts.Thresholds()
+    if out:  # before reading the store: a folder it may not write fails at once
+        outputs.check_target(Path(out))
     s = collect.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
     name = f"{s.info.get('preset') or 'sweep'}-{s.info['sweep_id']}"
     final_dir = Path(out or tracking.REPO_ROOT / "reports" / name)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    # written in a temporary sibling folder and moved into place at the end: never a half report
-    out_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
-    try:
+    # written in a temporary sibling folder and swapped in at the end: never a half report, and
+    # never in place of a folder the report did not make (study/outputs.py)
+    with outputs.replace_folder(final_dir, "scripts/make_report.py") as out_dir:
         _write(s, out_dir, depth, optimizer, th, min(workers, os.cpu_count() or 1), formats)
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    out_dir.chmod(0o755)  # mkdtemp makes it 0700
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    out_dir.rename(final_dir)
     if log_to_run and s.info.get("parent_run_id"):
         tracking.client(uri).log_artifacts(s.info["parent_run_id"], str(final_dir), "report")
     return final_dir
