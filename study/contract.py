@@ -77,3 +77,8 @@ def cells_query(sweep_id: str) -> str:
 def reused_query(sweep_id: str) -> str:
     """MLflow filter: the FINISHED runs of earlier sweeps that this sweep reused instead of training."""
     return f"tags.`{REUSED}.{sweep_id}` = '1'"
+
+
+def running_query(sweep_id: str) -> str:
+    """MLflow filter: a sweep's runs (parent and cells) still RUNNING."""
+    return f"tags.{SWEEP_ID} = '{sweep_id}' and attributes.status = 'RUNNING'"

@@ -5,7 +5,9 @@ sweep file hands the parent run to the jobs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -54,6 +56,29 @@ def sweep_note(config, name: str, cells: list | None, state: str) -> str:
     )
 
 
+def stopped(config) -> None:
+    """The sweep's process was asked to stop (Ctrl-C, SIGTERM, SIGHUP) outside a cell of its own, e.g.
+    while joblib workers trained (they are terminated without a word): every run of the sweep still
+    RUNNING, cells and parent, ends KILLED with `outcome=killed`; one line; exit 128 + the signal."""
+    from study import stops
+
+    info = read_sweep_file(config.hydra.sweep.dir) or {}
+    closed = 0
+    if info.get("sweep_id"):
+        with contextlib.suppress(Exception):  # the store may be what is gone: the next run closes them
+            c = tracking.client(config.tracking.uri)
+            for r in c.search_runs([info["experiment_id"]], contract.running_query(info["sweep_id"])):
+                c.set_tag(r.info.run_id, contract.OUTCOME, contract.KILLED)
+                c.set_terminated(r.info.run_id, "KILLED")
+                closed += 1
+    print(
+        f"interrupted ({stops.name()}): sweep {info.get('sweep_id', '?')} stopped, {closed} run(s) ended KILLED",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(stops.exit_code()) from None
+
+
 class MlflowSweepCallback(Callback):
     """Hydra callback: before any job, checks every cell's config, creates the store, the
     experiment and the sweep's parent run; at the end, closes the parent run with a summary."""
@@ -63,8 +88,6 @@ class MlflowSweepCallback(Callback):
         try:
             self._start(config)
         except Exception as err:
-            import sys
-
             print(f"error: {tracking.redact(str(err))}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
 
@@ -137,8 +160,6 @@ class MlflowSweepCallback(Callback):
             tracking.wait_for_store(config.tracking.uri, float(config.tracking.get("wait_s", 300)))
             self._end(config, info)
         except Exception as err:  # Hydra would print it as a warning with the store's credentials
-            import sys
-
             print(
                 f"[sweep {info['sweep_id']}] error: could not close parent run {info['parent_run_id']} "
                 f"({tracking.redact(str(err))[:300]}); it stays RUNNING until the next sweep or run on this "

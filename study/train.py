@@ -12,10 +12,8 @@ import gc
 import logging
 import math
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -30,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import contract, data, losses, models, optimizers, tracking, verdicts  # noqa: E402
+from study import contract, data, losses, models, optimizers, stops, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.callbacks import (  # noqa: E402
     CurvatureLogger,
@@ -212,8 +210,9 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         run.end("FINISHED")
     except BaseException as err:
         trace, error = traceback.format_exc(), f"{type(err).__name__}: {err}"
-        # Ctrl-C (KeyboardInterrupt, or whatever TensorFlow's C++ turned it into) or SystemExit: not the cell's fault
-        killed = not isinstance(err, Exception) or _SIGINT.seen
+        # Ctrl-C, SIGTERM or SIGHUP (KeyboardInterrupt, or whatever TensorFlow's C++ turned it into)
+        # or SystemExit: not the cell's fault
+        killed = not isinstance(err, Exception) or stops.received() is not None
         records = (
             [run.flush, lambda: run.end("KILLED")]
             if killed
@@ -439,38 +438,6 @@ def log_cell_figures(cfg, tables: dict, steps_per_epoch: int, result: dict, run,
     run.artifacts(folder, "figures")
 
 
-class _SigintWatch:
-    """Remembers that Ctrl-C was pressed, then raises KeyboardInterrupt as Python's default handler
-    does. A KeyboardInterrupt raised while TensorFlow traces a function can surface as another
-    exception (seen: `SystemError: ... bad argument to internal function`); with this flag the run
-    still ends KILLED with one line instead of FAILED with a traceback."""
-
-    seen = False
-
-    def __enter__(self):
-        self._installed = (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        )
-        type(self).seen = False
-        if self._installed:
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    @staticmethod
-    def _handle(signum, frame):
-        _SigintWatch.seen = True
-        signal.default_int_handler(signum, frame)
-
-    def __exit__(self, *exc):
-        if self._installed:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        return False
-
-
-_SIGINT = _SigintWatch
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     """Single run: errors exit non-zero. Multirun: a failing cell is recorded (run FAILED with its
@@ -478,10 +445,10 @@ def main(cfg: DictConfig) -> dict | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     ctx = cell_context(cfg)
     try:
-        with _SigintWatch():
+        with stops.watching():
             return train(cfg, ctx)
     except Exception as err:
-        if not _SigintWatch.seen:
+        if stops.received() is None:
             return _failed(err, cfg, multirun)
         interrupted(cfg, ctx, multirun)
     except KeyboardInterrupt:
@@ -489,13 +456,16 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def interrupted(cfg: DictConfig, ctx: dict, multirun: bool):
-    """Ctrl-C: one line, exit 130; in a sweep the parent run ends KILLED too."""
+    """Ctrl-C, SIGTERM or SIGHUP: one line, exit 130, 143 or 129; in a sweep the parent run ends
+    KILLED too."""
     if multirun:  # the sweep stops here: its parent run must not stay RUNNING
         if ctx.get("parent_run_id"):
             with contextlib.suppress(Exception):
-                tracking.RunLogger(tracking.client(cfg.tracking.uri), ctx["parent_run_id"]).end("KILLED")
-    print("interrupted (Ctrl-C): stopped", file=sys.stderr, flush=True)
-    raise SystemExit(130) from None
+                parent = tracking.RunLogger(tracking.client(cfg.tracking.uri), ctx["parent_run_id"])
+                parent.tags({contract.OUTCOME: contract.KILLED})
+                parent.end("KILLED")
+    print(f"interrupted ({stops.name()}): stopped", file=sys.stderr, flush=True)
+    raise SystemExit(stops.exit_code()) from None
 
 
 def _failed(err: Exception, cfg: DictConfig, multirun: bool) -> dict:

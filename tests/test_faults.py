@@ -252,6 +252,72 @@ def test_ctrl_c_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_pat
     assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed" and "error" not in run.data.tags
 
 
+@pytest.mark.parametrize(
+    "sig, sweep",
+    [("SIGTERM", False), ("SIGHUP", False), ("SIGTERM", True)],
+    ids=["sigterm-single", "sighup-single", "sigterm-sweep"],
+)
+def test_sigterm_and_sighup_end_the_run_and_its_sweep_killed_in_one_line(tmp_path, store, sig, sweep):
+    """What `timeout`, SLURM, `docker stop` (SIGTERM) and a closed terminal (SIGHUP) send, while a
+    cell trains in this process (a single run, or the basic launcher's cell)."""
+    uri = store[0]
+    args = [
+        "data=synthetic",
+        "train.verbose=0",
+        f"+train.callbacks=[{{_target_: helpers.SendSignal, signal: {sig}}}]",
+        f"tracking.uri={uri}",
+    ]
+    if sweep:
+        args = ["-m", "experiment=smoke", "model.depth=2", f"hydra.sweep.dir={tmp_path}/sweep", *args]
+    proc = run_main(args, tmp_path)
+    code = 128 + getattr(signal, sig)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and f"interrupted ({sig}): stopped" in proc.stderr
+    assert proc.stdout.count("ended KILLED") == 1
+    done = runs(MlflowClient(tracking_uri=uri))
+    assert len(done) == (2 if sweep else 1)  # the first cell, and the sweep's parent run
+    assert all(r.info.status == "KILLED" and r.data.tags["outcome"] == "killed" for r in done)
+    assert signal.getsignal(getattr(signal, sig)) is signal.SIG_DFL  # handlers restored
+
+
+def test_sigterm_to_a_joblib_sweep_ends_its_running_cells_and_parent_killed(tmp_path, store):
+    """SIGTERM to the sweep's process alone (`timeout`, `kill <pid>`) while two joblib workers train:
+    the workers are terminated by joblib without a word, the sweep's process closes their runs."""
+    uri = store[0]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "study.train",
+            "-m",
+            "experiment=smoke",
+            "train.epochs=500",
+            "train.verbose=0",
+            "tracking.cell_figures=false",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"tracking.uri={uri}",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = 0
+    for line in proc.stdout:
+        started += "start:" in line
+        if started == 2:  # both workers train
+            time.sleep(2.0)
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "interrupted (SIGTERM): sweep " in err and "3 run(s) ended KILLED" in err, err[-2000:]
+    done = runs(MlflowClient(tracking_uri=uri))
+    assert len(done) == 3 and all(r.info.status == "KILLED" and r.data.tags["outcome"] == "killed" for r in done)
+
+
 def test_a_store_that_is_not_a_database_is_a_one_line_error_and_left_intact(tmp_path):
     bad = tmp_path / "notes.db"
     bad.write_text("my notes, not a database\n")

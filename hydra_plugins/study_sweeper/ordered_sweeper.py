@@ -17,6 +17,19 @@ class CostOrderedSweeper(BasicSweeper):
         order_cells([], order)  # an unknown order fails here, naming the valid ones
         self.order = order
 
+    def sweep(self, arguments: list[str]):
+        """The basic sweep, with Ctrl-C, SIGTERM and SIGHUP ending every run of the sweep still
+        RUNNING KILLED (study/stops.py); a cell that trains in this process handles them itself."""
+        from study import stops
+
+        with stops.watching():
+            try:
+                return super().sweep(arguments)
+            except KeyboardInterrupt:
+                from study.sweep import stopped
+
+                stopped(self.config)
+
     def get_job_batch(self) -> Sequence[Sequence[str]]:
         return order_cells(super().get_job_batch(), self.order)
 
