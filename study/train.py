@@ -209,7 +209,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         )
         run.end("FINISHED")
     except BaseException as err:
-        trace, error = traceback.format_exc(), f"{type(err).__name__}: {err}"
+        trace, error = tracking.redact(traceback.format_exc()), tracking.redact(f"{type(err).__name__}: {err}")
         # Ctrl-C, SIGTERM or SIGHUP (KeyboardInterrupt, or whatever TensorFlow's C++ turned it into)
         # or SystemExit: not the cell's fault
         killed = not isinstance(err, Exception) or stops.received() is not None
@@ -231,7 +231,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         if killed:
             print(f"{where}{t.run_name} interrupted: run {run_info.run_id} ended KILLED", flush=True)
         else:
-            print(f"{where}{t.run_name} FAILED: {tracking.redact(error)}", flush=True)
+            print(f"{where}{t.run_name} FAILED: {error}", flush=True)
         raise
     result["run_id"] = run_info.run_id
     print(
@@ -476,10 +476,13 @@ def _failed(err: Exception, cfg: DictConfig, multirun: bool) -> dict:
     elif multirun:  # the sweep goes on: show what went wrong in this cell
         print(tracking.redact(traceback.format_exc()), file=sys.stderr, flush=True)
     if multirun:
-        return {"outcome": "invalid" if isinstance(err, ConfigError) else "failed", "error": str(err)}
+        return {"outcome": "invalid" if isinstance(err, ConfigError) else "failed", "error": tracking.redact(str(err))}
     if clear:
         raise SystemExit(2) from None
-    raise err
+    # not re-raised: Hydra would print "Error executing job with overrides: [...]", the overrides as
+    # typed, a tracking URI's password included
+    print(tracking.redact(traceback.format_exc()), file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
