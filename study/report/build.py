@@ -365,6 +365,14 @@ def _write(
         f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}"
         + (f", {i['cpu']}" if i.get("cpu") else ""),
         f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
+        *(
+            [
+                "- runs with unreadable data (missing from some tables and figures; `unreadable` in "
+                "tables/cells.csv): " + ", ".join(f"`{n}` ({u})" for n, u in zip(c["run_name"], c["unreadable"]) if u)
+            ]
+            if (c["unreadable"] != "").any()
+            else []
+        ),
         f"- regenerate: `python scripts/make_report.py --tracking-uri <the store holding these runs> {select}` "
         f'(or `make report URI=<store> REPORT_ARGS="{select}"`)',
     ]

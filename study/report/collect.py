@@ -2,6 +2,10 @@
 
 Per run, the report reads one MLflow search (params, tags, final metrics) plus the run's parquet
 artifacts (epochs, diagnostics, histograms), never one metric-history call per run and metric.
+An artifact that does not exist is expected (a failed or killed cell, a lower diagnostics level);
+one that exists but cannot be used, and a param or metric every cell records but this run lacks
+(or holds as a number that is not one), is named in a `warning:` line on stderr and in the cells
+table's `unreadable` column, and the rest of the run is reported.
 """
 
 from __future__ import annotations
@@ -11,13 +15,13 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study import contract, tracking, verdicts
+from study.report import artifacts
 
 AXES = {
     "model.activation": "activation",
@@ -61,6 +65,11 @@ FINAL = (
     "diag/nonfinite_total",
 )
 NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch", "num_classes", "init_scale")
+INTEGER = ("depth", "seed", "width", "steps_per_epoch")
+# every cell logs these before it trains, and a cell with results these: a run without one is
+# named in a warning and in the cells table's `unreadable` column (its value NaN)
+REQUIRED_PARAMS = ("model.activation", "optimizer.name", "model.depth", "seed")
+REQUIRED_METRICS = ("test/accuracy",)
 DATASET_CLASSES = {"fashion_mnist": 10, "digits": 10}  # runs recorded before `data.num_classes` was a param
 STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
 
@@ -121,20 +130,27 @@ def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
     return exp, parents[0]
 
 
-def _artifact(uri: str, artifact_uri: str, name: str, tmp: str) -> pd.DataFrame | None:
-    """A run's parquet artifact: read in place from a local artifact store, else downloaded."""
-    try:
-        if artifact_uri.startswith("file:"):
-            path = Path(unquote(urlparse(artifact_uri).path)) / name
-        else:
-            from mlflow.artifacts import download_artifacts
+def _recorded(r, outcome: str) -> dict[str, str]:
+    """What a run should have recorded and did not, or recorded unusable: `params:<key>` (a key
+    every cell logs before training, or a number that is not one) and, for a cell with results,
+    `metrics:<key>`, each with why. A run still running may not have logged its params yet."""
+    out = {}
+    if r.info.status != "RUNNING":
+        out |= {f"params:{k}": "KeyError: not recorded" for k in REQUIRED_PARAMS if k not in r.data.params}
+    if outcome in contract.RAN:
+        out |= {f"metrics:{k}": "KeyError: not recorded" for k in REQUIRED_METRICS if k not in r.data.metrics}
+    for key, short in AXES.items():
+        if short in NUMERIC and _not_a_number(r.data.params.get(key), short in INTEGER):
+            kind = "an integer" if short in INTEGER else "a number"
+            out[f"params:{key}"] = f"ValueError: {r.data.params[key][:60]!r} is not {kind}"
+    return out
 
-            path = download_artifacts(
-                artifact_uri=f"{artifact_uri}/{name}", dst_path=tempfile.mkdtemp(dir=tmp), tracking_uri=uri
-            )
-        return pd.read_parquet(path)
-    except Exception:  # missing: a failed, killed or still running cell, or a lower diagnostics level
-        return None
+
+def _not_a_number(value, integer: bool) -> bool:
+    if value is None or str(value).strip().lower() in ("", "none", "null", "nan"):
+        return False
+    x = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return bool(np.isnan(x) or (integer and (not np.isfinite(x) or x != round(x) or abs(x) > 2**53)))
 
 
 def _subsample(df: pd.DataFrame) -> pd.DataFrame:
@@ -210,7 +226,7 @@ def load(
         runs += c.search_runs([exp.experiment_id], contract.reused_query(sid), max_results=50000)
         planned = _planned(c, parent.info.run_id)
     extra = _extra_axes(planned)
-    rows, artifact_uris = [], {}
+    rows, artifact_uris, problems = [], {}, {}
     for r in runs:
         artifact_uris[r.info.run_id] = r.info.artifact_uri
         row = {
@@ -226,13 +242,20 @@ def load(
         row |= {k: r.data.params.get(k.lstrip("+"), r.data.params.get(f"{k.lstrip('+')}.name")) for k in extra}
         row |= {k: r.data.metrics.get(k, np.nan) for k in FINAL}
         rows.append(row)
+        if recorded := _recorded(r, row["outcome"]):
+            problems[r.info.run_id] = recorded
     cells = pd.DataFrame(
         rows,
         columns=["run_id", "run_name", "status", "outcome", "verdict_at_training", *AXES.values(), *extra, *FINAL],
     )
     cells = _add_missing(planned, cells, [r.data.params for r in runs], extra)
     for col in NUMERIC:
-        cells[col] = pd.to_numeric(cells[col], errors="coerce")
+        cells[col] = pd.to_numeric(cells[col], errors="coerce").astype("float64")
+    for col in INTEGER:  # not an integer (named by _recorded): NaN, as a value not recorded
+        x = cells[col]
+        cells[col] = x.where(np.isfinite(x) & (x == x.round()) & (x.abs() <= 2**53))
+    for col in ("activation", "optimizer"):  # every figure groups by them: `unknown` when not recorded
+        cells[col] = cells[col].fillna("unknown")
     cells["num_classes"] = cells["num_classes"].fillna(cells["dataset"].map(DATASET_CLASSES))
     cells = by_arm(cells)
     cells = judge(cells, thresholds)
@@ -259,12 +282,16 @@ def load(
     tables = {"epochs": [], "diagnostics": [], "histograms": [], "signal": [], "curvature": []}
     ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
-        for name in tables:
-            frames = pool.map(lambda rid, n=name: (rid, _artifact(uri, artifact_uris[rid], f"{n}.parquet", tmp)), ids)
-            for rid, df in frames:
-                if df is not None and len(df):
-                    df = _subsample(df) if name == "diagnostics" else df
-                    tables[name].append(df.assign(run_id=rid))
+        read = list(pool.map(lambda rid: artifacts.run_tables(c, uri, rid, artifact_uris[rid], tmp), ids))
+    for rid, (run_tables, unreadable) in zip(ids, read):
+        if unreadable:
+            problems[rid] = {**unreadable, **problems.get(rid, {})}
+        for name, df in run_tables.items():
+            if len(df):
+                df = _subsample(df) if name == "diagnostics" else df
+                tables[name].append(df.assign(run_id=rid))
+    cells["unreadable"] = cells["run_id"].map(lambda rid: ",".join(problems.get(rid, ())))
+    artifacts.warn(cells, problems)
     keys = cells[["run_id", *AXES.values(), *extra]]  # every table carries every axis of its cell
 
     def tidy(name, sort):
