@@ -14,9 +14,11 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from study import contract, tracking
 from study.config import check, check_data
+from study.errors import ConfigError
 from study.sweeper import order_cells
 
 SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, number of cells
@@ -54,6 +56,26 @@ def sweep_note(config, name: str, cells: list | None, state: str) -> str:
         "Its report (after `make report`): artifact `report/report.html` of this run (the whole report, "
         "figures included), beside `report/REPORT.md`, `report/figures/` and `report/tables/`."
     )
+
+
+def check_names(cells: list[list[str]], names: list[str], template) -> None:
+    """Every planned cell gets its own run name, or the sweep is refused before anything trains:
+    two runs of one name cannot be told apart in the MLflow UI or the report's tables. The error
+    names the swept key(s) that tell the two cells apart and that the name does not show."""
+    seen = {}
+    for overrides, name in zip(cells, names):
+        if name not in seen:
+            seen[name] = overrides
+            continue
+        a, b = (dict(o.lstrip("+~").split("=", 1) for o in c if "=" in o) for c in (seen[name], overrides))
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        key = next((k for k in differ if "." in k), None)
+        hint = f" e.g. tracking.run_name='{template}-{key.split('.')[-1]}${{{key}}}'" if key and template else ""
+        raise ConfigError(
+            f"two cells of this sweep would both be named {name!r} ({', '.join(differ)}: "
+            f"{', '.join(f'{a.get(k)} and {b.get(k)}' for k in differ)}): tracking.run_name "
+            f"{template!r} does not show {', '.join(differ)}; add it to the name,{hint}"
+        )
 
 
 def stopped(config) -> None:
@@ -98,10 +120,13 @@ class MlflowSweepCallback(Callback):
         cells = grid_cells(config)
         if cells is not None:
             loader = GlobalHydra.instance().config_loader()
+            names = []
             for overrides in cells:  # every cell, before the parent run: its values, then against its data
                 cell = loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides))
                 check(cell)
                 check_data(cell)
+                names.append(str(cell.tracking.run_name))
+            check_names(cells, names, OmegaConf.to_container(config.tracking, resolve=False).get("run_name"))
         t = config.tracking
         tracking.check_store(t.uri, None)
         c = tracking.client(t.uri)

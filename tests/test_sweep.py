@@ -161,3 +161,29 @@ def test_a_cell_too_big_for_its_data_stops_the_sweep_before_any_training(tmp_pat
         assert proc.returncode == 2 and said in proc.stderr, proc.stderr[-2000:]
         assert "start:" not in proc.stdout and "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()  # stopped before the store was even opened
+
+
+def test_cells_that_would_share_a_run_name_stop_the_sweep_before_any_training(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for axis, said in (
+        ("train.batch_size=32,64", "(train.batch_size: 32 and 64)"),
+        ("schedule=constant,cosine", "(schedule: constant and cosine)"),
+        ("optimizer.lr_scale=1,3", "(optimizer.lr_scale: 1 and 3)"),
+    ):
+        proc = run_main(["-m", "experiment=smoke", "model.depth=2", axis, f"tracking.uri={uri}"], tmp_path)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.count("\n") == 1 and "would both be named" in proc.stderr
+        assert "start:" not in proc.stdout and "[sweep" not in proc.stdout
+    hint = "e.g. tracking.run_name='${model.activation}-${optimizer.name}-d${model.depth}-s${seed}-lr_scale${optimizer"
+    assert hint in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_check_names_passes_distinct_names_and_names_every_differing_key():
+    from study.errors import ConfigError
+    from study.sweep import check_names
+
+    cells = [["seed=0", "train.batch_size=32"], ["seed=0", "train.batch_size=64"]]
+    check_names(cells, ["relu-b32", "relu-b64"], "${model.activation}-b${train.batch_size}")
+    with pytest.raises(ConfigError, match=r"both be named 'relu' \(seed, train.batch_size: 0 and 1, 32 and 64\)"):
+        check_names([["seed=0", "train.batch_size=32"], ["seed=1", "train.batch_size=64"]], ["relu", "relu"], "x")
