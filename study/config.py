@@ -6,11 +6,9 @@ every cell of a grid before the first one trains. Only these modules read the Hy
 
 from __future__ import annotations
 
-import math
-
 from omegaconf import DictConfig, OmegaConf
 
-from study import data, losses, models, optimizers, verdicts
+from study import data, losses, models, optimizers, schema, verdicts
 from study import diagnostics as diag
 from study.errors import ConfigError, unknown
 
@@ -31,55 +29,27 @@ def model_spec(cfg: DictConfig) -> models.ModelSpec:
 
 
 def check(cfg: DictConfig) -> None:
-    """Every check that needs no data: fails before training, naming value and valid choices."""
+    """Every check that needs no data: fails before training, naming value and valid choices. First
+    the type (and range) of every key (`study.schema`), then registries and keys against each other."""
+    schema.check(cfg)
     models.check(model_spec(cfg))
     o = cfg.optimizer
     optimizers.check(
         o.name, o.learning_rate, dict(o.get("params") or {}), cfg.schedule.name, o.get("clipnorm"), o.get("clipvalue")
     )
-    scale = o.get("lr_scale", 1.0)
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0 or not math.isfinite(scale):
-        raise ConfigError(
-            f"optimizer.lr_scale={scale!r} must be a finite number > 0 (it multiplies "
-            f"optimizer.learning_rate={o.learning_rate})"
-        )
     if cfg.data.name not in data.DATASETS:
         raise unknown("dataset", cfg.data.name, data.DATASETS)
     if cfg.diagnostics.level not in diag.LEVELS:
         raise unknown("diagnostics level", cfg.diagnostics.level, diag.LEVELS)
-    bs = cfg.train.batch_size
-    if not (bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
-        raise ConfigError(
-            f"train.batch_size={bs!r} must be 'full' (batch gradient descent), "
-            "1 (stochastic) or an integer N > 1 (mini-batch)"
-        )
-    spe = cfg.train.get("steps_per_execution", 1)
-    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
-        raise ConfigError(f"train.steps_per_execution={spe!r} must be an integer >= 1")
-    wait = cfg.tracking.get("wait_s", 300)
-    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait < math.inf:
-        raise ConfigError(f"tracking.wait_s={wait!r} must be a finite number of seconds >= 0")
     losses.check(cfg.train.get("loss", "cross_entropy"))
     if o.name == "newton" and cfg.train.get("mixed_precision"):
         raise ConfigError("optimizer=newton runs in float32: set train.mixed_precision=false")
     check_curvature(cfg.diagnostics.get("curvature") or {})
-    if not isinstance(cfg.train.epochs, int) or isinstance(cfg.train.epochs, bool) or cfg.train.epochs < 0:
-        raise ConfigError(
-            f"train.epochs={cfg.train.epochs!r} must be an integer >= 1, or 0 (no training: the signal probe "
-            "at initialisation only)"
-        )
     thresholds(cfg)
 
 
 def check_curvature(cc) -> None:
-    """`diagnostics.curvature.*`: integers in range, examples a positive integer or null."""
-    for key, lo in (("every_n_steps", 0), ("iterations", 1), ("top_k", 1), ("trace_samples", 0)):
-        v = cc.get(key, lo)
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ConfigError(f"diagnostics.curvature.{key}={v!r} must be an integer >= {lo}")
-    n = cc.get("examples")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ConfigError(f"diagnostics.curvature.examples={n!r} must be an integer >= 1 or null (all)")
+    """`diagnostics.curvature.*` against each other (their types and ranges: `study.schema`)."""
     if cc.get("top_k", 1) > cc.get("iterations", 20):
         raise ConfigError(
             f"diagnostics.curvature.top_k={cc.get('top_k')} must not exceed iterations={cc.get('iterations')}"
