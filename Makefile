@@ -21,7 +21,7 @@ MLFLOW_JOBS ?= false
 LAUNCH := $(if $(filter 1,$(JOBS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
-.PHONY: help install data sweep smoke test test-fast lint replay report ui server bench clean
+.PHONY: help install data sweep smoke test test-fast lint replay report figures ui server bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,8 +52,12 @@ sweep: data ## run preset EXP (default grid) into URI, JOBS in parallel, Hydra o
 	$(PY) -m study.train -m experiment=$(EXP) tracking.uri=$(URI) $(LAUNCH) $(ARGS); status=$$?; \
 	$(PY) scripts/make_report.py --tracking-uri $(URI) $(REPORT_ARGS) && exit $$status
 
-report: $(STAMP) ## tables, figures and REPORT.md of the latest sweep in URI (REPORT_ARGS for more)
-	$(PY) scripts/make_report.py --tracking-uri $(URI) $(REPORT_ARGS)
+report: $(STAMP) ## tables, figures and REPORT.md of the latest sweep in URI, or of FROM=<report folder> alone (REPORT_ARGS for more)
+	$(PY) scripts/make_report.py $(if $(FROM),--from $(FROM),--tracking-uri $(URI)) $(REPORT_ARGS)
+
+figures: $(STAMP) ## redraw every committed report under reports/ from its own tables (no store needed)
+	@set -eo pipefail; for d in reports/*/tables/meta.json; do d=$${d%/tables/meta.json}; \
+	  $(PY) scripts/make_report.py --from $$d $(REPORT_ARGS) 2>&1 | grep -E '^(report written|error|warning)'; done
 
 smoke: $(STAMP) ## a 1-minute sweep on synthetic data (experiment=smoke), then its report
 	$(MAKE) --no-print-directory sweep EXP=smoke

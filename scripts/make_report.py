@@ -5,6 +5,7 @@ python scripts/make_report.py --tracking-uri sqlite:///<dir>/mlflow.db --out <di
 python scripts/make_report.py --tracking-uri http://127.0.0.1:5000 --sweep 20261126-101500-ab12cd
 python scripts/make_report.py --single                       # every run trained without -m
 python scripts/make_report.py --run <run id> --run <run id>  # chosen runs
+python scripts/make_report.py --from reports/<folder> [--out <dir>]  # from a report folder alone
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def _main() -> None:
         "--run", action="append", default=[], metavar="RUN_ID", help="report these runs instead of a sweep (repeatable)"
     )
     which.add_argument("--single", action="store_true", help="report every single run (trained without -m)")
+    which.add_argument(
+        "--from",
+        dest="folder",
+        default=None,
+        metavar="FOLDER",
+        help="rebuild a report folder from its own tables, no store needed (default --out: that folder)",
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -73,7 +81,8 @@ def _main() -> None:
         raise SystemExit(f"error: --formats={a.formats!r}: png first, then any of pdf, svg (comma-separated)")
     a.formats = formats
     try:  # read-only: a mistyped store path is an error, not a new empty store
-        tracking.check_sqlite(a.tracking_uri, must_exist=True)
+        if a.folder is None:
+            tracking.check_sqlite(a.tracking_uri, must_exist=True)
     except tracking.TrackingError as err:
         raise SystemExit(f"error: {err}") from None
     t = time.perf_counter()
@@ -98,6 +107,7 @@ def _build(a, thresholds):
         single=a.single,
         workers=a.workers,
         formats=a.formats,
+        folder=a.folder,
     )
 
 

@@ -34,6 +34,11 @@ def test_report_of_a_smoke_sweep_has_every_table_and_figure_and_is_the_same_when
     (tmp_path / "again" / "figures" / "stale.png").write_bytes(b"old")
     again = make_report(store, tmp_path / "again", "--no-log")
     assert not (again / "figures" / "stale.png").exists() and (again / ".study-report").is_file()
+    redrawn = tmp_path / "redrawn"  # from the folder alone, without the store: the same tables
+    proc = run_report(["--from", str(out), "--out", str(redrawn)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for table in (out / "tables").iterdir():
+        assert (redrawn / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
     assert (out / "tables" / "cells.csv").read_bytes() == (again / "tables" / "cells.csv").read_bytes()
     for name in ("epochs", "steps", "histograms"):
         pd.testing.assert_frame_equal(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing
 import os
 from pathlib import Path
@@ -255,13 +256,19 @@ def build(
     single: bool = False,
     workers: int = 2,
     formats: tuple[str, ...] = FORMATS,
+    folder: str | None = None,
 ) -> Path:
     """Tables, figures and REPORT.md of a sweep (or of runs without one: `run_ids`, or with `single`
-    every single run), written to `out` (default reports/<preset>-<sweep id>/)."""
+    every single run), written to `out` (default reports/<preset>-<sweep id>/). With `folder`, from
+    a report folder's own tables instead of the store (default `out`: that folder, redrawn)."""
     th = thresholds or verdicts.Thresholds()
-    if out:  # before reading the store: a folder it may not write fails at once
+    out = out or folder
+    if out:  # before reading anything: a folder it may not write fails at once
         outputs.check_target(Path(out))
-    s = collect.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
+    if folder:
+        s, log_to_run = collect.from_folder(folder, th), False
+    else:
+        s = collect.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
     name = f"{s.info.get('preset') or 'sweep'}-{s.info['sweep_id']}"
     final_dir = Path(out or tracking.REPO_ROOT / "reports" / name)
     # written in a temporary sibling folder and swapped in at the end: never a half report, and
@@ -280,7 +287,8 @@ def _write(
     fig_dir.mkdir(parents=True, exist_ok=True)
     tables = out_dir / "tables"
     tables.mkdir(exist_ok=True)
-    s.cells.to_csv(tables / "cells.csv", index=False, float_format="%.6g")
+    (tables / collect.META).write_text(json.dumps(s.info, indent=1, sort_keys=True, default=str) + "\n")
+    s.cells.to_csv(tables / "cells.csv", index=False)  # every digit: the folder alone rebuilds the same report
     summ = stats.summary(s.cells, extra=extra_axes(s.cells))
     summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
     for name in ("epochs", "steps", "histograms", "signal"):
@@ -370,11 +378,12 @@ def _write(
                 "- runs with unreadable data (missing from some tables and figures; `unreadable` in "
                 "tables/cells.csv): " + ", ".join(f"`{n}` ({u})" for n, u in zip(c["run_name"], c["unreadable"]) if u)
             ]
-            if (c["unreadable"] != "").any()
+            if "unreadable" in c and (c["unreadable"] != "").any()
             else []
         ),
-        f"- regenerate: `python scripts/make_report.py --tracking-uri <the store holding these runs> {select}` "
-        f'(or `make report URI=<store> REPORT_ARGS="{select}"`)',
+        f"- regenerate: from this folder alone, `make report FROM=<this folder>` (`python scripts/make_report.py "
+        f"--from <this folder>`); from the store, `python scripts/make_report.py --tracking-uri <the store "
+        f'holding these runs> {select}` (or `make report URI=<store> REPORT_ARGS="{select}"`)',
     ]
     if str(i.get("git_commit", "")).endswith("-dirty"):
         meta.insert(

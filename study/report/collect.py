@@ -21,6 +21,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study import contract, tracking, verdicts
+from study.errors import ConfigError
 from study.report import artifacts
 
 AXES = {
@@ -70,6 +71,20 @@ INTEGER = ("depth", "seed", "width", "steps_per_epoch")
 # named in a warning and in the cells table's `unreadable` column (its value NaN)
 REQUIRED_PARAMS = ("model.activation", "optimizer.name", "model.depth", "seed")
 REQUIRED_METRICS = ("test/accuracy",)
+TEXT = (  # columns of the cells table that are always text ("nan" where not recorded)
+    "activation",
+    "optimizer",
+    "outcome",
+    "verdict",
+    "verdict_at_training",
+    "status",
+    "batch_size",
+    "init",
+    "schedule",
+    "regularization",
+    "mitigation",
+)
+META = "meta.json"  # in a report's tables/: the sweep's metadata, so that the folder alone rebuilds it
 DATASET_CLASSES = {"fashion_mnist": 10, "digits": 10}  # runs recorded before `data.num_classes` was a param
 STEP_POINTS = 60  # step-level diagnostics kept per run in the tidy table (evenly spaced steps)
 
@@ -250,7 +265,7 @@ def load(
     )
     cells = _add_missing(planned, cells, [r.data.params for r in runs], extra)
     for col in NUMERIC:
-        cells[col] = pd.to_numeric(cells[col], errors="coerce").astype("float64")
+        cells[col] = pd.to_numeric(cells[col], errors="coerce")
     for col in INTEGER:  # not an integer (named by _recorded): NaN, as a value not recorded
         x = cells[col]
         cells[col] = x.where(np.isfinite(x) & (x == x.round()) & (x.abs() <= 2**53))
@@ -259,21 +274,9 @@ def load(
     cells["num_classes"] = cells["num_classes"].fillna(cells["dataset"].map(DATASET_CLASSES))
     cells = by_arm(cells)
     cells = judge(cells, thresholds)
-    for col in ("depth", "seed", "width", "steps_per_epoch"):
+    for col in INTEGER:
         cells[col] = cells[col].astype("Int64")
-    for col in (
-        "activation",
-        "optimizer",
-        "outcome",
-        "verdict",
-        "verdict_at_training",
-        "status",
-        "batch_size",
-        "init",
-        "schedule",
-        "regularization",
-        "mitigation",
-    ):
+    for col in TEXT:
         cells[col] = cells[col].astype(str)
     cells = cells.sort_values(["activation", "optimizer", "depth", "seed", "run_name"], kind="stable").reset_index(
         drop=True
@@ -331,6 +334,7 @@ def load(
             "start_time": parent.info.start_time,
             "end_time": parent.info.end_time,
             "parent_status": parent.info.status,
+            "planned": planned,
             **parent.data.tags,
             **{k: v for k, v in parent.data.metrics.items()},
         }
@@ -414,3 +418,34 @@ def _add_missing(planned: list[dict] | None, cells: pd.DataFrame, params: list[d
                 }
             )
     return pd.concat([cells, pd.DataFrame(missing)], ignore_index=True) if missing else cells
+
+
+def from_folder(folder: str | Path, thresholds: verdicts.Thresholds | None = None) -> Sweep:
+    """A report folder's own tables as the Sweep its report was built from (no store needed), with
+    the verdicts recomputed under `thresholds`: written back, its tables are the same files."""
+    t = Path(folder) / "tables"
+    if not (t / META).is_file() or not (t / "cells.csv").is_file():
+        raise ConfigError(
+            f"--from {folder}: no tables/{META} and tables/cells.csv there: not a report folder "
+            "(reports/<preset>-<sweep id>/), or one made before reports carried their metadata"
+        )
+    try:
+        info = json.loads((t / META).read_text())
+        cells = pd.read_csv(t / "cells.csv", low_memory=False)
+        read = {
+            name: pd.read_parquet(t / f"{name}.parquet") if (t / f"{name}.parquet").is_file() else pd.DataFrame()
+            for name in ("epochs", "steps", "histograms", "signal", "curvature")
+        }
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--from {folder}: its tables cannot be read ({type(err).__name__}: {err})") from None
+    present = lambda cols: [col for col in cols if col in cells]  # noqa: E731 (older folders lack some)
+    for col in present(NUMERIC):
+        cells[col] = pd.to_numeric(cells[col], errors="coerce")
+    cells = judge(cells, thresholds)
+    for col in present(INTEGER):
+        cells[col] = cells[col].astype("Int64")
+    for col in present(TEXT):
+        cells[col] = cells[col].astype(str)
+    if "unreadable" in cells:
+        cells["unreadable"] = cells["unreadable"].fillna("").astype(str)
+    return Sweep(info, cells, read["epochs"], read["steps"], read["histograms"], read["signal"], read["curvature"])
