@@ -21,7 +21,7 @@ MLFLOW_JOBS ?= false
 LAUNCH := $(if $(filter 1,$(JOBS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS))
 TF_PIN := $(shell grep -E '^tensorflow==' requirements.txt)
 
-.PHONY: help install data sweep smoke test test-fast lint replay report figures ui server bench clean
+.PHONY: help install data sweep smoke test test-fast lint replay report figures reproduce reproduce-all ui server bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,6 +58,14 @@ report: $(STAMP) ## tables, figures and REPORT.md of the latest sweep in URI, or
 figures: $(STAMP) ## redraw every committed report under reports/ from its own tables (no store needed)
 	@set -eo pipefail; for d in reports/*/tables/meta.json; do d=$${d%/tables/meta.json}; \
 	  $(PY) scripts/make_report.py --from $$d $(REPORT_ARGS) 2>&1 | grep -E '^(report written|error|warning)'; done
+
+reproduce: data ## rerun the sweep of FROM=reports/<folder> into reproductions/ (resumable) and compare with it
+	@test -n "$(FROM)" || { echo "error: FROM=reports/<folder> is required"; exit 2; }
+	$(PY) scripts/reproduce.py --from $(FROM) --jobs $(JOBS) $(REPRODUCE_ARGS)
+
+reproduce-all: data ## make reproduce for every committed report, cheapest (shortest committed wall time) first
+	@$(PY) -c 'import json, pathlib; ms = [(json.loads(p.read_text()).get("sweep/wall_time_s") or 0, p.parent.parent) for p in pathlib.Path("reports").glob("*/tables/meta.json")]; print(*[str(f) for _, f in sorted(ms)])' \
+	  | tr ' ' '\n' | { status=0; while read -r d; do $(PY) scripts/reproduce.py --from $$d --jobs $(JOBS) $(REPRODUCE_ARGS) || status=1; done; exit $$status; }
 
 smoke: $(STAMP) ## a 1-minute sweep on synthetic data (experiment=smoke), then its report
 	$(MAKE) --no-print-directory sweep EXP=smoke

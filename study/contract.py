@@ -19,6 +19,8 @@ VERDICT_REASON = "verdict_reason"
 ERROR = "error"
 GIT_COMMIT = "git_commit"
 REUSED = "reused_in"  # `reused_in.<sweep id>` = 1 on a FINISHED run a later sweep skipped as done
+OVERRIDES = "overrides"  # on the parent run: the sweep's command-line overrides (JSON list), as typed
+LAUNCH = "launch_overrides"  # on the parent run: its Hydra overrides (launcher, sweeper), JSON list
 TAGS = (
     ROLE,
     SWEEP_ID,
@@ -32,6 +34,8 @@ TAGS = (
     ERROR,
     GIT_COMMIT,
     REUSED,
+    OVERRIDES,
+    LAUNCH,
 )
 
 # values of `role`

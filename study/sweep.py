@@ -143,6 +143,8 @@ class MlflowSweepCallback(Callback):
                 contract.ROLE: contract.SWEEP,
                 contract.PRESET: str(name),
                 **({contract.QUESTION: str(config.question)} if config.get("question") else {}),
+                contract.OVERRIDES: tracking.redact(json.dumps(list(config.hydra.overrides.task))),
+                contract.LAUNCH: tracking.redact(json.dumps(list(config.hydra.overrides.hydra))),
                 **tracking.environment_tags(),
                 **tracking.source_tags(),
                 tracking.NOTE: sweep_note(config, name, cells, "running"),
