@@ -29,6 +29,9 @@ INITIALIZERS = {  # name -> (spec -> initializer)
 MAX_POOLS = 2  # 28 -> 14 -> 7: every depth from 1 to 32 (and more) stays valid on 28×28 inputs
 
 
+POOLS = {"max": keras.layers.MaxPooling2D, "average": keras.layers.AveragePooling2D}
+
+
 @dataclass
 class ModelSpec:
     """Everything a builder needs; `train.py` fills it from the Hydra config."""
@@ -42,6 +45,7 @@ class ModelSpec:
     init_std: float = 0.01
     init_scale: float = 1.0
     max_pools: int = MAX_POOLS
+    pooling: str = "max"  # the CNN's 2×2 pools between stages: max or average
     batch_norm: bool = False
     bn_momentum: float = 0.99
     residual: bool = False
@@ -65,6 +69,8 @@ def check(spec: ModelSpec) -> None:
         raise ConfigError(f"model.width={spec.width} and model.kernel_size={spec.kernel_size} must be >= 1")
     if not spec.init_scale > 0:
         raise ConfigError(f"model.init_scale={spec.init_scale} must be > 0 (σ_w² of init=scaled_normal)")
+    if spec.pooling not in POOLS:
+        raise unknown("model.pooling", spec.pooling, POOLS)
     if not isinstance(spec.max_pools, int) or not 0 <= spec.max_pools <= MAX_POOLS:
         raise ConfigError(f"model.max_pools={spec.max_pools!r} must be an integer from 0 to {MAX_POOLS}")
     if not 0.0 <= spec.bn_momentum < 1.0:
@@ -121,7 +127,8 @@ def _head(x, spec: ModelSpec, num_classes: int):
 
 def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """`depth` conv layers ('same' padding) with `width` filters, doubled after each of at most
-    `max_pools` (default two) 2×2 max pools (placed to split the depth into equal stages); global average pooling;
+    `max_pools` (default two) 2×2 pools, max or average (`pooling`), placed to split the depth into equal
+    stages; global average pooling;
     optional dense head layers with the same activation; a linear `logits` layer. With `residual`,
     every conv block whose input has as many channels as its output adds its input back (identity
     skip, `add_conv_NN`); the first conv and the first after each pool have none."""
@@ -138,7 +145,7 @@ def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -
         )
         x = _block(x, conv, f"conv_{i:02d}", spec, skip=spec.residual and x.shape[-1] == filters)
         if i in ends:
-            x = keras.layers.MaxPooling2D(2, name=f"pool_{i:02d}")(x)
+            x = POOLS[spec.pooling](2, name=f"pool_{i:02d}")(x)
             filters *= 2
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, _head(x, spec, num_classes), name=f"cnn_d{spec.depth}")

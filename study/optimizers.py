@@ -25,6 +25,9 @@ OPTIMIZERS = {
     ),
     "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, weight_decay=p.get("weight_decay", 0.004), **kw),
     "nadam": lambda lr, p, kw: keras.optimizers.Nadam(lr, **kw),
+    "lion": lambda lr, p, kw: keras.optimizers.Lion(
+        lr, beta_1=p.get("beta_1", 0.9), beta_2=p.get("beta_2", 0.99), **kw
+    ),
     "newton": lambda lr, p, kw: Newton(lr, **p),  # damped Newton-CG (study/newton.py), small models
 }
 PARAMS = {
@@ -32,6 +35,7 @@ PARAMS = {
     "nesterov": {"momentum"},
     "rmsprop": {"rho"},
     "adam": {"beta_1", "beta_2"},
+    "lion": {"beta_1", "beta_2"},
     "adamw": {"weight_decay"},
     "newton": {
         "damping",

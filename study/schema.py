@@ -166,6 +166,7 @@ SCHEMA: dict[str, Spec] = {
     "model.init_std": number(0),
     "model.init_scale": number(gt=0),
     "model.max_pools": integer(0, MAX_POOLS),
+    "model.pooling": STR,
     "model.batch_norm": BOOL,
     "model.bn_momentum": FRACTION,
     "model.residual": BOOL,

@@ -117,12 +117,14 @@ def test_every_key_of_every_optimizer_refuses_a_wrong_type_naming_that_key(make_
 
 
 def test_a_wrong_value_is_named_where_it_is_set_not_where_it_is_interpolated(make_cfg):
-    """experiment=grid: optimizer.lr_scale is ${tuned_lr_scale.${optimizer.name}}."""
+    """experiment=grid: optimizer.lr_scale is ${oc.select:tuned_lr_scale.${optimizer.name},1} (an
+    optimizer the pilot did not tune runs at its default rate)."""
     assert refused(make_cfg("experiment=grid", "tuned_lr_scale.adam=fast")).startswith(
         "tuned_lr_scale.adam='fast' must be a finite number > 0 (got str)"
     )
-    assert refused(make_cfg("experiment=grid", "optimizer=adagrad")) == (
-        "optimizer.lr_scale cannot be resolved: Interpolation key 'tuned_lr_scale.adagrad' not found"
+    assert make_cfg("experiment=grid", "optimizer=lion").optimizer.lr_scale == 1
+    assert refused(make_cfg("experiment=grid", "optimizer.lr_scale=${nowhere.x}")) == (
+        "optimizer.lr_scale cannot be resolved: Interpolation key 'nowhere.x' not found"
     )
 
 

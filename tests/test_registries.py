@@ -129,3 +129,15 @@ def test_standard_uniform_is_glorot_bengios_standard_init():
     w = m.get_layer("dense_02").kernel.numpy()  # fan_in 400: U[-1/20, 1/20], std 1/(20 sqrt 3)
     assert np.abs(w).max() <= 1 / 20 and np.abs(w).max() > 0.049
     assert w.std() == pytest.approx(1 / (20 * np.sqrt(3)), rel=0.01)
+
+
+@pytest.mark.parametrize("pooling", sorted(models.POOLS))
+def test_each_pooling_is_the_cnn_s_stage_pool_and_averages_or_takes_the_max(pooling):
+    m = models.build(models.ModelSpec(depth=3, width=2, pooling=pooling, max_pools=1), (4, 4, 1), 2)
+    (pool,) = [layer for layer in m.layers if layer.name.startswith("pool_")]
+    assert isinstance(pool, models.POOLS[pooling])
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    want = x.reshape(2, 2, 2, 2).swapaxes(1, 2).reshape(2, 2, 4)  # the four 2×2 windows
+    np.testing.assert_allclose(pool(x)[0, ..., 0], want.mean(-1) if pooling == "average" else want.max(-1))
+    with pytest.raises(models.ConfigError, match="unknown model.pooling 'min'; valid choices: average, max"):
+        models.check(models.ModelSpec(pooling="min"))
