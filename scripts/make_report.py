@@ -53,6 +53,12 @@ def _main() -> None:
         help="output folder (default: reports/<preset>-<sweep id>/): a new or empty folder, or one a report made "
         "before (it holds .study-report); any other folder is refused, untouched",
     )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="FOLDER",
+        help="a committed report folder whose cells with this sweep's arms, depths and seeds are drawn beside it",
+    )
     p.add_argument("--depth", type=int, default=None, help="depth of figures c, e-h (default: the deepest)")
     p.add_argument("--optimizer", default=None, help="optimizer of figures c, f-h (default: sgd if present)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
@@ -108,6 +114,7 @@ def _build(a, thresholds):
         workers=a.workers,
         formats=a.formats,
         folder=a.folder,
+        baseline=a.baseline,
     )
 
 

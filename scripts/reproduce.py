@@ -23,10 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import outputs, tracking
+from study import contract, outputs, tracking
 from study.report import collect, compare
-
-DROPPED = ("tracking.uri", "tracking.artifact_location", "hydra.", "hydra/")  # where it ran, not what
 
 
 def plan(folder: Path) -> tuple[dict, list[str]]:
@@ -38,7 +36,7 @@ def plan(folder: Path) -> tuple[dict, list[str]]:
     if not meta.get("preset") or meta.get("preset") in ("runs", "single"):
         raise SystemExit(f"error: --from {folder}: not the report of a sweep (preset {meta.get('preset')!r})")
     given = json.loads(meta.get("overrides") or "[]")
-    kept = [o for o in given if not o.lstrip("+~").startswith(DROPPED)]
+    kept = [o for o in given if not o.lstrip("+~").startswith(contract.WHERE)]
     if not any(o.startswith("experiment=") for o in kept):
         kept.insert(0, f"experiment={meta['preset']}")
     return meta, kept

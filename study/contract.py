@@ -20,6 +20,8 @@ ERROR = "error"
 GIT_COMMIT = "git_commit"
 REUSED = "reused_in"  # `reused_in.<sweep id>` = 1 on a FINISHED run a later sweep skipped as done
 OVERRIDES = "overrides"  # on the parent run: the sweep's command-line overrides (JSON list), as typed
+# overrides that say where a sweep ran, not what it trained (dropped to rerun or compare it)
+WHERE = ("tracking.uri", "tracking.artifact_location", "tracking.experiment", "hydra.", "hydra/")
 LAUNCH = "launch_overrides"  # on the parent run: its Hydra overrides (launcher, sweeper), JSON list
 TAGS = (
     ROLE,

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from study import contract, outputs, tracking, verdicts
+from study.report import baseline as base_cells
 from study.report import collect, grid_pilot, presets, reproductions, second_order, signal_prop, stats  # noqa: F401
 from study.report import figures as F
 
@@ -151,6 +152,28 @@ def summary_table(summ: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _paired_section(pairs: pd.DataFrame) -> list[str]:
+    """REPORT.md: each new cell against each baseline optimizer at its arm and depth, paired by seed."""
+    lines = [
+        "## Paired by seed against the baseline",
+        "",
+        "Cells of one arm, depth and seed start from the same weights, so each new cell is compared with "
+        "each baseline optimizer seed by seed: the per-seed differences of test accuracy (new − baseline), "
+        "how many are above and below zero, and the two-sided paired t test (`tables/paired.csv`). A "
+        "difference is called resolved where p < 0.05.",
+        "",
+        "| arm | depth | new | baseline | differences | above / below | paired t p | resolved |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in pairs.itertuples():
+        resolved = "yes" if r.p_paired_t < 0.05 else "no" if r.p_paired_t == r.p_paired_t else "n/a"
+        lines.append(
+            f"| {r.activation} | {r.depth} | {r.new} | {r.baseline} | {r.differences} | {r.above} / {r.below} "
+            f"| {_fmt(r.p_paired_t, 2)} | {resolved} |"
+        )
+    return [*lines, ""]
+
+
 def verdict_counts(cells: pd.DataFrame) -> str:
     counts = cells["verdict"].value_counts()
     return ", ".join(f"{counts[v]} {v}" for v in verdicts.LABELS if v in counts) or "none"
@@ -257,10 +280,12 @@ def build(
     workers: int = 2,
     formats: tuple[str, ...] = FORMATS,
     folder: str | None = None,
+    baseline: str | None = None,
 ) -> Path:
     """Tables, figures and REPORT.md of a sweep (or of runs without one: `run_ids`, or with `single`
     every single run), written to `out` (default reports/<preset>-<sweep id>/). With `folder`, from
-    a report folder's own tables instead of the store (default `out`: that folder, redrawn)."""
+    a report folder's own tables instead of the store (default `out`: that folder, redrawn). With
+    `baseline`, a committed report folder whose matching cells are drawn beside this sweep's."""
     th = thresholds or verdicts.Thresholds()
     out = out or folder
     if out:  # before reading anything: a folder it may not write fails at once
@@ -269,6 +294,8 @@ def build(
         s, log_to_run = collect.from_folder(folder, th), False
     else:
         s = collect.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
+    if baseline:  # the committed baseline's matching cells beside this sweep's (study/report/baseline.py)
+        s = base_cells.merge(s, collect.from_folder(baseline, th), baseline)
     name = f"{s.info.get('preset') or 'sweep'}-{s.info['sweep_id']}"
     final_dir = Path(out or tracking.REPO_ROOT / "reports" / name)
     # written in a temporary sibling folder and swapped in at the end: never a half report, and
@@ -288,6 +315,9 @@ def _write(
     tables = out_dir / "tables"
     tables.mkdir(exist_ok=True)
     (tables / collect.META).write_text(json.dumps(s.info, indent=1, sort_keys=True, default=str) + "\n")
+    pairs = base_cells.paired(s.cells) if "source" in s.cells else None
+    if pairs is not None:
+        pairs.to_csv(tables / "paired.csv", index=False)
     s.cells.to_csv(tables / "cells.csv", index=False)  # every digit: the folder alone rebuilds the same report
     summ = stats.summary(s.cells, extra=extra_axes(s.cells))
     summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
@@ -397,6 +427,17 @@ def _write(
             f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` "
             "(`--depth`, `--optimizer` to change)"
         )
+    if i.get("baseline"):
+        n_base = int((c["source"] == "baseline").sum())
+        meta.append(
+            f"- beside baseline `{i['baseline']}` (sweep {i.get('baseline_sweep_id')}): its {n_base} cells with an "
+            "arm, depth and seed of this sweep, `source=baseline` in the tables; paired by seed below"
+            + (
+                f"; this sweep's optimizer labels end in its value of `{i['baseline_marked']}` in brackets"
+                if i.get("baseline_marked")
+                else ""
+            )
+        )
     question = presets.question(i)
     text = "\n".join(
         [
@@ -432,6 +473,7 @@ def _write(
                 if (summ["n"] > 1).any()
                 else []
             ),
+            *(_paired_section(pairs) if pairs is not None else []),
             *([verdict_table(c), ""] if own is None else []),
             reason_table(c) if own is None else presets.cells_table(c),
             "",
