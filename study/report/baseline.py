@@ -84,6 +84,8 @@ def merge(new: collect.Sweep, base: collect.Sweep, where: str) -> collect.Sweep:
             else mine
         )
     both = pd.concat([kept.assign(source="baseline"), cells.assign(source="new")], ignore_index=True)
+    if "unreadable" in both:  # a baseline folder made before the column existed: nothing unreadable
+        both["unreadable"] = both["unreadable"].fillna("")
     info = {**new.info, "baseline": where, "baseline_sweep_id": base.info.get("sweep_id")}
     if cells["optimizer"].ne(new.cells["optimizer"]).any():
         info["baseline_marked"] = ", ".join(changed)
