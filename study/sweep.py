@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from study import contract, tracking
 from study.config import check, check_data
 from study.errors import ConfigError
-from study.sweeper import order_cells
+from study.sweeper import estimated_cost, order_cells
 
 SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, number of cells
 
@@ -116,7 +116,8 @@ class MlflowSweepCallback(Callback):
     def _start(self, config) -> None:
         from hydra.core.global_hydra import GlobalHydra
 
-        order_cells([], str(config.hydra.sweeper.get("order", "cost")))  # a bad order fails before the parent run
+        order = str(config.hydra.sweeper.get("order", "cost"))
+        order_cells([], order)  # a bad order fails before the parent run
         cells = grid_cells(config)
         if cells is not None:
             loader = GlobalHydra.instance().config_loader()
@@ -158,6 +159,8 @@ class MlflowSweepCallback(Callback):
             "experiment_id": exp_id,
             "n_cells": len(cells) if cells is not None else None,
             "started": time.time(),
+            # estimated cost of each cell in launch order, for the cells' ETA (study/sweeper.py)
+            "costs": None if cells is None else [estimated_cost(c) for c in order_cells(cells, order)],
         }
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -66,3 +66,28 @@ def order_cells(cells: Sequence[Sequence[str]], order: str = "cost") -> list[lis
         raise unknown("hydra.sweeper.order", order, ORDERS)
     cells = [list(c) for c in cells]
     return cells if order == "as_written" else sorted(cells, key=estimated_cost, reverse=True)
+
+
+def eta(elapsed_s: float, costs: Sequence[float], started: int) -> float | None:
+    """Seconds left in a sweep whose cells (in launch order) have estimated `costs`, when `started`
+    of them have begun after `elapsed_s`: the time so far per unit of cost begun, times the cost not
+    yet begun (parallel workers included, as they begin cells in this order). None before a cost is
+    known."""
+    begun, total = sum(costs[:started]), sum(costs)
+    if started < 1 or begun <= 0 or elapsed_s <= 0:
+        return None
+    return elapsed_s / begun * (total - begun)
+
+
+def progress(index: int, n_cells: int | None, started: float | None, costs: Sequence[float] | None, now: float):
+    """`[cell i/N] (3:12 elapsed, ETA 10:05) ` for the cell of 0-based launch `index`."""
+    head = f"[cell {index + 1}/{n_cells or '?'}] "
+    if started is None:
+        return head
+    left = eta(now - started, costs, index) if costs and len(costs) == n_cells else None
+    return head + f"({_clock(now - started)} elapsed, ETA {_clock(left) if left is not None else '?'}) "
+
+
+def _clock(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

@@ -40,6 +40,7 @@ from study.callbacks import (  # noqa: E402
 from study.config import batch_size, check, learning_rate, model_spec, thresholds  # noqa: E402,F401
 from study.errors import ConfigError  # noqa: E402
 from study.sweep import read_sweep_file  # noqa: E402
+from study.sweeper import progress  # noqa: E402
 
 
 class _RetracingNoise(logging.Filter):
@@ -161,7 +162,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         contract.OUTCOME: contract.RUNNING,
         **tracking.source_tags(),
     }
-    where = f"[cell {ctx['index'] + 1}/{ctx.get('n_cells') or '?'}] " if ctx else ""
+    where = progress(ctx["index"], ctx.get("n_cells"), ctx.get("started"), ctx.get("costs"), time.time()) if ctx else ""
     if ctx:  # a sweep's cell waits out a lost tracking server instead of failing at once
         tracking.wait_for_store(t.uri, float(t.get("wait_s", 300)), where)
         tags |= {

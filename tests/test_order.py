@@ -56,3 +56,16 @@ def test_the_sweep_callback_is_found_in_the_config_by_its_target():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         assert checks_every_cell(compose("config", return_hydra_config=True))
         assert not checks_every_cell(compose("config", ["~hydra.callbacks.mlflow_sweep"], return_hydra_config=True))
+
+
+def test_the_eta_is_the_time_per_cost_begun_times_the_cost_left():
+    from study.sweeper import eta, progress
+
+    costs = [16.0, 8.0, 4.0, 4.0]  # launch order, most expensive first
+    assert eta(120.0, costs, 1) == 120.0 / 16 * 16  # 16 of 32 begun in 120 s: 120 s left
+    assert eta(180.0, costs, 3) == 180.0 / 28 * 4
+    assert eta(0.0, costs, 0) is None and eta(10.0, costs, 0) is None
+    assert progress(1, 4, 1000.0, costs, 1120.0) == "[cell 2/4] (2:00 elapsed, ETA 2:00) "
+    assert progress(0, 4, 1000.0, costs, 1000.5) == "[cell 1/4] (0:00 elapsed, ETA ?) "
+    assert progress(2, 3, None, None, 5.0) == "[cell 3/3] "
+    assert progress(3, 4, 0.0, costs, 4000.0).endswith("(1:06:40 elapsed, ETA 9:31) ")
