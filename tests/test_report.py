@@ -93,6 +93,7 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
             "model.depth=2,3",
             "train.epochs=1",
             "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:3}]",
+            "tracking.run_name=${model.activation}-${optimizer.name}-d${model.depth}-s${seed}-lr${optimizer.learning_rate}",
             f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],
@@ -101,11 +102,7 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
     assert proc.returncode != 0  # failed cells make the sweep exit non-zero, after recording everything
 
     client = store[1]
-    (gone,) = [
-        r
-        for r in runs(client)
-        if r.info.run_name == "sigmoid-sgd-d2-s0" and r.data.params["optimizer.learning_rate"] == "0.05"
-    ]
+    (gone,) = [r for r in runs(client) if r.info.run_name == "sigmoid-sgd-d2-s0-lr0.05"]
     client.delete_run(gone.info.run_id)  # a cell lost from the store: the report shows it as missing
     assert_no_healthy_at_chance(store[0])
     out = make_report(tmp_path, tmp_path / "report")

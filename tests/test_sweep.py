@@ -72,7 +72,7 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
         assert r.data.tags["gradient_verdict"] in {"healthy", "slow", "stalled", "vanishing", "collapsed", "dead"}
         assert r.data.tags["verdict_reason"]
     # launched most expensive first: the four depth-4 cells, then the depth-2 ones, each in written order
-    starts = re.findall(r"\[cell (\d)/8\] (\w+)-(\w+)-d(\d)-s0 start:", proc.stdout)
+    starts = re.findall(r"\[cell (\d)/8\] \([^)]*\) (\w+)-(\w+)-d(\d)-s0 start:", proc.stdout)
     assert [s[1:] for s in sorted(starts)] == [
         (a, o, d) for d in ("4", "2") for a in ("sigmoid", "relu") for o in ("sgd", "adam")
     ]
