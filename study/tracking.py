@@ -6,6 +6,8 @@ can be used in one process and tests point runs at a temporary SQLite file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -15,6 +17,7 @@ import os
 import platform
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +58,17 @@ ADDED_KEYS = {
     "diagnostics.curvature.top_k": 1,
     "diagnostics.curvature.trace_samples": 0,
 }
+
+
+class _FullDiskFilter(logging.Filter):
+    """MLflow logs a whole traceback for every SQLite error before it raises it; a full disk under
+    the store is said here in one line naming the store (`_no_space`), so MLflow's is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database or disk is full" not in record.getMessage()
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_FullDiskFilter())
 
 
 def default_uri() -> str:
@@ -125,24 +139,76 @@ def _new_client(uri: str, path: Path | None) -> MlflowClient:
         if redact(uri) != uri:  # MLflow prints "View run ... at <uri>", credentials included
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         return MlflowClient(tracking_uri=uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = [p for p in reversed(path.parents) if not p.exists()]  # the folders made for a new store, outermost first
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_new = not lock.exists()
+        lock_file = open(lock, "w")  # held (and locked) while the store is made
+    except OSError as err:
+        _remove_new(None, None, made)
+        raise TrackingError(
+            f"tracking store {path} cannot be created: {err.filename or path.parent}: {err.strerror}; "
+            "set tracking.uri to a store in a writable folder"
+        ) from None
     # MLflow creates and migrates a SQLite schema on first use, and two processes doing that at once
     # fail ("table ... already exists", alembic_version): the first use happens under a file lock.
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        new = not path.exists() or path.stat().st_size == 0
+    with lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        existed = path.exists()
+        new = not existed or path.stat().st_size == 0
         try:
             c = MlflowClient(tracking_uri=uri)
             c.search_experiments(max_results=1)
-        except Exception as err:
-            schema = _schema_error(path, err)
-            if schema is None:
-                raise
-            raise schema from None
+        except BaseException as err:
+            if new:  # a half-made store reads as a corrupt one later ("duplicate column name"): undone
+                _undo_new_store(uri, path, existed)
+                _remove_new(lock if lock_new else None, None, made)
+            schema = _schema_error(path, err) if isinstance(err, Exception) else None
+            if schema is not None:
+                raise schema from None
+            if _disk_full(err):
+                raise TrackingError(
+                    f"{_no_space(uri)} while creating it (nothing left behind)"
+                    if new
+                    else f"{_no_space(uri)} while opening it (the store is unchanged)"
+                ) from None
+            raise
 
     if new:
-        print(f"new tracking store created at {path}", file=sys.stderr, flush=True)
+        also = f" (folder {made[0]} made for it)" if made else ""
+        print(f"new tracking store created at {path}{also}", file=sys.stderr, flush=True)
     return c
+
+
+def _undo_new_store(uri: str, path: Path, existed: bool) -> None:
+    """The SQLite file this process began to make and could not finish: removed with its journal (a
+    zero-byte file that was there before is left zero bytes), and MLflow's cached engine of it
+    disposed (its pooled connection would keep the removed file open and be used again)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engines = getattr(SqlAlchemyStore, "_engine_map", {})
+    for key in [k for k in engines if k == uri or sqlite_path(k) == path]:
+        with contextlib.suppress(Exception):
+            engines.pop(key).dispose()
+    for extra in ("-journal", "-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        if existed:
+            os.truncate(path, 0)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _remove_new(lock: Path | None, file: Path | None, folders: list[Path]) -> None:
+    """Remove files and (empty) folders this process made, the innermost folder first."""
+    for p in (lock, file):
+        if p is not None:
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _schema_error(path: Path, err: Exception) -> TrackingError | None:
@@ -172,48 +238,152 @@ class TrackingError(RuntimeError):
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+PROBE_BYTES = 4096  # written (and removed) to see that a folder takes a file and has room for it
+NEW_STORE_BYTES = 2 * 2**20  # a new, migrated MLflow SQLite store takes about 1 MB
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    """The file of a `sqlite:///` URI (SQLAlchemy's `?key=value` options left out)."""
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def _free(path: Path) -> str:
+    """Free space on the file system of `path` (or of its nearest existing folder), for messages."""
+    try:
+        near = next(p for p in (path, *path.parents) if p.exists())
+        return f"{_size(shutil.disk_usage(near).free)} free"
+    except OSError:
+        return "free space unknown"
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    """The error, or one it was raised from, is a full disk (ENOSPC, or SQLite's SQLITE_FULL)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "database or disk is full" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _no_space(uri: str) -> str:
+    path = sqlite_path(uri)
+    if path is None:
+        return f"no space left on device for tracking store {redact(uri)} (the server's disk)"
+    return f"no space left on device for tracking store {path} ({_free(path.parent)})"
+
+
+@contextlib.contextmanager
+def _store_write(uri: str, during: str):
+    """MLflow's error for a full disk under the store (a traceback naming no file) as one line."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as err:
+        if _disk_full(err):
+            raise TrackingError(
+                f"{_no_space(uri)} {during}; free some space, or set tracking.uri to a store on another disk"
+            ) from None
+        raise
+
+
+def _writable_folder(folder: Path, what: str, fix: str, need: int = 0) -> None:
+    """`folder`, which need not exist yet, can take new files: the nearest existing path on the way
+    to it is a folder, takes a file (PROBE_BYTES written and removed) and has `need` bytes free.
+    Each failure is one TrackingError naming the path; nothing is created."""
+    try:
+        near = next(p for p in (folder, *folder.parents) if p.exists())
+    except OSError as err:  # a folder on the way that cannot be searched
+        raise TrackingError(f"{what} cannot be reached: {err.filename}: {err.strerror}; {fix}") from None
+    if not near.is_dir():
+        raise TrackingError(f"{what} is not writable: {near} is a file, not a folder; {fix}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=near, prefix=".write-check-", buffering=0) as f:
+            f.write(b"\0" * PROBE_BYTES)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise TrackingError(f"{what}: no space left on device for {near} ({_free(near)}); {fix}") from None
+        said = what if near == folder and what.endswith(str(folder)) else f"{what}: folder {near}"
+        raise TrackingError(f"{said} is not writable ({err.strerror}); {fix}") from None
+    if need and shutil.disk_usage(near).free < need:
+        raise TrackingError(
+            f"{what}: no space left on device for {near} ({_free(near)}; a new MLflow store needs {_size(need)}); {fix}"
+        )
 
 
 def check_sqlite(uri: str, must_exist: bool = False) -> None:
-    """A SQLite store must be a SQLite file (or, when it may be created, absent) in a folder this
-    process can write (SQLite writes a journal beside it). Checked before MLflow touches it: MLflow
-    retries for minutes and then fails with tracebacks that do not name the file."""
+    """A SQLite store must be given by an absolute path, and be a SQLite file this process can read
+    and write (or, when it may be created, absent) in a folder this process can write, with room
+    (SQLite writes a journal beside it; a new store needs about 1 MB). Checked before MLflow touches
+    it: MLflow retries for minutes and then fails with tracebacks that do not name the file. The
+    folders of a new store that do not exist yet are made when it is created (and said so)."""
     path = sqlite_path(uri)
-    if path is None:
+    if path is None or str(path) in (".", ":memory:"):
         return
-    if path.exists():
+    if not path.is_absolute():
+        here = Path.cwd() / path
+        raise TrackingError(
+            f"tracking store {uri} is a relative path: it names another file from every working folder "
+            f"(a sweep's jobs, the report, the UI); give an absolute one, e.g. sqlite:///{here}"
+        )
+    fix = "set tracking.uri to a store in a writable folder"
+    try:
+        exists = path.exists()
+    except OSError as err:
+        raise TrackingError(f"tracking store {path} cannot be reached: {err.filename}: {err.strerror}") from None
+    if exists:
         if path.is_dir():
             raise TrackingError(f"tracking store {path} is a folder, not a SQLite file")
-        with path.open("rb") as f:
-            head = f.read(len(SQLITE_HEADER))
+        if not path.is_file():
+            raise TrackingError(f"tracking store {path} is not a regular file (a device or pipe), not a SQLite file")
+        try:
+            with path.open("rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except OSError as err:
+            raise TrackingError(
+                f"tracking store {path} cannot be read ({err.strerror}); make it readable, or {fix}"
+            ) from None
         if head and head != SQLITE_HEADER:
             raise TrackingError(
                 f"tracking store {path} is not a SQLite database (left untouched); "
                 "point tracking.uri at an MLflow SQLite file or a new path"
             )
+        try:  # opened for writing, nothing written: a read-only or immutable file fails here, not in MLflow
+            os.close(os.open(path, os.O_RDWR))
+        except OSError as err:
+            raise TrackingError(
+                f"tracking store {path} is not writable ({err.strerror}; runs, and the report's own "
+                f"artifacts, are written into it); make it writable, or {fix}"
+            ) from None
     elif must_exist:
         raise TrackingError(
             f"no tracking store at {path} (nothing created); runs are recorded by "
             "`make sweep`, or pass --tracking-uri of an existing store"
         )
-    folder = path.parent if path.parent.exists() else next(p for p in path.parents if p.exists())
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise TrackingError(
-            f"tracking store {path}: folder {folder} is not writable ({err.strerror}); "
-            "set tracking.uri to a store in a writable folder"
-        ) from None
+    _writable_folder(path.parent, f"tracking store {path}", fix, need=0 if exists else NEW_STORE_BYTES)
+
+
+def check_artifacts(location: str | None, fix: str = "set tracking.artifact_location to a writable folder") -> None:
+    """A local (`file:`) artifact location must be a folder, or a path where one can be made, that
+    this process can write, with room. Other locations (a server's) are the server's to check."""
+    if not location or not location.startswith("file:"):
+        return
+    from urllib.parse import unquote, urlparse
+
+    folder = Path(unquote(urlparse(location).path))
+    _writable_folder(folder, f"artifact folder {folder}", fix)
 
 
 def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
     """Fail fast and clearly: an unreachable tracking server, a SQLite store that is not a database
-    or cannot be written, or an artifact folder not writable."""
+    or cannot be written, or an artifact folder that cannot be written (see check_sqlite,
+    check_artifacts)."""
     check_sqlite(uri)
     if uri.startswith(("http://", "https://")):
         import requests
@@ -225,19 +395,7 @@ def check_store(uri: str, artifacts: str | None, timeout: float = 5.0) -> None:
                 f"tracking server {redact(uri)} is not reachable ({type(err).__name__}); "
                 "start it with `make server`, or set tracking.uri to another store"
             ) from None
-    if artifacts and artifacts.startswith("file:"):
-        from urllib.parse import unquote, urlparse
-
-        folder = Path(unquote(urlparse(artifacts).path))
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder):
-                pass
-        except OSError as err:
-            raise TrackingError(
-                f"artifact folder {folder} is not writable ({err.strerror}); "
-                "set tracking.artifact_location to a writable folder"
-            ) from None
+    check_artifacts(artifacts)
 
 
 def wait_for_store(uri: str, timeout_s: float, who: str = "") -> None:
@@ -294,20 +452,38 @@ Filters: ``metrics.`test/accuracy` > 0.5``, `params.model.depth = '16'`, `tags.g
 
 
 def ensure_experiment(c: MlflowClient, name: str, artifacts: str | None) -> str:
-    """The experiment's id (created if needed, with its description)."""
-    exp = c.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            exp_id = c.create_experiment(name, artifact_location=artifacts)
-        except Exception:  # created meanwhile by another process
-            exp = c.get_experiment_by_name(name)
-            if exp is None:
-                raise
+    """The experiment's id (created if needed, with its description). An experiment's artifact
+    folder is fixed when it is created: a new one is checked before (a bad location is never
+    recorded), an existing one is checked with advice that fits, and a different `artifacts` asked
+    for is said to be ignored."""
+    with _store_write(c.tracking_uri, f"while recording experiment {name!r}"):
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            check_artifacts(artifacts)
+            try:
+                exp_id = c.create_experiment(name, artifact_location=artifacts)
+            except Exception:  # created meanwhile by another process
+                exp = c.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
             exp_id = exp.experiment_id
-    else:
-        exp_id = exp.experiment_id
-    if exp is None or exp.tags.get(NOTE) != EXPERIMENT_NOTE:
-        c.set_experiment_tag(exp_id, NOTE, EXPERIMENT_NOTE)
+        if exp is not None:
+            check_artifacts(
+                exp.artifact_location,
+                f"experiment {name!r} keeps the artifact folder it was created with: make that folder "
+                "writable, or set tracking.experiment to a new experiment",
+            )
+            if artifacts and exp.artifact_location != artifacts:
+                print(
+                    f"experiment {name!r} keeps its artifacts in {exp.artifact_location} (fixed when it was "
+                    f"created), not {artifacts}: tracking.artifact_location applies to new experiments",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if exp is None or exp.tags.get(NOTE) != EXPERIMENT_NOTE:
+            c.set_experiment_tag(exp_id, NOTE, EXPERIMENT_NOTE)
     return exp_id
 
 
@@ -450,17 +626,27 @@ class RunLogger:
 
     With `background=True` full batches of metrics are sent by a worker thread while training goes
     on (on SQLite MLflow spends about 0.2 ms of Python per metric); `flush()` and every other call
-    first wait for it, so what they write lands after every metric logged before them."""
+    first wait for it, so what they write lands after every metric logged before them.
+
+    Metrics the store does not take are spilled to `unsent_metrics_<run id>.jsonl` in `spill_dir`
+    (default: the working folder), or, if that cannot be written, in the system's temporary
+    folder; the TrackingError that follows says where and how many, and how many were lost if
+    neither could be written. A full disk under the store or the artifacts is one TrackingError
+    naming the path; an artifact copied in part is removed."""
 
     RETRIES = 4  # on top of MLflow's own HTTP retries; waits 1, 2, 4 s between tries
 
     def __init__(self, c: MlflowClient, run_id: str, spill_dir: str | Path | None = None, background: bool = False):
         self.client, self.run_id = c, run_id
-        self.spill_dir = Path(spill_dir or Path.cwd())
+        self.spill_dir = Path(spill_dir) if spill_dir else _working_folder()
         self._pending: list[Metric] = []
         self._background = background
         self._queue: queue.Queue | None = None
-        self._failure: tuple[Exception, int] | None = None  # a background send that failed, metrics spilled
+        # since the last TrackingError: the store's first refusal, metrics kept per file, metrics lost and why
+        self._error: Exception | None = None
+        self._kept: dict[Path, int] = {}
+        self._lost = 0
+        self._unwritable: dict[str, str] = {}
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -483,25 +669,40 @@ class RunLogger:
                     time.sleep(2**attempt)
         return last
 
-    def _spill(self, metrics: list[Metric]) -> Path:
-        path = self.spill_dir / f"unsent_metrics_{self.run_id}.jsonl"
-        with path.open("a") as f:
-            for m in metrics:
-                f.write(json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n")
-        return path
+    def _spill(self, metrics: list[Metric]) -> None:
+        """Append the metrics to the spill file of the spill folder, else of the temporary folder: each
+        file takes all of them or is left as it was (no partial line for the replay to choke on)."""
+        data = "".join(
+            json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n"
+            for m in metrics
+        ).encode()
+        for folder in dict.fromkeys([self.spill_dir, Path(tempfile.gettempdir())]):
+            path = folder / f"unsent_metrics_{self.run_id}.jsonl"
+            try:
+                _append_whole(path, data)
+            except OSError as err:
+                self._unwritable.setdefault(str(path), err.strerror or type(err).__name__)
+                continue
+            self._kept[path] = self._kept.get(path, 0) + len(metrics)
+            return
+        self._lost += len(metrics)
 
     def _worker(self, q: queue.Queue) -> None:
         while True:
             chunk = q.get()
-            if chunk is None:  # the run ended: the thread ends (and no longer holds this logger)
+            try:
+                if chunk is None:  # the run ended: the thread ends (and no longer holds this logger)
+                    return
+                err = self._deliver(chunk)
+                if err is not None:
+                    self._error = self._error or err
+                    self._spill(chunk)
+            except Exception as err:  # never leave a batch unfinished: _wait would block for ever
+                self._error = self._error or err
+                self._lost += len(chunk)
+                self._unwritable.setdefault(str(self.spill_dir), f"{type(err).__name__}: {err}")
+            finally:
                 q.task_done()
-                return
-            err = self._deliver(chunk)
-            if err is not None:
-                self._spill(chunk)
-                n = len(chunk) + (self._failure[1] if self._failure else 0)
-                self._failure = (self._failure[0] if self._failure else err, n)
-            q.task_done()
 
     def _hand_off(self, full_only: bool = False) -> None:
         """Give the buffered metrics (or only full batches) to the worker thread, started once."""
@@ -518,71 +719,129 @@ class RunLogger:
         """Until the worker has sent (or spilled) every batch handed to it; raise if one failed."""
         if self._queue is not None:
             self._queue.join()
-        if self._failure is not None:
-            (err, n), self._failure = self._failure, None
-            self._lost(err, n)
+        self._report_unsent()
 
-    def _lost(self, err: Exception, n: int):
-        path = self.spill_dir / f"unsent_metrics_{self.run_id}.jsonl"
-        raise TrackingError(
-            f"tracking store unreachable while logging run {self.run_id} "
-            f"({type(err).__name__}: {redact(str(err))[:200]}); {n} metrics kept in {path}"
-        )
+    def _report_unsent(self) -> None:
+        """A TrackingError saying what the store refused, where the unsent metrics are kept and how
+        many are lost (then forgotten: the next failure is reported on its own)."""
+        if self._error is None:
+            return
+        err, kept, lost, unwritable = self._error, self._kept, self._lost, self._unwritable
+        self._error, self._kept, self._lost, self._unwritable = None, {}, 0, {}
+        if _disk_full(err):
+            what = f"{_no_space(self.client.tracking_uri)} while logging run {self.run_id}"
+        else:
+            what = (
+                f"tracking store unreachable while logging run {self.run_id} "
+                f"({type(err).__name__}: {redact(str(err))[:200]})"
+            )
+        said = [f"{n} metrics kept in {path}" for path, n in kept.items()]
+        tried = ", ".join(f"{path} ({why})" for path, why in unwritable.items())
+        if lost:
+            said.append(f"{lost} metrics LOST: none of {tried} could be written")
+        elif tried:
+            said.append(f"not in {tried}")
+        raise TrackingError(f"{what}; {'; '.join(said)}")
 
     def flush(self, wait: bool = True) -> None:
         """Send the buffered metrics; a chunk leaves the buffer only once the store accepted it.
         If the store stays unreachable, every unsent metric is written to a local JSON-lines file
-        (`unsent_metrics_<run id>.jsonl`) and a TrackingError says where: nothing recorded is lost.
+        (`unsent_metrics_<run id>.jsonl`) and a TrackingError says where: nothing recorded is lost
+        unless no file can be written either, and then the error says how many were.
         `wait=False` (background runs): hand the metrics to the worker and return."""
         if self._background and not wait:
             self._hand_off()
             return
         if self._queue is not None:
             self._queue.join()
-        failure, self._failure = self._failure, None
-        while self._pending and failure is None:
+        while self._pending and self._error is None:
             err = self._deliver(self._pending[:MAX_METRICS_PER_BATCH])
             if err is not None:
-                failure = (err, 0)
+                self._error = err
                 break
             self._pending = self._pending[MAX_METRICS_PER_BATCH:]
-        if failure is not None:
-            err, n = failure
-            if self._pending:
-                self._spill(self._pending)
-                n, self._pending = n + len(self._pending), []
-            self._lost(err, n)
+        if self._error is not None and self._pending:
+            pending, self._pending = self._pending, []
+            self._spill(pending)
+        self._report_unsent()
+
+    def _write(self, during: str):
+        return _store_write(self.client.tracking_uri, f"while {during} of run {self.run_id}")
 
     def params(self, values: dict[str, object]) -> None:
         self._wait()
         items = [Param(k, redact(_param_str(v))[:6000]) for k, v in sorted(values.items())]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        with self._write("logging the params"):
+            for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
     def tags(self, values: dict[str, object]) -> None:
         self._wait()
         items = [RunTag(k, redact(str(v))) for k, v in values.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_PER_BATCH])
+        with self._write("logging the tags"):
+            for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_PER_BATCH])
 
     def text(self, text: str, name: str) -> None:
         self._wait()
-        self.client.log_text(self.run_id, text, name)
+        with self._artifact_write(name, {name: len(text.encode())}):
+            self.client.log_text(self.run_id, text, name)
 
     def artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._wait()
-        self.client.log_artifact(self.run_id, str(path), folder)
+        name = f"{folder}/{Path(path).name}" if folder else Path(path).name
+        with self._artifact_write(name, {name: _file_size(Path(path))}):
+            self.client.log_artifact(self.run_id, str(path), folder)
 
     def artifacts(self, folder: str | Path, path: str | None = None) -> None:
         self._wait()
-        self.client.log_artifacts(self.run_id, str(folder), path)
+        files = {
+            (f"{path}/" if path else "") + f.relative_to(folder).as_posix(): _file_size(f)
+            for f in Path(folder).rglob("*")
+            if f.is_file()
+        }
+        with self._artifact_write(f"{path or '.'}/ ({len(files)} files)", files):
+            self.client.log_artifacts(self.run_id, str(folder), path)
+
+    @contextlib.contextmanager
+    def _artifact_write(self, name: str, sizes: dict[str, int]):
+        """An artifact that cannot be written (full disk, unwritable folder) as one TrackingError
+        naming the run's artifact folder; a file copied there in part (its size is not its source's)
+        is removed, so nothing half-written stays among the run's artifacts."""
+        try:
+            yield
+        except OSError as err:
+            root = self._artifact_root()
+            if isinstance(root, Path):
+                for rel, size in sizes.items():
+                    with contextlib.suppress(OSError):
+                        if (root / rel).is_file() and (root / rel).stat().st_size != size:
+                            (root / rel).unlink()
+            where = root if root is not None else "the run's artifact folder"
+            if err.errno == errno.ENOSPC:
+                said = f"no space left on device for artifact folder {where} ({_free(Path(str(where)))})"
+            else:
+                said = f"artifact folder {where} is not writable ({err.strerror}: {err.filename or name})"
+            raise TrackingError(f"{said}: artifact {name} of run {self.run_id} not written") from None
+
+    def _artifact_root(self) -> Path | str | None:
+        try:
+            uri = self.client.get_run(self.run_id).info.artifact_uri
+        except Exception:  # the store may be what failed
+            return None
+        if uri.startswith("file:"):
+            from urllib.parse import unquote, urlparse
+
+            return Path(unquote(urlparse(uri).path))
+        return redact(uri)
 
     def end(self, status: str) -> None:
         try:
             self.flush()
         finally:
             self.stop()
-        self.client.set_terminated(self.run_id, status)
+        with self._write(f"ending ({status})"):
+            self.client.set_terminated(self.run_id, status)
 
     def stop(self) -> None:
         """End the worker thread (after the batches handed to it); later metrics are sent inline."""
@@ -590,6 +849,41 @@ class RunLogger:
             q, self._queue = self._queue, None
             q.put(None)
             q.join()
+
+
+def _working_folder() -> Path:
+    try:
+        return Path.cwd()
+    except OSError:  # the working folder was removed
+        return Path(tempfile.gettempdir())
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append all of `data` to the file or, on any error (a full disk), leave it as it was: cut
+    back to its former length, removed if this call created it. Raises the OSError."""
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+                if created:
+                    path.unlink()
+            raise
+    finally:
+        os.close(fd)
 
 
 def _param_str(v: object) -> str:
