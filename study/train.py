@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import contract, data, losses, models, optimizers, stops, tracking, verdicts  # noqa: E402
+from study import contract, data, losses, mlflow_inputs, models, optimizers, stops, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.callbacks import (  # noqa: E402
     CurvatureLogger,
@@ -196,6 +196,10 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
             }
         )
         run.text(tracking.redact(OmegaConf.to_yaml(resolved)), contract.CONFIG_ARTIFACT)  # no credentials
+        try:  # the UI's Dataset column and the run's Datasets: a convenience, never the cell's failure
+            mlflow_inputs.log_datasets(c, run_info.run_id, splits)
+        except Exception as err:
+            print(f"{where}{t.run_name}: datasets not logged: {tracking.redact(f'{type(err).__name__}: {err}')}")
         with _release_traced_gradients():
             result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0

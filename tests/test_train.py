@@ -1,5 +1,6 @@
 """train(cfg): what one cell records; invalid values; determinism; divergence."""
 
+import json
 import math
 
 import pandas as pd
@@ -24,6 +25,10 @@ def test_single_run_records_params_tags_metrics_and_artifacts(make_cfg, store):
     assert p["data.num_classes"] == "4"
     assert {"git_commit", "tensorflow_version", "keras_version", "device", "fingerprint"} <= set(t)
     assert "mlflow.parentRunId" not in t
+    contexts = {i.tags[0].value: i.dataset for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert set(contexts) == {"train", "validation", "test"} and contexts["train"].name == "synthetic"
+    examples = {k: json.loads(d.profile)["examples"] for k, d in contexts.items()}
+    assert examples["train"] > examples["validation"] > 0 and examples["test"] > 0
     for key in ("test/loss", "test/accuracy", "time/wall_s", "grad/conv_01/l2", "grad/global_norm"):
         assert key in m
     assert m["test/accuracy"] == pytest.approx(result["test/accuracy"])
