@@ -30,6 +30,10 @@ def main() -> None:
         'In the runs table: "Columns" to add params and metrics; in the chart view, "Show all runs" '
         "(charts show the first 10 by default)."
     )
+    print(
+        'Click "Model training" (top left, next to "GenAI") once: this browser then opens experiments on '
+        "their runs and keeps a clicked run in the training view (the link's workflowType does not carry over)."
+    )
 
 
 if __name__ == "__main__":

@@ -199,7 +199,8 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         try:  # the UI's Dataset column and the run's Datasets: a convenience, never the cell's failure
             mlflow_inputs.log_datasets(c, run_info.run_id, splits)
         except Exception as err:
-            print(f"{where}{t.run_name}: datasets not logged: {tracking.redact(f'{type(err).__name__}: {err}')}")
+            said = " ".join(tracking.redact(f"{type(err).__name__}: {err}").split())[:300]
+            print(f"{where}{t.run_name}: datasets not logged ({said}); training goes on", flush=True)
         with _release_traced_gradients():
             result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
