@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from conftest import run_report
@@ -77,7 +78,7 @@ def test_replace_folder_swaps_whole_and_keeps_the_old_folder_on_failure(tmp_path
 
 
 def test_every_committed_report_folder_carries_the_marker():
-    reports = outputs.Path(__file__).resolve().parent.parent / "reports"
+    reports = Path(__file__).resolve().parent.parent / "reports"
     folders = [p for p in reports.iterdir() if (p / "REPORT.md").is_file()]
     assert folders and all((p / outputs.MARKER).is_file() for p in folders)
 

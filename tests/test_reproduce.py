@@ -15,10 +15,9 @@ def test_claims_are_read_from_every_table_with_a_reproduced_column():
     found = compare.claims(text)
     assert len(found) >= 3 and set(found.values()) <= {"yes", "no", "n/a"}
     first = next(iter(found))
-    flipped = text.replace(f"| {first} |", f"| {first} |", 1)
-    row = next(line for line in flipped.splitlines() if line.startswith(f"| {first} |"))
+    row = next(line for line in text.splitlines() if line.startswith(f"| {first} |"))
     was = found[first]
-    flipped = flipped.replace(row, row.rsplit("|", 2)[0] + f"| {'no' if was == 'yes' else 'yes'} |")
+    flipped = text.replace(row, row.rsplit("|", 2)[0] + f"| {'no' if was == 'yes' else 'yes'} |")
     rows = compare.claim_rows(text, flipped)
     assert [r[3] for r in rows].count("changed") == 1 and compare.failed([], rows)
     assert not compare.failed([], compare.claim_rows(text, text))

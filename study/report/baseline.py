@@ -78,11 +78,8 @@ def merge(new: collect.Sweep, base: collect.Sweep, where: str) -> collect.Sweep:
             mine = mine.assign(optimizer=mine["run_id"].map(relabel).fillna(mine["optimizer"]), source="new")
         if not theirs.empty:
             theirs = theirs[theirs["run_id"].isin(ids)].assign(source="baseline")
-        tables[t] = (
-            pd.concat([x for x in (theirs, mine) if not x.empty], ignore_index=True)
-            if (not mine.empty or not theirs.empty)
-            else mine
-        )
+        parts = [x for x in (theirs, mine) if not x.empty]
+        tables[t] = pd.concat(parts, ignore_index=True) if parts else mine
     both = pd.concat([kept.assign(source="baseline"), cells.assign(source="new")], ignore_index=True)
     if "unreadable" in both:  # a baseline folder made before the column existed: nothing unreadable
         both["unreadable"] = both["unreadable"].fillna("")
