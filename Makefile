@@ -8,6 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXP    ?= grid
 ARGS   ?=
+PYTEST_ARGS ?=
 REPORT_ARGS ?=
 JOBS   ?= 1
 TEST_JOBS ?= 2
@@ -70,11 +71,11 @@ reproduce-all: data ## make reproduce for every committed report, cheapest (shor
 smoke: $(STAMP) ## a 1-minute sweep on synthetic data (experiment=smoke), then its report
 	$(MAKE) --no-print-directory sweep EXP=smoke
 
-test: data ## run the test suite (fast and slow tests), TEST_JOBS pytest workers (default 2)
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup $(ARGS)
+test: data ## run the test suite (fast and slow tests), TEST_JOBS pytest workers (default 2), pytest options PYTEST_ARGS
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: data ## the tests without the `slow` marker (no sweeps, servers, launchers): the inner loop
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (configured in pyproject.toml): lint and format check
 	$(VENV)/bin/ruff check .

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from study import contract, tracking
 from study.config import check, check_data
 from study.errors import ConfigError
-from study.sweeper import estimated_cost, order_cells
+from study.launch_order import estimated_cost, order_cells
 
 SWEEP_FILE = ".mlflow_sweep.json"  # in the sweep dir: parent run id, sweep id, number of cells
 
@@ -159,7 +159,7 @@ class MlflowSweepCallback(Callback):
             "experiment_id": exp_id,
             "n_cells": len(cells) if cells is not None else None,
             "started": time.time(),
-            # estimated cost of each cell in launch order, for the cells' ETA (study/sweeper.py)
+            # estimated cost of each cell in launch order, for the cells' ETA (study/launch_order.py)
             "costs": None if cells is None else [estimated_cost(c) for c in order_cells(cells, order)],
         }
         sweep_dir = Path(config.hydra.sweep.dir)

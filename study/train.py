@@ -39,8 +39,8 @@ from study.callbacks import (  # noqa: E402
 )
 from study.config import batch_size, check, learning_rate, model_spec, thresholds  # noqa: E402,F401
 from study.errors import ConfigError  # noqa: E402
+from study.launch_order import progress  # noqa: E402
 from study.sweep import read_sweep_file  # noqa: E402
-from study.sweeper import progress  # noqa: E402
 
 
 class _RetracingNoise(logging.Filter):

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import run_report
+from helpers.commands import run_report
 
 from study.errors import ConfigError
 from study.report import baseline, collect

@@ -7,7 +7,7 @@ import inspect
 from fnmatch import fnmatchcase
 
 import pytest
-from conftest import ROOT, run_main
+from helpers.commands import ROOT, run_main
 from omegaconf import DictConfig, OmegaConf
 
 from study import activations, config, models, newton, optimizers, schema, verdicts

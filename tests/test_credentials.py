@@ -1,6 +1,7 @@
 """No credential in any line or file on an error path the harness did not foresee."""
 
-from conftest import free_port, run_main
+from helpers.commands import run_main
+from helpers.servers import free_port
 
 from study import data
 

@@ -9,7 +9,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, assert_no_healthy_at_chance, free_port, run_main, run_report, run_script, runs
+from helpers.commands import ROOT, run_main, run_report, run_script
+from helpers.mlflow_queries import assert_no_healthy_at_chance, runs
+from helpers.servers import free_port
 from mlflow.tracking import MlflowClient
 
 from study import tracking
@@ -239,7 +241,7 @@ def test_ctrl_c_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_pat
             [
                 "data=synthetic",
                 "train.verbose=0",
-                "+train.callbacks=[{_target_: helpers.CtrlCSurfacingAsAnotherError}]",
+                "+train.callbacks=[{_target_: helpers.callbacks.CtrlCSurfacingAsAnotherError}]",
                 f"tracking.uri={uri}",
             ],
             tmp_path,
@@ -264,7 +266,7 @@ def test_sigterm_and_sighup_end_the_run_and_its_sweep_killed_in_one_line(tmp_pat
     args = [
         "data=synthetic",
         "train.verbose=0",
-        f"+train.callbacks=[{{_target_: helpers.SendSignal, signal: {sig}}}]",
+        f"+train.callbacks=[{{_target_: helpers.callbacks.SendSignal, signal: {sig}}}]",
         f"tracking.uri={uri}",
     ]
     if sweep:

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_report
+from helpers.commands import run_report
 
 from study import outputs
 

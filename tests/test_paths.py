@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_main
+from helpers.commands import TINY, run_main
 
 from study import tracking
 

@@ -3,7 +3,7 @@
 Axes are cut to two to four cells each (command-line values override a preset's swept values), so
 the thirteen run in a few minutes; every preset-specific axis keeps at least two values, and
 `mitigations` keeps all four (each is its own code path). Sweeps and reports run in this process
-(conftest.run_main, run_report): the same code as the commands, without their imports.
+(helpers.commands.run_main, run_report): the same code as the commands, without their imports.
 """
 
 from pathlib import Path
@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, assert_no_healthy_at_chance, run_main, run_report
+from helpers.commands import ROOT, run_main, run_report
+from helpers.mlflow_queries import assert_no_healthy_at_chance
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 by name; a swept key the report does not know becomes a column of its own (fast, no sweep)."""
 
 import yaml
-from conftest import ROOT
+from helpers.commands import ROOT
 
 from study import contract
 from study.report import build, collect, presets  # noqa: F401  (build imports every module registering sections)

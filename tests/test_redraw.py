@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_report
+from helpers.commands import ROOT, run_report
 
 COMMITTED = sorted(p.parent.parent for p in (ROOT / "reports").glob("*/tables/meta.json"))
 

@@ -4,7 +4,8 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import assert_no_healthy_at_chance, run_main, run_report, runs
+from helpers.commands import run_main, run_report
+from helpers.mlflow_queries import assert_no_healthy_at_chance, runs
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -92,7 +93,7 @@ def test_partial_sweep_with_failed_diverged_and_missing_cells_still_reports(tmp_
             "optimizer.learning_rate=0.05,1e4",
             "model.depth=2,3",
             "train.epochs=1",
-            "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:3}]",
+            "+train.callbacks=[{_target_:helpers.callbacks.FailOnDepth,depth:3}]",
             "tracking.run_name=${model.activation}-${optimizer.name}-d${model.depth}-s${seed}-lr${optimizer.learning_rate}",
             f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
@@ -124,7 +125,7 @@ def test_report_of_a_sweep_where_no_cell_finished(tmp_path, store):
             "optimizer=adam",
             "model.depth=2",
             "train.epochs=1",
-            "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
+            "+train.callbacks=[{_target_:helpers.callbacks.FailOnDepth,depth:2}]",
             f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],

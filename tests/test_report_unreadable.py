@@ -9,7 +9,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
-from conftest import run_report
+from helpers.commands import run_report
 from mlflow.tracking import MlflowClient
 
 from study.report import collect

@@ -3,7 +3,8 @@ claim is named and makes the exit non-zero."""
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_report, run_script, runs
+from helpers.commands import ROOT, run_report, run_script
+from helpers.mlflow_queries import runs
 from mlflow.tracking import MlflowClient
 
 from study.report import compare

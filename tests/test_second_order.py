@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import runs
+from helpers.mlflow_queries import runs
 
 from study import curvature, losses, models, optimizers, verdicts
 from study import diagnostics as diag

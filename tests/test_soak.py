@@ -12,17 +12,9 @@ import threading
 import time
 
 import pytest
-from conftest import (
-    PG_BIN,
-    ROOT,
-    assert_no_healthy_at_chance,
-    free_port,
-    postgres,
-    run_main,
-    run_report,
-    run_script,
-    runs,
-)
+from helpers.commands import ROOT, run_main, run_report, run_script
+from helpers.mlflow_queries import assert_no_healthy_at_chance, runs
+from helpers.servers import PG_BIN, free_port, postgres
 from mlflow.tracking import MlflowClient
 
 from study import tracking

@@ -1,11 +1,12 @@
-"""Hydra multiruns into a real SQLite store, run as a user runs them (subprocess)."""
+"""Hydra multiruns into a real SQLite store, run as a user runs them (Hydra's own main, in this process)."""
 
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, assert_no_healthy_at_chance, run_main, run_script, runs
+from helpers.commands import ROOT, run_main, run_script
+from helpers.mlflow_queries import assert_no_healthy_at_chance, runs
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +95,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, store, monke
             "optimizer=adam",
             "model.depth=2,4",
             "train.epochs=1",
-            "+train.callbacks=[{_target_:helpers.FailOnDepth,depth:2}]",
+            "+train.callbacks=[{_target_:helpers.callbacks.FailOnDepth,depth:2}]",
             f"tracking.uri={store[0]}",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],

@@ -5,7 +5,8 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import run_main, runs
+from helpers.commands import run_main
+from helpers.mlflow_queries import runs
 
 import study.train
 from study import verdicts

@@ -12,7 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_report, run_script, runs
+from helpers.commands import run_report, run_script
+from helpers.mlflow_queries import runs
+from helpers.servers import free_port
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow

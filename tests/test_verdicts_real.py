@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from conftest import runs
+from helpers.mlflow_queries import runs
 
 from study.train import train
 

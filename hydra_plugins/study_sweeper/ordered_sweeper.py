@@ -1,4 +1,4 @@
-"""Hydra's basic sweeper launching the most expensive cells first (order and cost: study/sweeper.py)."""
+"""Hydra's basic sweeper launching the most expensive cells first (order and cost: study/launch_order.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-from study.sweeper import checks_every_cell, order_cells
+from study.launch_order import checks_every_cell, order_cells
 
 
 class CostOrderedSweeper(BasicSweeper):

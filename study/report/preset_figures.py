@@ -31,10 +31,6 @@ def batch_order(values) -> list[str]:
     return sorted(set(map(str, values)), key=lambda b: float("inf") if b == "full" else float(b))
 
 
-def _mean_over_seeds(df: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
-    return df.groupby(by, as_index=False, dropna=False)[value].mean()
-
-
 def curves_vs(
     epochs: pd.DataFrame, hue: str, facet: str, metrics: list[tuple[str, str]], hue_order=None, x: str = "epoch"
 ) -> plt.Figure | None:

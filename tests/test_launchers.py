@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import assert_no_healthy_at_chance, free_port, run_cli, runs
+from helpers.commands import run_cli
+from helpers.mlflow_queries import assert_no_healthy_at_chance, runs
+from helpers.servers import free_port
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Importable helpers for subprocess tests (PYTHONPATH=tests)."""
+"""Keras callbacks that tests name by `_target_: helpers.callbacks.<Name>` (tests/ is on the path: pytest's
+rootdir insertion in this process, PYTHONPATH=tests for a subprocess)."""
 
 import keras
 

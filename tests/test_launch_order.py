@@ -1,10 +1,10 @@
-"""Launch order of a sweep's cells: most expensive first (study/sweeper.py)."""
+"""Launch order of a sweep's cells: most expensive first (study/launch_order.py)."""
 
 import pytest
-from conftest import ROOT
+from helpers.commands import ROOT
 
 from study.errors import ConfigError
-from study.sweeper import SWEEP_CALLBACK, checks_every_cell, estimated_cost, order_cells
+from study.launch_order import SWEEP_CALLBACK, checks_every_cell, estimated_cost, order_cells
 
 
 def test_deeper_cells_launch_first_and_ties_keep_the_written_order():
@@ -59,7 +59,7 @@ def test_the_sweep_callback_is_found_in_the_config_by_its_target():
 
 
 def test_the_eta_is_the_time_per_cost_begun_times_the_cost_left():
-    from study.sweeper import eta, progress
+    from study.launch_order import eta, progress
 
     costs = [16.0, 8.0, 4.0, 4.0]  # launch order, most expensive first
     assert eta(120.0, costs, 1) == 120.0 / 16 * 16  # 16 of 32 begun in 120 s: 120 s left
