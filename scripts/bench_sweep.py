@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from study import outputs, tracking
+from study import contract, outputs, tracking
 
 GRID = ["experiment=grid", "arm=relu_he,tanh_glorot", "optimizer=sgd,adam", "model.depth=4,16", "seed=0"]
 
@@ -56,7 +56,7 @@ def sweep(jobs: int, extra: list[str]) -> tuple[float, int, float, float]:
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
         c = tracking.client(f"sqlite:///{tmp}/mlflow.db")
-        cells = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.role = 'cell'")
+        cells = c.search_runs([e.experiment_id for e in c.search_experiments()], contract.all_cells_query())
         cell_s = sum((r.info.end_time - r.info.start_time) / 1000 for r in cells)
         return seconds, proc.stdout.count(" finished: "), cpu, cell_s
 

@@ -33,18 +33,18 @@ def plan(folder: Path) -> tuple[dict, list[str]]:
     if not meta_path.is_file():
         raise SystemExit(f"error: --from {folder}: no tables/{collect.META} there (not a report folder)")
     meta = json.loads(meta_path.read_text())
-    if not meta.get("preset") or meta.get("preset") in ("runs", "single"):
-        raise SystemExit(f"error: --from {folder}: not the report of a sweep (preset {meta.get('preset')!r})")
-    given = json.loads(meta.get("overrides") or "[]")
+    if not meta.get(contract.PRESET) or meta.get(contract.PRESET) in ("runs", "single"):
+        raise SystemExit(f"error: --from {folder}: not the report of a sweep (preset {meta.get(contract.PRESET)!r})")
+    given = json.loads(meta.get(contract.OVERRIDES) or "[]")
     kept = [o for o in given if not o.lstrip("+~").startswith(contract.WHERE)]
     if not any(o.startswith("experiment=") for o in kept):
-        kept.insert(0, f"experiment={meta['preset']}")
+        kept.insert(0, f"experiment={meta[contract.PRESET]}")
     return meta, kept
 
 
 def tolerance(meta: dict, overrides: list[str], asked: float) -> float:
-    here = tracking.environment_tags().get("cpu")
-    exact = "train.deterministic=true" in overrides and meta.get("cpu") and meta.get("cpu") == here
+    here = tracking.environment_tags().get(contract.CPU)
+    exact = "train.deterministic=true" in overrides and meta.get(contract.CPU) and meta.get(contract.CPU) == here
     return 0.0 if exact else asked
 
 
@@ -68,9 +68,10 @@ def main() -> None:
     tol = tolerance(meta, overrides, a.tolerance)
     wall = meta.get("sweep/wall_time_s")
     print(
-        f"reproducing {folder.name}: preset {meta['preset']}, overrides {overrides or 'none'}; "
+        f"reproducing {folder.name}: preset {meta[contract.PRESET]}, overrides {overrides or 'none'}; "
         f"expected wall time about {float(wall) / 60:.1f} min (the committed sweep's, on "
-        f"{meta.get('device', '?')}{', ' + meta['cpu'] if meta.get('cpu') else ''}; finished cells of an "
+        f"{meta.get(contract.DEVICE, '?')}{', ' + meta[contract.CPU] if meta.get(contract.CPU) else ''}; "
+        "finished cells of an "
         f"earlier call are skipped); tolerance on test accuracy: {'exact' if tol == 0 else tol}",
         flush=True,
     )

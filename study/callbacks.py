@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from study import curvature, tracking
+from study import curvature, tracking, verdicts
 from study import diagnostics as diag
 
 
@@ -133,36 +133,16 @@ class DiagnosticsLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._read()
         if not self.rows:  # no step taken (train.epochs=0): the signal at initialisation only
-            self.summary = signal_summary(self.signal)
+            self.summary = verdicts.signal_evidence(self.signal)
             return
         self._probe("end")
-        table = np.vstack(self.rows)
         keys = [s.key for s in self.model.diag_stats]
-        first, last = (keys.index(k) for k in diag.ratio_keys(self.model))
-        n_last = len(table) % self.steps_per_epoch or self.steps_per_epoch
-        last_epoch = table[-n_last:]
-        norms_all = table[:, keys.index("grad/global_norm")]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r_init = float(table[0, first] / table[0, last])
-            r_final = float(np.mean(last_epoch[:, first]) / np.mean(last_epoch[:, last]))
-            growth = float(np.nanmax(norms_all) / norms_all[0]) if np.isfinite(norms_all).any() else float("nan")
+        table = np.vstack(self.rows)
+        self.summary = verdicts.step_evidence(table, keys, diag.ratio_keys(self.model), self.steps_per_epoch)
+        self.summary |= verdicts.signal_evidence(self.signal)
         nonfinite_step = self.model.diag_first_nonfinite_step()
-        norms = norms_all[-max(self.steps_per_epoch, min(10, len(table))) :]
-        with np.errstate(divide="ignore", invalid="ignore"):  # step-to-step jitter of log ||g||, blind to slow drift
-            jumps = np.diff(np.log(norms))
-            noise = float(np.sqrt(np.mean(jumps**2) / 2)) if len(jumps) else float("nan")
-        updates = [keys.index(k) for k in keys if k.endswith("/update_ratio")]
-        self.summary = {
-            "diag/ratio_first_last_init": r_init,
-            "diag/ratio_first_last_final": r_final,
-            "diag/nonfinite_total": float(np.nansum(table[:, keys.index("grad/nonfinite")])),
-            "diag/grad_norm_noise": noise,
-            "diag/grad_growth": growth,
-            "diag/update_ratio_final": float(np.median(np.mean(last_epoch[:, updates], axis=0))),
-        }
-        self.summary |= signal_summary(self.signal)
         if nonfinite_step >= 0:
-            self.summary["diag/first_nonfinite_step"] = nonfinite_step
+            self.summary[verdicts.FIRST_NONFINITE] = nonfinite_step
 
     def table(self) -> pd.DataFrame:
         """Long table: step, epoch, layer, layer_index, stat, value (one row per step × statistic)."""
@@ -187,25 +167,6 @@ class DiagnosticsLogger(keras.callbacks.Callback):
         if not self.signal:
             return pd.DataFrame(columns=cols)
         return pd.DataFrame(self.signal).melt(["phase", "layer", "layer_index"], var_name="stat").dropna()[cols]
-
-
-def signal_summary(rows: list[dict]) -> dict[str, float]:
-    """Per phase (init, end): forward spread last/first hidden activation, back-propagated RMS
-    gradient first/last, and the dead-channel fraction of the worst layer (when defined)."""
-    out = {}
-    for phase, suffix in (("init", "init"), ("end", "final")):
-        r = [row for row in rows if row["phase"] == phase]
-        if not r:
-            continue
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[f"diag/forward_ratio_{suffix}"] = float(np.float64(r[-1]["spread"]) / np.float64(r[0]["spread"]))
-            out[f"diag/backprop_ratio_{suffix}"] = float(
-                np.float64(r[0]["backprop_rms"]) / np.float64(r[-1]["backprop_rms"])
-            )
-        dead = [row["dead_frac"] for row in r if "dead_frac" in row]
-        if dead:
-            out[f"diag/dead_frac_{suffix}"] = float(max(dead))
-    return out
 
 
 class HistogramLogger(keras.callbacks.Callback):

@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from study import contract
+
 SIZE, DPI = (7.0, 2.8), 100
 
 
@@ -102,9 +104,10 @@ def signal(sig: pd.DataFrame, title: str) -> bytes:
 
 def draw(tables: dict[str, pd.DataFrame], steps_per_epoch: int, title: str, result: dict) -> dict[str, bytes]:
     """name (`curves.png`, `gradients.png`, `signal.png`) -> PNG bytes, for the tables the cell has."""
-    out = {"curves.png": curves(tables["epochs"], title, result)} if len(tables["epochs"]) else {}
-    if "diagnostics" in tables and len(tables["diagnostics"]):
-        out["gradients.png"] = gradients(tables["diagnostics"], steps_per_epoch, title)
-    if "signal" in tables and len(tables["signal"]):
-        out["signal.png"] = signal(tables["signal"], title)
+    epochs, steps, probe = (tables.get(t, ()) for t in (contract.EPOCHS, contract.DIAGNOSTICS, contract.SIGNAL))
+    out = {"curves.png": curves(epochs, title, result)} if len(epochs) else {}
+    if len(steps):
+        out["gradients.png"] = gradients(steps, steps_per_epoch, title)
+    if len(probe):
+        out["signal.png"] = signal(probe, title)
     return out

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from study import contract
 from study.activations import BOUNDED, RELU_FAMILY
 
 LEVELS = ("off", "default", "full")
@@ -135,24 +136,28 @@ def activation_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [l for l in model.layers if l.name.startswith("act_")]
 
 
+def _layer_stat(group: str, layer: str, index: int, stat: str) -> Stat:
+    return Stat(contract.layer_metric(group, layer, stat), group, layer, index, stat)
+
+
 def layout(model: keras.Model, level: str, activation: str) -> list[Stat]:
     """The ordered list of statistics the train step computes at `level`."""
     stats = [
-        Stat("grad/global_norm", "global", "", 0, "global_norm"),
-        Stat("grad/nonfinite", "global", "", 0, "nonfinite"),
+        Stat(contract.GLOBAL_NORM, "global", "", 0, "global_norm"),
+        Stat(contract.NONFINITE_GRADS, "global", "", 0, "nonfinite"),
     ]
     for i, layer in enumerate(weight_layers(model), start=1):
-        stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in WEIGHT_GRAD_STATS]
+        stats += [_layer_stat(contract.GRAD, layer.name, i, s) for s in WEIGHT_GRAD_STATS]
         if layer.use_bias:
-            stats += [Stat(f"grad/{layer.name}/{s}", "grad", layer.name, i, s) for s in BIAS_GRAD_STATS]
-        stats += [Stat(f"weight/{layer.name}/{s}", "weight", layer.name, i, s) for s in KERNEL_STATS]
+            stats += [_layer_stat(contract.GRAD, layer.name, i, s) for s in BIAS_GRAD_STATS]
+        stats += [_layer_stat(contract.WEIGHT, layer.name, i, s) for s in KERNEL_STATS]
     # an optimizer's own per-step record (optimizer=newton: damping, CG iterations, ...)
     stats += [Stat(f"{name}", "optimizer", "", 0, name.split("/")[-1]) for name in optimizer_stats(model)]
     if level == "full":
         for i, layer in enumerate(activation_layers(model), start=1):
             name = layer.name.removeprefix("act_")
-            stats.append(Stat(f"backprop/{name}/l2", "backprop", name, i, "l2"))
-            stats += [Stat(f"act/{name}/{s}", "act", name, i, s) for s in activation_stat_names(activation)]
+            stats.append(_layer_stat(contract.BACKPROP, name, i, "l2"))
+            stats += [_layer_stat(contract.ACT, name, i, s) for s in activation_stat_names(activation)]
     return stats
 
 
@@ -318,7 +323,7 @@ class DiagnosticModel(keras.Model):
         v.latest.assign(vec)
         v.rows[step % self.diag_block_steps].assign(vec)
         bad_loss = ~tf.math.is_finite(loss)
-        bad = (v.first_nonfinite_step < 0) & ((vec[self.diag_index("grad/nonfinite")] > 0) | bad_loss)
+        bad = (v.first_nonfinite_step < 0) & ((vec[self.diag_index(contract.NONFINITE_GRADS)] > 0) | bad_loss)
         v.first_nonfinite_step.assign(tf.where(bad, step, v.first_nonfinite_step))
         v.diverged_step.assign(tf.where((v.diverged_step < 0) & bad_loss, step, v.diverged_step))
         v.steps.assign_add(1)
@@ -394,7 +399,9 @@ def ratio_keys(model: DiagnosticModel) -> tuple[str, str]:
     and of the last one (logits excluded). Normalising by size matters: the first conv kernel has
     one input channel, the last up to 32, so raw norms differ by ~10× with no vanishing at all."""
     hidden = [l.name for l in model._diag_layers if l.name != "logits"]
-    return f"grad/{hidden[0]}/rms", f"grad/{hidden[-1]}/rms"
+    return contract.layer_metric(contract.GRAD, hidden[0], "rms"), contract.layer_metric(
+        contract.GRAD, hidden[-1], "rms"
+    )
 
 
 def first_last_ratio(values: dict[str, float], model: DiagnosticModel) -> float:

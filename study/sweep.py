@@ -86,15 +86,14 @@ def stopped(config) -> None:
 
     info = read_sweep_file(config.hydra.sweep.dir) or {}
     closed = 0
-    if info.get("sweep_id"):
+    if info.get(contract.SWEEP_ID):
         with contextlib.suppress(Exception):  # the store may be what is gone: the next run closes them
             c = tracking.client(config.tracking.uri)
-            for r in c.search_runs([info["experiment_id"]], contract.running_query(info["sweep_id"])):
-                c.set_tag(r.info.run_id, contract.OUTCOME, contract.KILLED)
-                c.set_terminated(r.info.run_id, "KILLED")
+            for r in c.search_runs([info["experiment_id"]], contract.running_query(info[contract.SWEEP_ID])):
+                tracking.end_killed(c, r.info.run_id)
                 closed += 1
     print(
-        f"interrupted ({stops.name()}): sweep {info.get('sweep_id', '?')} stopped, {closed} run(s) ended KILLED",
+        f"interrupted ({stops.name()}): sweep {info.get(contract.SWEEP_ID, '?')} stopped, {closed} run(s) ended KILLED",
         file=sys.stderr,
         flush=True,
     )
@@ -154,7 +153,7 @@ class MlflowSweepCallback(Callback):
         if cells is not None:  # the planned grid, so the report can show cells that never ran
             c.log_text(run.info.run_id, tracking.redact(json.dumps(cells, indent=1)), contract.GRID_ARTIFACT)
         info = {
-            "sweep_id": sweep_id,
+            contract.SWEEP_ID: sweep_id,
             "parent_run_id": run.info.run_id,
             "experiment_id": exp_id,
             "n_cells": len(cells) if cells is not None else None,
@@ -191,7 +190,7 @@ class MlflowSweepCallback(Callback):
             self._end(config, info)
         except Exception as err:  # Hydra would print it as a warning with the store's credentials
             print(
-                f"[sweep {info['sweep_id']}] error: could not close parent run {info['parent_run_id']} "
+                f"[sweep {info[contract.SWEEP_ID]}] error: could not close parent run {info['parent_run_id']} "
                 f"({tracking.redact(str(err))[:300]}); it stays RUNNING until the next sweep or run on this "
                 "store closes it (KILLED)",
                 file=sys.stderr,
@@ -200,8 +199,12 @@ class MlflowSweepCallback(Callback):
 
     def _end(self, config, info: dict) -> None:
         c = tracking.client(config.tracking.uri)
-        children = c.search_runs([info["experiment_id"]], contract.cells_query(info["sweep_id"]), max_results=50000)
-        reused = c.search_runs([info["experiment_id"]], contract.reused_query(info["sweep_id"]), max_results=50000)
+        children = c.search_runs(
+            [info["experiment_id"]], contract.cells_query(info[contract.SWEEP_ID]), max_results=50000
+        )
+        reused = c.search_runs(
+            [info["experiment_id"]], contract.reused_query(info[contract.SWEEP_ID]), max_results=50000
+        )
         outcomes = [r.data.tags.get(contract.OUTCOME, "unknown") for r in children] + ["reused"] * len(reused)
         children = children + reused
         counts = {o: outcomes.count(o) for o in sorted(set(outcomes))}
@@ -223,13 +226,14 @@ class MlflowSweepCallback(Callback):
         run.metrics({"sweep/wall_time_s": wall, "sweep/cells": len(children)}, step=0)
         run.end("FINISHED")
         print(
-            f"[sweep {info['sweep_id']}] done in {wall:.0f} s: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
+            f"[sweep {info[contract.SWEEP_ID]}] done in {wall:.0f} s: "
+            + ", ".join(f"{n} {o}" for o, n in counts.items()),
             flush=True,
         )
         missing = (info["n_cells"] or len(children)) - len(children)
         if counts.get("failed") or missing:
             raise SystemExit(
-                f"[sweep {info['sweep_id']}] {counts.get('failed', 0)} cell(s) failed "
+                f"[sweep {info[contract.SWEEP_ID]}] {counts.get('failed', 0)} cell(s) failed "
                 f"(tracebacks: artifact traceback.txt of their runs), {missing} cell(s) not run "
                 "(invalid values, printed above)"
             )

@@ -558,20 +558,20 @@ def environment_tags() -> dict[str, str]:
 
     gpus = tf.config.list_physical_devices("GPU")
     return {
-        "git_commit": git_commit(),
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "python_version": platform.python_version(),
-        "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({os.cpu_count()} cores)",
-        "cpu": cpu(),
-        "host": platform.node(),
-        "pid": str(os.getpid()),
+        contract.GIT_COMMIT: git_commit(),
+        contract.TF_VERSION: tf.__version__,
+        contract.KERAS_VERSION: keras.__version__,
+        contract.PYTHON_VERSION: platform.python_version(),
+        contract.DEVICE: f"GPU x{len(gpus)}" if gpus else f"CPU ({os.cpu_count()} cores)",
+        contract.CPU: cpu(),
+        contract.HOST: platform.node(),
+        contract.PID: str(os.getpid()),
     }
 
 
 def machine() -> dict[str, str]:
     """Where a benchmark ran: commit, versions and device (environment_tags without host and pid)."""
-    return {k: v for k, v in environment_tags().items() if k not in ("host", "pid")}
+    return {k: v for k, v in environment_tags().items() if k not in (contract.HOST, contract.PID)}
 
 
 def _alive(pid: int) -> bool:
@@ -585,17 +585,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def end_killed(c: MlflowClient, run_id: str) -> None:
+    """End a run KILLED, tagged as such."""
+    for key, value in contract.killed_tags().items():
+        c.set_tag(run_id, key, value)
+    c.set_terminated(run_id, "KILLED")
+
+
 def close_stale(c: MlflowClient, experiment_id: str) -> int:
     """Runs (sweep parents and cells) left RUNNING by a process of this machine that no longer
     exists, e.g. a sweep killed with SIGKILL, end KILLED with `outcome=killed`. Runs of other
     machines, and of processes still alive, are left alone. Returns how many were closed."""
     here, closed = platform.node(), 0
     for r in c.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50000):
-        pid = r.data.tags.get("pid")
-        if r.data.tags.get("host") != here or not (pid or "").isdigit() or _alive(int(pid)) or int(pid) == os.getpid():
+        pid = r.data.tags.get(contract.PID)
+        if (
+            r.data.tags.get(contract.HOST) != here
+            or not (pid or "").isdigit()
+            or _alive(int(pid))
+            or int(pid) == os.getpid()
+        ):
             continue
-        c.set_tag(r.info.run_id, "outcome", "killed")
-        c.set_terminated(r.info.run_id, "KILLED")
+        end_killed(c, r.info.run_id)
         closed += 1
     if closed:
         print(f"closed {closed} run(s) left RUNNING by a process that no longer exists (now KILLED)", flush=True)
@@ -607,14 +618,13 @@ def resume(c: MlflowClient, experiment_id: str, fingerprint: str, sweep_id: str)
     marked KILLED; a FINISHED one is returned (and tagged as part of this sweep) to be reused."""
     prior = c.search_runs(
         [experiment_id],
-        f"tags.fingerprint = '{fingerprint}' and tags.role = 'cell'",
+        contract.fingerprint_query(fingerprint),
         order_by=["attributes.start_time DESC"],
         max_results=1000,
     )
     for r in prior:
         if r.info.status == "RUNNING":
-            c.set_tag(r.info.run_id, "outcome", "killed")
-            c.set_terminated(r.info.run_id, "KILLED")
+            end_killed(c, r.info.run_id)
     done = next((r for r in prior if r.info.status == "FINISHED"), None)
     if done is not None:
         c.set_tag(done.info.run_id, f"{contract.REUSED}.{sweep_id}", "1")

@@ -167,17 +167,19 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         tracking.wait_for_store(t.uri, float(t.get("wait_s", 300)), where)
         tags |= {
             "mlflow.parentRunId": ctx["parent_run_id"],
-            contract.SWEEP_ID: ctx["sweep_id"],
+            contract.SWEEP_ID: ctx[contract.SWEEP_ID],
             contract.CELL_INDEX: ctx["index"],
         }
-        done = None if t.get("rerun") else tracking.resume(c, exp_id, tags[contract.FINGERPRINT], ctx["sweep_id"])
+        done = (
+            None if t.get("rerun") else tracking.resume(c, exp_id, tags[contract.FINGERPRINT], ctx[contract.SWEEP_ID])
+        )
         if done is not None:
             print(
                 f"{where}{t.run_name} skipped: already FINISHED as run {done.info.run_id} "
                 "(tracking.rerun=true to train it again)",
                 flush=True,
             )
-            return {**done.data.metrics, "outcome": "skipped", "run_id": done.info.run_id}
+            return {**done.data.metrics, contract.OUTCOME: "skipped", "run_id": done.info.run_id}
     run_info = c.create_run(exp_id, run_name=t.run_name, tags={k: str(v) for k, v in tags.items()}).info
     run = tracking.RunLogger(c, run_info.run_id, background=True)
     print(
@@ -189,10 +191,10 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         run.params(
             flat
             | {
-                "train.batch_size_resolved": bs,
-                "train.steps_per_epoch": steps_per_epoch,
-                "optimizer.learning_rate_effective": learning_rate(cfg),
-                "data.num_classes": splits.num_classes,
+                contract.BATCH_SIZE_RESOLVED: bs,
+                contract.STEPS_PER_EPOCH: steps_per_epoch,
+                contract.LEARNING_RATE_EFFECTIVE: learning_rate(cfg),
+                contract.NUM_CLASSES: splits.num_classes,
             }
         )
         run.text(tracking.redact(OmegaConf.to_yaml(resolved)), contract.CONFIG_ARTIFACT)  # no credentials
@@ -207,9 +209,9 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
         run.tags(
             {
-                contract.OUTCOME: result["outcome"],
-                contract.VERDICT: result["gradient_verdict"],
-                contract.VERDICT_REASON: result["verdict_reason"],
+                contract.OUTCOME: result[contract.OUTCOME],
+                contract.VERDICT: result[contract.VERDICT],
+                contract.VERDICT_REASON: result[contract.VERDICT_REASON],
                 tracking.NOTE: cell_note(cfg, result),
             }
         )
@@ -241,8 +243,8 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         raise
     result["run_id"] = run_info.run_id
     print(
-        f"{where}{t.run_name} {result['outcome']}: test/accuracy={result['test/accuracy']:.4f} "
-        f"in {result['time/wall_s']:.1f} s; verdict {result['gradient_verdict']}: {result['verdict_reason']}",
+        f"{where}{t.run_name} {result[contract.OUTCOME]}: test/accuracy={result['test/accuracy']:.4f} "
+        f"in {result['time/wall_s']:.1f} s; verdict {result[contract.VERDICT]}: {result[contract.VERDICT_REASON]}",
         flush=True,
     )
     return result
@@ -275,9 +277,9 @@ def cell_note(cfg: DictConfig, result: dict) -> str:
         f"**{cfg.model.activation} + {cfg.optimizer.name}, depth {cfg.model.depth}, seed {cfg.seed}** "
         f"({cfg.model.init} init, learning rate {learning_rate(cfg):g}, batch {cfg.train.batch_size}, "
         f"{cfg.train.epochs} epochs on {cfg.data.name}).\n\n"
-        f"Outcome `{result['outcome']}`: test accuracy {result['test/accuracy']:.4f}, test loss "
+        f"Outcome `{result[contract.OUTCOME]}`: test accuracy {result['test/accuracy']:.4f}, test loss "
         f"{result['test/loss']:.4g}, in {result['time/wall_s']:.1f} s.\n\n"
-        f"Gradient verdict **{result['gradient_verdict']}**: {result['verdict_reason']}."
+        f"Gradient verdict **{result[contract.VERDICT]}**: {result[contract.VERDICT_REASON]}."
     )
 
 
@@ -388,35 +390,35 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         "epochs_done": epochs.epochs_done,
     }
     diverged_at = (guard or diag_cb).diverged_at
-    result["outcome"] = contract.DIVERGED if diverged_at is not None else contract.FINISHED
+    result[contract.OUTCOME] = contract.DIVERGED if diverged_at is not None else contract.FINISHED
     if diverged_at is not None:
         result["train/diverged_at_step"] = diverged_at
-    tables = {"epochs": epochs.table()}
+    tables = {contract.EPOCHS: epochs.table()}
     if diag_cb is not None:
         result |= diag_cb.summary
-        tables |= {"diagnostics": diag_cb.table(), "signal": diag_cb.signal_table()}
+        tables |= {contract.DIAGNOSTICS: diag_cb.table(), contract.SIGNAL: diag_cb.signal_table()}
     if hist_cb is not None:
-        tables["histograms"] = hist_cb.table()
+        tables[contract.HISTOGRAMS] = hist_cb.table()
     if curv_cb is not None:
-        tables["curvature"] = curv_cb.table()
+        tables[contract.CURVATURE] = curv_cb.table()
         for stat in ("lambda_max", "two_over_lr"):
             values = [r["value"] for r in curv_cb.rows if r["stat"] == stat]
             if values:
                 result[f"curv/{stat}_final"] = values[-1]
     final = epochs.final()
     loss = final.get("val/loss", final.get("train/loss", float("nan")))
-    result["diag/progress"] = verdicts.progress(loss, splits.num_classes, loss_fn)
+    result[verdicts.PROGRESS] = verdicts.progress(loss, splits.num_classes, loss_fn)
     y_eval = splits.y_val if len(splits.y_val) else splits.y_train  # the labels of the accuracy judged
     result[verdicts.CHANCE_ACCURACY] = float(np.bincount(y_eval).max() / len(y_eval))
     if diag_cb is not None:
         evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": loss_fn}
-        result["gradient_verdict"], result["verdict_reason"] = verdicts.decide(evidence, thresholds(cfg))
+        result[contract.VERDICT], result[contract.VERDICT_REASON] = verdicts.decide(evidence, thresholds(cfg))
     else:
-        result["gradient_verdict"], result["verdict_reason"] = "unknown", "diagnostics off"
+        result[contract.VERDICT], result[contract.VERDICT_REASON] = "unknown", "diagnostics off"
     with tempfile.TemporaryDirectory() as tmp:
         for name, table in tables.items():
-            table.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
-            run.artifact(Path(tmp) / f"{name}.parquet")
+            table.to_parquet(Path(tmp) / contract.parquet(name), index=False)
+            run.artifact(Path(tmp) / contract.parquet(name))
         if cfg.tracking.get("cell_figures", True):
             t_fig = time.time()
             log_cell_figures(cfg, tables, steps_per_epoch, result, run, Path(tmp))
@@ -429,9 +431,7 @@ def log_cell_figures(cfg, tables: dict, steps_per_epoch: int, result: dict, run,
     and skipped: the cell's result is recorded either way."""
     from study import cell_figures
 
-    title = (
-        f"{cfg.tracking.run_name}: test accuracy {result['test/accuracy']:.3f}, verdict {result['gradient_verdict']}"
-    )
+    title = f"{cfg.tracking.run_name}: test accuracy {result['test/accuracy']:.3f}, verdict {result[contract.VERDICT]}"
     try:
         pngs = cell_figures.draw(tables, steps_per_epoch, title, result)
     except Exception as err:  # a plotting bug must not lose a recorded result
@@ -482,7 +482,10 @@ def _failed(err: Exception, cfg: DictConfig, multirun: bool) -> dict:
     elif multirun:  # the sweep goes on: show what went wrong in this cell
         print(tracking.redact(traceback.format_exc()), file=sys.stderr, flush=True)
     if multirun:
-        return {"outcome": "invalid" if isinstance(err, ConfigError) else "failed", "error": tracking.redact(str(err))}
+        return {
+            contract.OUTCOME: "invalid" if isinstance(err, ConfigError) else contract.FAILED,
+            contract.ERROR: tracking.redact(str(err)),
+        }
     if clear:
         raise SystemExit(2) from None
     # not re-raised: Hydra would print "Error executing job with overrides: [...]", the overrides as

@@ -35,6 +35,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+import numpy as np
+
+from study import contract
+
 LABELS = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled", "slow", "healthy", "unknown")
 PATHOLOGIES = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled")
 
@@ -48,6 +52,8 @@ GROWTH = "diag/grad_growth"
 NONFINITE = "diag/nonfinite_total"
 UPDATE_RATIO = "diag/update_ratio_final"
 CHANCE_ACCURACY = "diag/chance_accuracy"
+FIRST_NONFINITE = "diag/first_nonfinite_step"  # when there was one
+GRAD_NOISE = "diag/grad_norm_noise"  # a description of the run, not used by the rules
 EVIDENCE = (
     PROGRESS,
     RATIO_INIT,
@@ -63,6 +69,55 @@ EVIDENCE = (
     UPDATE_RATIO,
     CHANCE_ACCURACY,
 )
+
+
+def step_evidence(table: np.ndarray, keys: list[str], ratio_keys: tuple[str, str], steps_per_epoch: int) -> dict:
+    """The verdict's evidence from the per-step statistics: `table` one row per step, one column per
+    statistic named in `keys`; `ratio_keys` the RMS weight-gradient statistics of the first and last
+    hidden layers (diagnostics.ratio_keys)."""
+    first, last = (keys.index(k) for k in ratio_keys)
+    n_last = len(table) % steps_per_epoch or steps_per_epoch
+    last_epoch = table[-n_last:]
+    norms_all = table[:, keys.index(contract.GLOBAL_NORM)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_init = float(table[0, first] / table[0, last])
+        r_final = float(np.mean(last_epoch[:, first]) / np.mean(last_epoch[:, last]))
+        growth = float(np.nanmax(norms_all) / norms_all[0]) if np.isfinite(norms_all).any() else float("nan")
+    norms = norms_all[-max(steps_per_epoch, min(10, len(table))) :]
+    with np.errstate(divide="ignore", invalid="ignore"):  # step-to-step jitter of log ||g||, blind to slow drift
+        jumps = np.diff(np.log(norms))
+        noise = float(np.sqrt(np.mean(jumps**2) / 2)) if len(jumps) else float("nan")
+    updates = [keys.index(k) for k in keys if k.endswith("/update_ratio")]
+    return {
+        RATIO_INIT: r_init,
+        RATIO_FINAL: r_final,
+        NONFINITE: float(np.nansum(table[:, keys.index(contract.NONFINITE_GRADS)])),
+        GRAD_NOISE: noise,
+        GROWTH: growth,
+        UPDATE_RATIO: float(np.median(np.mean(last_epoch[:, updates], axis=0))),
+    }
+
+
+def signal_evidence(rows: list[dict]) -> dict[str, float]:
+    """Per phase of the signal probe (init, end): forward spread last/first hidden activation,
+    back-propagated RMS gradient first/last, and the dead-channel fraction of the worst layer (when
+    defined)."""
+    out = {}
+    for phase, keys in (
+        ("init", (FORWARD_INIT, BACKPROP_INIT, DEAD_INIT)),
+        ("end", (FORWARD_FINAL, BACKPROP_FINAL, DEAD_FINAL)),
+    ):
+        r = [row for row in rows if row["phase"] == phase]
+        if not r:
+            continue
+        forward, backprop, dead_key = keys
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[forward] = float(np.float64(r[-1]["spread"]) / np.float64(r[0]["spread"]))
+            out[backprop] = float(np.float64(r[0]["backprop_rms"]) / np.float64(r[-1]["backprop_rms"]))
+        dead = [row["dead_frac"] for row in r if "dead_frac" in row]
+        if dead:
+            out[dead_key] = float(max(dead))
+    return out
 
 
 @dataclass(frozen=True)
@@ -177,10 +232,10 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
         learned += f"; {acc_which} accuracy {_g(acc)}, progress {_g(a)}"
         p = a if not math.isfinite(p) else max(p, a)
 
-    if str(ev.get("outcome")) == "diverged" or math.isfinite(_num(ev, "train/diverged_at_step")):
+    if str(ev.get(contract.OUTCOME)) == contract.DIVERGED or math.isfinite(_num(ev, "train/diverged_at_step")):
         step = _num(ev, "train/diverged_at_step")
         if not math.isfinite(step):
-            step = _num(ev, "diag/first_nonfinite_step")
+            step = _num(ev, FIRST_NONFINITE)
         return "diverged", f"loss non-finite at step {int(step) if math.isfinite(step) else '?'}"
     nonfinite, growth = _num(ev, NONFINITE), _num(ev, GROWTH)
     if math.isfinite(nonfinite) and nonfinite > 0:

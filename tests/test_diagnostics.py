@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from study import data, models
 from study import diagnostics as diag
-from study.callbacks import signal_summary
+from study.verdicts import signal_evidence as signal_summary
 
 
 def _model(

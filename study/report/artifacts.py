@@ -19,11 +19,11 @@ from study import contract
 # the columns of each table artifact that the report uses (study/callbacks.py writes them), and
 # those of them that hold numbers
 COLUMNS = {
-    "epochs": ("epoch", "metric", "value"),
-    "diagnostics": ("step", "epoch", "group", "layer", "layer_index", "stat", "value"),
-    "signal": ("phase", "layer", "layer_index", "stat", "value"),
-    "histograms": ("epoch", "quantity", "layer", "layer_index", "bin_left", "bin_right", "count"),
-    "curvature": ("step", "stat", "value"),
+    contract.EPOCHS: ("epoch", "metric", "value"),
+    contract.DIAGNOSTICS: ("step", "epoch", "group", "layer", "layer_index", "stat", "value"),
+    contract.SIGNAL: ("phase", "layer", "layer_index", "stat", "value"),
+    contract.HISTOGRAMS: ("epoch", "quantity", "layer", "layer_index", "bin_left", "bin_right", "count"),
+    contract.CURVATURE: ("step", "stat", "value"),
 }
 NUMBERS = ("step", "epoch", "layer_index", "value", "bin_left", "bin_right", "count")
 
@@ -59,14 +59,14 @@ def run_tables(c: MlflowClient, uri: str, run_id: str, artifact_uri: str, tmp: s
     tables, problems = {}, {}
     if artifact_uri.startswith("file:"):
         root = Path(unquote(urlparse(artifact_uri).path))
-        present = {f"{t}.parquet" for t in contract.TABLES if (root / f"{t}.parquet").exists()}
+        present = {contract.parquet(t) for t in contract.TABLES if (root / contract.parquet(t)).exists()}
     else:
         try:
             present = {f.path for f in c.list_artifacts(run_id)}
         except Exception as err:
             return {}, {"artifacts": problem(err)}
     for t in contract.TABLES:
-        name = f"{t}.parquet"
+        name = contract.parquet(t)
         if name not in present:
             continue
         path = None

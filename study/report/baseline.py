@@ -26,11 +26,10 @@ from study.report import collect
 SETTINGS = ("dataset", "batch_size", "steps_per_epoch", "width", "model", "num_classes", "loss_fn")
 PAIRED = ("activation", "depth", "seed")  # the same values: the same initial weights
 LABELS = ("optimizer", "arm", "model.activation", "model.depth", "seed", "experiment")  # shown by a label
-TABLES = ("epochs", "steps", "histograms", "signal", "curvature")
 
 
 def _ran(cells: pd.DataFrame) -> pd.DataFrame:
-    return cells[cells["outcome"].isin(contract.RAN)]
+    return cells[cells[contract.OUTCOME].isin(contract.RAN)]
 
 
 def _epochs(s: collect.Sweep) -> set:
@@ -71,9 +70,9 @@ def merge(new: collect.Sweep, base: collect.Sweep, where: str) -> collect.Sweep:
         cells["optimizer"] = cells["optimizer"] + " (" + ", ".join(o.split("=", 1)[1] for o in changed) + ")"
     relabel = dict(zip(cells["run_id"], cells["optimizer"]))
     ids = set(kept["run_id"])
-    tables = {}
-    for t in TABLES:
-        mine, theirs = getattr(new, t), getattr(base, t)
+    tables, base_tables = {}, base.tables()
+    for t, mine in new.tables().items():
+        theirs = base_tables[t]
         if not mine.empty:
             mine = mine.assign(optimizer=mine["run_id"].map(relabel).fillna(mine["optimizer"]), source="new")
         if not theirs.empty:
@@ -83,10 +82,10 @@ def merge(new: collect.Sweep, base: collect.Sweep, where: str) -> collect.Sweep:
     both = pd.concat([kept.assign(source="baseline"), cells.assign(source="new")], ignore_index=True)
     if "unreadable" in both:  # a baseline folder made before the column existed: nothing unreadable
         both["unreadable"] = both["unreadable"].fillna("")
-    info = {**new.info, "baseline": where, "baseline_sweep_id": base.info.get("sweep_id")}
+    info = {**new.info, "baseline": where, "baseline_sweep_id": base.info.get(contract.SWEEP_ID)}
     if cells["optimizer"].ne(new.cells["optimizer"]).any():
         info["baseline_marked"] = ", ".join(changed)
-    return collect.Sweep(info, both, *(tables[t] for t in TABLES))
+    return collect.Sweep.of(info, both, tables)
 
 
 def paired(cells: pd.DataFrame) -> pd.DataFrame:

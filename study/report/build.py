@@ -32,7 +32,7 @@ def _pick(values, preferred):
 
 
 def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float) -> dict[str, str]:
-    c, done = s.cells, s.cells[s.cells["outcome"].isin(contract.RAN)]
+    c, done = s.cells, s.cells[s.cells[contract.OUTCOME].isin(contract.RAN)]
     out = {}
     best = []
     summ = stats.summary(c, extra=extra_axes(c))
@@ -49,7 +49,7 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
             nxt = ranked.iloc[1]
             text += f", ahead of {nxt['activation']} + {nxt['optimizer']} by {stats.compare(top, nxt)}"
         best.append(text)
-    odd = c[~c["outcome"].isin(["finished"])]
+    odd = c[~c[contract.OUTCOME].isin(["finished"])]
     odd_text = "; ".join(f"{r.run_name} {r.outcome}" for r in odd.itertuples()) or "none"
     out["accuracy_heatmap"] = (
         f"Best cell per depth: {'; '.join(best) or 'none'}. "
@@ -70,7 +70,7 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         + (", ".join(trend) or "n/a")
         + (". Error bars: 95 % t interval over seeds." if several else ". One seed per cell: no error bars.")
     )
-    init = done[(done["depth"] == depth)].groupby("activation")["diag/ratio_first_last_init"].median()
+    init = done[(done["depth"] == depth)].groupby("activation")[verdicts.RATIO_INIT].median()
     out["gradient_profile"] = (
         f"First/last RMS gradient ratio at initialisation, depth {depth}: "
         + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items())
@@ -188,7 +188,9 @@ def reason_table(cells: pd.DataFrame) -> str:
         note = (
             f" (at training: {then})" if then not in (r["verdict"], "unknown", None) and isinstance(then, str) else ""
         )
-        lines.append(f"| {r['run_name']} | {r['verdict']}{note} | {r['verdict_reason']} | {_fmt(r['test/accuracy'])} |")
+        lines.append(
+            f"| {r['run_name']} | {r['verdict']}{note} | {r[contract.VERDICT_REASON]} | {_fmt(r['test/accuracy'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -205,7 +207,7 @@ def verdict_table(cells: pd.DataFrame) -> str:
             if cell.empty:
                 row.append("")
                 continue
-            outcomes = sorted(set(cell["outcome"]) - {"finished"})
+            outcomes = sorted(set(cell[contract.OUTCOME]) - {"finished"})
             verdicts = sorted(set(cell["verdict"]) - {"unknown"})
             row.append(" / ".join(verdicts + outcomes) or "unknown")
         lines.append(f"| {a} | {o} | " + " | ".join(row) + " |")
@@ -296,7 +298,7 @@ def build(
         s = collect.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
     if baseline:  # the committed baseline's matching cells beside this sweep's (study/report/baseline.py)
         s = base_cells.merge(s, collect.from_folder(baseline, th), baseline)
-    name = f"{s.info.get('preset') or 'sweep'}-{s.info['sweep_id']}"
+    name = f"{s.info.get(contract.PRESET) or 'sweep'}-{s.info[contract.SWEEP_ID]}"
     final_dir = Path(out or tracking.REPO_ROOT / "reports" / name)
     # written in a temporary sibling folder and swapped in at the end: never a half report, and
     # never in place of a folder the report did not make (study/outputs.py)
@@ -321,13 +323,12 @@ def _write(
     s.cells.to_csv(tables / "cells.csv", index=False)  # every digit: the folder alone rebuilds the same report
     summ = stats.summary(s.cells, extra=extra_axes(s.cells))
     summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
-    for name in ("epochs", "steps", "histograms", "signal"):
-        getattr(s, name).to_parquet(tables / f"{name}.parquet", index=False)
-    if not s.curvature.empty:  # diagnostics.curvature was on
-        s.curvature.to_parquet(tables / "curvature.parquet", index=False)
+    for name, df in s.tables().items():
+        if name != contract.CURVATURE or not df.empty:  # curvature.parquet when diagnostics.curvature was on
+            df.to_parquet(tables / contract.parquet(contract.REPORT_TABLES[name]), index=False)
 
     c = s.cells
-    ran = c[c["outcome"].isin(contract.RAN)]  # default: the deepest depth with results
+    ran = c[c[contract.OUTCOME].isin(contract.RAN)]  # default: the deepest depth with results
     depth = depth or (
         int(ran["depth"].max())
         if ran["depth"].notna().any()
@@ -387,21 +388,21 @@ def _write(
             )
             continue
         sections.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
-    counts = c["outcome"].value_counts().sort_index()
+    counts = c[contract.OUTCOME].value_counts().sort_index()
     i = s.info
     if i.get("parent_run_id"):
-        what = f"sweep `{i['sweep_id']}` (preset `{i.get('preset', '?')}`)"
-        select = f"--sweep {i['sweep_id']}"
+        what = f"sweep `{i[contract.SWEEP_ID]}` (preset `{i.get(contract.PRESET, '?')}`)"
+        select = f"--sweep {i[contract.SWEEP_ID]}"
     else:
         what = f"{len(i['run_ids'])} run(s) without a sweep"
-        select = " ".join(f"--run {r}" for r in i["run_ids"]) if i["preset"] == "runs" else "--single"
+        select = " ".join(f"--run {r}" for r in i["run_ids"]) if i[contract.PRESET] == "runs" else "--single"
     meta = [
         f"- {what}, experiment `{i['experiment']}`, store `{i['tracking_uri']}`",
         f"- started {_when(i.get('start_time'))}, ended {_when(i.get('end_time'))}, wall time "
         f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
-        f"- git commit `{i.get('git_commit', '?')}`; TensorFlow {i.get('tensorflow_version', '?')}, "
-        f"Keras {i.get('keras_version', '?')}, Python {i.get('python_version', '?')}; device {i.get('device', '?')}"
-        + (f", {i['cpu']}" if i.get("cpu") else ""),
+        f"- git commit `{i.get(contract.GIT_COMMIT, '?')}`; TensorFlow {i.get(contract.TF_VERSION, '?')}, "
+        f"Keras {i.get(contract.KERAS_VERSION, '?')}, Python {i.get(contract.PYTHON_VERSION, '?')}; "
+        f"device {i.get(contract.DEVICE, '?')}" + (f", {i[contract.CPU]}" if i.get(contract.CPU) else ""),
         f"- {len(c)} cells: " + ", ".join(f"{n} {o}" for o, n in counts.items()),
         *(
             [
@@ -415,11 +416,11 @@ def _write(
         f"--from <this folder>`); from the store, `python scripts/make_report.py --tracking-uri <the store "
         f'holding these runs> {select}` (or `make report URI=<store> REPORT_ARGS="{select}"`)',
     ]
-    if str(i.get("git_commit", "")).endswith("-dirty"):
+    if str(i.get(contract.GIT_COMMIT, "")).endswith("-dirty"):
         meta.insert(
             0,
             f"> **Warning: {'this sweep' if i.get('parent_run_id') else 'the newest of these runs'} ran from a "
-            f"working tree with uncommitted changes** (git commit `{i['git_commit']}`): its code cannot be "
+            f"working tree with uncommitted changes** (git commit `{i[contract.GIT_COMMIT]}`): its code cannot be "
             "recovered exactly from the repository.\n",
         )
     if own is None:
@@ -441,7 +442,7 @@ def _write(
     question = presets.question(i)
     text = "\n".join(
         [
-            f"# Report of {'sweep' if i.get('parent_run_id') else 'runs'} {i['sweep_id']}",
+            f"# Report of {'sweep' if i.get('parent_run_id') else 'runs'} {i[contract.SWEEP_ID]}",
             "",
             *meta,
             "",
@@ -491,7 +492,7 @@ def _write(
         ]
     )
     (out_dir / "REPORT.md").write_text(text)
-    write_html(out_dir, f"Report of {i['sweep_id']}")
+    write_html(out_dir, f"Report of {i[contract.SWEEP_ID]}")
 
 
 HTML_STYLE = """

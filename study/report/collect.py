@@ -34,16 +34,16 @@ AXES = {
     "model.init": "init",
     "schedule.name": "schedule",
     "diagnostics.level": "diagnostics",
-    "data.num_classes": "num_classes",
+    contract.NUM_CLASSES: "num_classes",
     "data.name": "dataset",
     "optimizer.lr_scale": "lr_scale",
-    "optimizer.learning_rate_effective": "lr",
+    contract.LEARNING_RATE_EFFECTIVE: "lr",
     "model.width": "width",
     "model.kind": "model",
     "regularization": "regularization",
     "mitigation": "mitigation",
-    "train.steps_per_epoch": "steps_per_epoch",
-    "experiment_name": "preset",
+    contract.STEPS_PER_EPOCH: "steps_per_epoch",
+    "experiment_name": contract.PRESET,
     "train.loss": "loss_fn",
     "model.init_scale": "init_scale",
     "arm": "arm",
@@ -59,14 +59,30 @@ FINAL = (
     "eval_train/loss",
     "time/wall_s",
     "time/epoch_s",
-    "diag/first_nonfinite_step",
-    "diag/grad_norm_noise",
+    verdicts.FIRST_NONFINITE,
+    verdicts.GRAD_NOISE,
     "train/diverged_at_step",
-    *(k for k in verdicts.EVIDENCE if k not in ("diag/nonfinite_total",)),
-    "diag/nonfinite_total",
+    *(k for k in verdicts.EVIDENCE if k not in (verdicts.NONFINITE,)),
+    verdicts.NONFINITE,
 )
 NUMERIC = ("depth", "seed", "width", "lr_scale", "lr", "steps_per_epoch", "num_classes", "init_scale")
 INTEGER = ("depth", "seed", "width", "steps_per_epoch")
+# each table of the report: its sort keys after the cell's axes, in the order they are tidied
+SORT = {
+    contract.EPOCHS: ["metric", "epoch"],
+    contract.DIAGNOSTICS: ["group", "layer_index", "stat", "step"],
+    contract.HISTOGRAMS: ["epoch", "quantity", "layer_index", "bin_left"],
+    contract.SIGNAL: ["phase", "layer_index", "stat"],
+    contract.CURVATURE: ["stat", "step"],
+}
+# the value columns an empty table still has (no run wrote that artifact)
+EMPTY_COLUMNS = {
+    contract.EPOCHS: ["layer", "value"],
+    contract.DIAGNOSTICS: ["epoch", "layer", "value"],
+    contract.HISTOGRAMS: ["layer", "bin_right", "count"],
+    contract.SIGNAL: ["layer", "value"],
+    contract.CURVATURE: ["value"],
+}
 # every cell logs these before it trains, and a cell with results these: a run without one is
 # named in a warning and in the cells table's `unreadable` column (its value NaN)
 REQUIRED_PARAMS = ("model.activation", "optimizer.name", "model.depth", "seed")
@@ -74,7 +90,7 @@ REQUIRED_METRICS = ("test/accuracy",)
 TEXT = (  # columns of the cells table that are always text ("nan" where not recorded)
     "activation",
     "optimizer",
-    "outcome",
+    contract.OUTCOME,
     "verdict",
     "verdict_at_training",
     "status",
@@ -101,6 +117,15 @@ class Sweep:
     signal: pd.DataFrame = field(default_factory=pd.DataFrame)
     curvature: pd.DataFrame = field(default_factory=pd.DataFrame)  # step, stat, value (curv/*), when recorded
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, info: dict, cells: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> Sweep:
+        """A Sweep from its tables by contract name (contract.TABLES; an absent one is empty)."""
+        return cls(info, cells, **{contract.REPORT_TABLES[t]: tables.get(t, pd.DataFrame()) for t in contract.TABLES})
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables by contract name (contract.TABLES); the report names each REPORT_TABLES[name]."""
+        return {t: getattr(self, contract.REPORT_TABLES[t]) for t in contract.TABLES}
 
 
 def final_epoch(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -136,11 +161,13 @@ def find_sweep(c: MlflowClient, experiment: str, sweep_id: str | None):
     parents = c.search_runs([exp.experiment_id], filt, order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
         known = c.search_runs(
-            [exp.experiment_id], "tags.role = 'sweep'", order_by=["attributes.start_time DESC"], max_results=20
+            [exp.experiment_id], contract.sweeps_query(), order_by=["attributes.start_time DESC"], max_results=20
         )
         if not known:
             raise SystemExit(f"no sweep in experiment {experiment!r} of this store (run `make sweep` first)")
-        ids = ", ".join(f"{r.data.tags.get('sweep_id')} ({r.data.tags.get('preset', '?')})" for r in known)
+        ids = ", ".join(
+            f"{r.data.tags.get(contract.SWEEP_ID)} ({r.data.tags.get(contract.PRESET, '?')})" for r in known
+        )
         raise SystemExit(f"no sweep {sweep_id!r} in experiment {experiment!r}; sweeps here, newest first: {ids}")
     return exp, parents[0]
 
@@ -190,8 +217,8 @@ def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) ->
     (failed, running, missing) or ran without diagnostics keep `unknown`."""
     labels, reasons = [], []
     for row in cells.to_dict("records"):
-        ran = row["outcome"] in contract.RAN and str(row.get("diagnostics")) not in ("off", "None", "nan")
-        label, reason = verdicts.decide(row, thresholds) if ran else ("unknown", f"cell {row['outcome']}")
+        ran = row[contract.OUTCOME] in contract.RAN and str(row.get("diagnostics")) not in ("off", "None", "nan")
+        label, reason = verdicts.decide(row, thresholds) if ran else ("unknown", f"cell {row[contract.OUTCOME]}")
         labels.append(label)
         reasons.append(reason)
     return cells.assign(verdict=labels, verdict_reason=reasons)
@@ -202,7 +229,7 @@ def find_runs(c: MlflowClient, experiment: str, run_ids: list[str] | None):
     of the experiment."""
     exp = _experiment(c, experiment)
     if run_ids is None:
-        runs = c.search_runs([exp.experiment_id], f"tags.{contract.ROLE} = '{contract.SINGLE}'", max_results=50000)
+        runs = c.search_runs([exp.experiment_id], contract.singles_query(), max_results=50000)
         if not runs:
             raise SystemExit(f"no single run (`python -m study.train` without -m) in experiment {experiment!r}")
         return exp, runs
@@ -236,7 +263,7 @@ def load(
         sid = ("runs-" if run_ids else "single-") + newest.info.run_id[:8]
     else:
         exp, parent = find_sweep(c, experiment, sweep_id)
-        sid = parent.data.tags["sweep_id"]
+        sid = parent.data.tags[contract.SWEEP_ID]
         runs = c.search_runs([exp.experiment_id], contract.cells_query(sid), max_results=50000)
         runs += c.search_runs([exp.experiment_id], contract.reused_query(sid), max_results=50000)
         planned = _planned(c, parent.info.run_id)
@@ -248,20 +275,29 @@ def load(
             "run_id": r.info.run_id,
             "run_name": r.info.run_name,
             "status": r.info.status,
-            "outcome": r.data.tags.get(contract.OUTCOME, "unknown"),
+            contract.OUTCOME: r.data.tags.get(contract.OUTCOME, "unknown"),
             "verdict_at_training": r.data.tags.get(contract.VERDICT, "unknown"),
         }
         if r.info.status == "RUNNING":
-            row["outcome"] = "running"
+            row[contract.OUTCOME] = "running"
         row |= {short: r.data.params.get(key) for key, short in AXES.items()}
         row |= {k: r.data.params.get(k.lstrip("+"), r.data.params.get(f"{k.lstrip('+')}.name")) for k in extra}
         row |= {k: r.data.metrics.get(k, np.nan) for k in FINAL}
         rows.append(row)
-        if recorded := _recorded(r, row["outcome"]):
+        if recorded := _recorded(r, row[contract.OUTCOME]):
             problems[r.info.run_id] = recorded
     cells = pd.DataFrame(
         rows,
-        columns=["run_id", "run_name", "status", "outcome", "verdict_at_training", *AXES.values(), *extra, *FINAL],
+        columns=[
+            "run_id",
+            "run_name",
+            "status",
+            contract.OUTCOME,
+            "verdict_at_training",
+            *AXES.values(),
+            *extra,
+            *FINAL,
+        ],
     )
     cells = _add_missing(planned, cells, [r.data.params for r in runs], extra)
     for col in NUMERIC:
@@ -282,7 +318,7 @@ def load(
         drop=True
     )
 
-    tables = {"epochs": [], "diagnostics": [], "histograms": [], "signal": [], "curvature": []}
+    tables = {t: [] for t in contract.TABLES}
     ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
         read = list(pool.map(lambda rid: artifacts.run_tables(c, uri, rid, artifact_uris[rid], tmp), ids))
@@ -291,7 +327,7 @@ def load(
             problems[rid] = {**unreadable, **problems.get(rid, {})}
         for name, df in run_tables.items():
             if len(df):
-                df = _subsample(df) if name == "diagnostics" else df
+                df = _subsample(df) if name == contract.DIAGNOSTICS else df
                 tables[name].append(df.assign(run_id=rid))
     cells["unreadable"] = cells["run_id"].map(lambda rid: ",".join(problems.get(rid, ())))
     artifacts.warn(cells, problems)
@@ -299,12 +335,7 @@ def load(
 
     def tidy(name, sort):
         if not tables[name]:  # no run wrote this artifact: an empty table with its columns
-            extra = {
-                "histograms": ["layer", "bin_right", "count"],
-                "diagnostics": ["epoch", "layer", "value"],
-                "curvature": ["value"],
-            }
-            empty = pd.DataFrame(columns=[*keys.columns, *sort, *extra.get(name, ["layer", "value"])])
+            empty = pd.DataFrame(columns=[*keys.columns, *sort, *EMPTY_COLUMNS[name]])
             numeric = [
                 c for c in ("value", "count", "epoch", "step", "layer_index", "bin_left", "bin_right") if c in empty
             ]
@@ -327,7 +358,7 @@ def load(
 
     if parent is not None:
         info = {
-            "sweep_id": sid,
+            contract.SWEEP_ID: sid,
             "experiment": experiment,
             "parent_run_id": parent.info.run_id,
             "tracking_uri": tracking.shown_uri(uri),
@@ -341,8 +372,8 @@ def load(
     else:  # runs without a sweep: the newest run's environment, the runs' time span
         info = {
             **{k: v for k, v in newest.data.tags.items() if not k.startswith("mlflow.")},
-            "sweep_id": sid,
-            "preset": "runs" if run_ids else "single",
+            contract.SWEEP_ID: sid,
+            contract.PRESET: "runs" if run_ids else "single",
             "experiment": experiment,
             "parent_run_id": None,
             "run_ids": [r.info.run_id for r in runs],
@@ -350,15 +381,7 @@ def load(
             "start_time": min(r.info.start_time for r in runs),
             "end_time": max((r.info.end_time or 0) for r in runs) or None,
         }
-    return Sweep(
-        info,
-        cells,
-        tidy("epochs", ["metric", "epoch"]),
-        tidy("diagnostics", ["group", "layer_index", "stat", "step"]),
-        tidy("histograms", ["epoch", "quantity", "layer_index", "bin_left"]),
-        tidy("signal", ["phase", "layer_index", "stat"]),
-        tidy("curvature", ["stat", "step"]),
-    )
+    return Sweep.of(info, cells, {name: tidy(name, sort) for name, sort in SORT.items()})
 
 
 def _same(a, b) -> bool:
@@ -411,7 +434,7 @@ def _add_missing(planned: list[dict] | None, cells: pd.DataFrame, params: list[d
             missing.append(
                 row
                 | {
-                    "outcome": "missing",
+                    contract.OUTCOME: "missing",
                     "status": "MISSING",
                     "verdict_at_training": "unknown",
                     "run_name": ",".join(f"{k}={cell[k]}" for k in swept),
@@ -432,10 +455,8 @@ def from_folder(folder: str | Path, thresholds: verdicts.Thresholds | None = Non
     try:
         info = json.loads((t / META).read_text())
         cells = pd.read_csv(t / "cells.csv", low_memory=False)
-        read = {
-            name: pd.read_parquet(t / f"{name}.parquet") if (t / f"{name}.parquet").is_file() else pd.DataFrame()
-            for name in ("epochs", "steps", "histograms", "signal", "curvature")
-        }
+        files = {name: t / contract.parquet(contract.REPORT_TABLES[name]) for name in contract.TABLES}
+        read = {name: pd.read_parquet(f) for name, f in files.items() if f.is_file()}
     except (OSError, ValueError) as err:
         raise ConfigError(f"--from {folder}: its tables cannot be read ({type(err).__name__}: {err})") from None
     present = lambda cols: [col for col in cols if col in cells]  # noqa: E731 (older folders lack some)
@@ -448,4 +469,4 @@ def from_folder(folder: str | Path, thresholds: verdicts.Thresholds | None = Non
         cells[col] = cells[col].astype(str)
     if "unreadable" in cells:
         cells["unreadable"] = cells["unreadable"].fillna("").astype(str)
-    return Sweep(info, cells, read["epochs"], read["steps"], read["histograms"], read["signal"], read["curvature"])
+    return Sweep.of(info, cells, read)

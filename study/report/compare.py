@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from study import contract
+
 IDENTICAL, WITHIN, CHANGED = "identical", "within tolerance", "changed"
 
 
@@ -35,7 +37,7 @@ def cells(committed: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> list[
     for name in sorted(set(old.index) | set(now.index)):
         a, b = (t.loc[name] if name in t.index else None for t in (old, now))
         acc = [float(r["test/accuracy"]) if r is not None else math.nan for r in (a, b)]
-        said = [f"{r['verdict']} / {r['outcome']}" if r is not None else "absent" for r in (a, b)]
+        said = [f"{r['verdict']} / {r[contract.OUTCOME]}" if r is not None else "absent" for r in (a, b)]
         same_acc = f"{acc[0]:.6g}" == f"{acc[1]:.6g}"  # a count over at most 10^5 examples: exact
         if a is None or b is None or said[0] != said[1]:
             status = CHANGED

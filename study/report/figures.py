@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from study import contract  # noqa: E402
+from study import contract, verdicts  # noqa: E402
 from study.report import stats  # noqa: E402
 
 MARK = {"diverged": "DIV", "failed": "FAIL", "running": "RUN", "missing": "—"}
@@ -115,10 +115,10 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
         for i, a in enumerate(acts):
             for j, o in enumerate(opts):
                 cell = sub[(sub["activation"] == a) & (sub["optimizer"] == o)]
-                outcomes = set(cell["outcome"])
+                outcomes = set(cell[contract.OUTCOME])
                 mark = next((MARK[k] for k in MARK if k in outcomes), None)
                 v = acc.loc[a, o]
-                half = stats.half_width(cell[cell["outcome"].isin(contract.RAN)]["test/accuracy"])
+                half = stats.half_width(cell[cell[contract.OUTCOME].isin(contract.RAN)]["test/accuracy"])
                 spread = f"±{half:.2f}" if np.isfinite(half) else ""  # half-width of the 95 % t interval
                 text = (
                     mark
@@ -217,7 +217,7 @@ def ratio_limits(cells: pd.DataFrame, vanishing_below: float, exploding_above: f
     """Log-axis limits holding every positive finite first/last ratio and both verdict zones (the
     same for all panels; a ratio of exactly 0, from gradients that underflow, is drawn at the
     floor by `ratio_lines`)."""
-    both = cells[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].to_numpy(dtype=float).ravel()
+    both = cells[[verdicts.RATIO_INIT, verdicts.RATIO_FINAL]].to_numpy(dtype=float).ravel()
     shown = both[np.isfinite(both) & (both > 0)]
     lo = min(shown.min() / 3 if len(shown) else 1.0, vanishing_below / 10)
     # two decades of room below every real value for the ratios of exactly 0
@@ -231,8 +231,8 @@ def ratio_lines(ax, s: pd.DataFrame, color, label: str, lo: float) -> bool:
     downward triangle. Returns whether any was."""
     zero = False
     for col, style, marker, alpha, lab in (
-        ("diag/ratio_first_last_final", "-", "o", 1.0, label),
-        ("diag/ratio_first_last_init", "--", "x", 0.7, None),
+        (verdicts.RATIO_FINAL, "-", "o", 1.0, label),
+        (verdicts.RATIO_INIT, "--", "x", 0.7, None),
     ):
         v, floor = s[col], lo * 2
         z = (v == 0).to_numpy()
@@ -246,9 +246,7 @@ def ratio_lines(ax, s: pd.DataFrame, color, label: str, lo: float) -> bool:
 def _with_ratio(cells: pd.DataFrame) -> pd.DataFrame:
     """Cells with a depth and at least one of the two ratios (at initialisation it is undefined,
     NaN, when both layers' gradients are 0; the last epoch's may still be known)."""
-    return cells.dropna(subset=["depth"]).dropna(
-        subset=["diag/ratio_first_last_init", "diag/ratio_first_last_final"], how="all"
-    )
+    return cells.dropna(subset=["depth"]).dropna(subset=[verdicts.RATIO_INIT, verdicts.RATIO_FINAL], how="all")
 
 
 def ratio_zones(ax, lo: float, hi: float, vanishing_below: float, exploding_above: float, label: bool) -> None:
@@ -294,7 +292,7 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
     for ax, o in zip(axes, opts):
         sub = data[data["optimizer"] == o]
         for a, s in sub.groupby("activation"):
-            s = s.groupby("depth")[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].median()
+            s = s.groupby("depth")[[verdicts.RATIO_INIT, verdicts.RATIO_FINAL]].median()
             zero |= ratio_lines(ax, s, pal[a], a, lo)
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)

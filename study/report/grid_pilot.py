@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from study import contract
 from study.report.sections import Figure, register
 
 
 def choose(cells: pd.DataFrame) -> pd.DataFrame:
     """Per optimizer and scale: the mean over arms of the final validation loss (inf where any arm
     diverged, failed or is missing), the effective learning rate, and whether it is the chosen one."""
-    c = cells.assign(loss=np.where(cells["outcome"] == "finished", cells["val/loss"], np.inf))
+    c = cells.assign(loss=np.where(cells[contract.OUTCOME] == contract.FINISHED, cells["val/loss"], np.inf))
     c["loss"] = c["loss"].fillna(np.inf)
     g = c.groupby(["optimizer", "lr_scale"], as_index=False).agg(loss=("loss", "mean"), lr=("lr", "first"))
     g["chosen"] = False

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from study import verdicts
 from study.report import stats
 from study.report.figures import (
     _grid,
@@ -138,7 +139,7 @@ def grad_noise(steps: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> pl
         s = g[g["batch_size"] == b].groupby("x")["value"].mean()
         a1.plot(s.index, s.values, "-", lw=1, color=pal[b], label=f"batch {b}")
     a1.set(yscale="log", xlabel="epoch", ylabel="global gradient norm ||g||")
-    noise = cells.groupby("batch_size")["diag/grad_norm_noise"].mean().reindex(order)
+    noise = cells.groupby("batch_size")[verdicts.GRAD_NOISE].mean().reindex(order)
     a2.bar(range(len(order)), noise.to_numpy(), color=[pal[b] for b in order])
     a2.set_xticks(range(len(order)), [f"batch {b}" for b in order])
     a2.set(ylabel="step-to-step jitter of log ||g||", xlabel="")
@@ -277,7 +278,7 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
     zero = False
     for ax, a in zip(axes, acts):
         for f, s in data[data["activation"] == a].groupby(factor):
-            s = s.groupby("depth")[["diag/ratio_first_last_init", "diag/ratio_first_last_final"]].median()
+            s = s.groupby("depth")[[verdicts.RATIO_INIT, verdicts.RATIO_FINAL]].median()
             zero |= ratio_lines(ax, s, pal[f], f, lo)
         ax.set(yscale="log", title=a, xlabel="depth", ylabel="first / last RMS gradient")
         ax.set_xticks(depths, [str(d) for d in depths])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from study import contract
+from study import contract, verdicts
 from study.report import collect
 from study.report import preset_figures as P
 from study.report.sections import SECTIONS, Figure, question, register, section  # noqa: F401  (the registry)
@@ -21,7 +21,7 @@ def _f(v, d=3) -> str:
 
 
 def _done(c: pd.DataFrame) -> pd.DataFrame:
-    return c[c["outcome"].isin(contract.RAN)]
+    return c[c[contract.OUTCOME].isin(contract.RAN)]
 
 
 def cells_table(c: pd.DataFrame) -> str:
@@ -32,8 +32,9 @@ def cells_table(c: pd.DataFrame) -> str:
     ]
     for _, r in c.sort_values("run_name").iterrows():
         lines.append(
-            f"| {r['run_name']} | {r['outcome']} | {r['verdict']} | {r['verdict_reason']} | {_f(r['test/accuracy'])} "
-            f"| {_f(r['diag/ratio_first_last_init'])} | {_f(r['time/wall_s'], 4)} |"
+            f"| {r['run_name']} | {r[contract.OUTCOME]} | {r['verdict']} | {r[contract.VERDICT_REASON]} "
+            f"| {_f(r['test/accuracy'])} "
+            f"| {_f(r[verdicts.RATIO_INIT])} | {_f(r['time/wall_s'], 4)} |"
         )
     return "\n".join(lines)
 
@@ -44,7 +45,7 @@ def gd_variants(s, lo, hi):
     order = P.batch_order(c["batch_size"])
     loss = collect.final_epoch(e, "train/loss").groupby("batch_size")["value"].mean()
     t = collect.final_epoch(e, "time/elapsed_s").groupby("batch_size")["value"].mean()
-    noise = c.groupby("batch_size")["diag/grad_norm_noise"].mean()
+    noise = c.groupby("batch_size")[verdicts.GRAD_NOISE].mean()
     steps = c.groupby("batch_size")["steps_per_epoch"].first()
     parts = [
         f"batch {b} ({int(steps[b]) if b in steps and pd.notna(steps[b]) else '?'} steps/epoch): loss "
@@ -199,7 +200,7 @@ def mitigations(s, lo, hi):
     pair = c[c["mitigation"] == "none"].merge(c[c["mitigation"] == "clipping"], on=key, suffixes=("", "_clip"))
     same = int(
         np.isclose(
-            pair["diag/ratio_first_last_final"], pair["diag/ratio_first_last_final_clip"], rtol=1e-6, equal_nan=True
+            pair[verdicts.RATIO_FINAL], pair["diag/ratio_first_last_final_clip"], rtol=1e-6, equal_nan=True
         ).sum()
     )
     clip = (
@@ -252,7 +253,7 @@ def width(s, lo, hi):
     metrics = [
         ("test/accuracy", "test accuracy", False),
         ("time/epoch_s", "seconds per epoch", True),
-        ("diag/ratio_first_last_init", "first / last RMS gradient (init)", True),
+        (verdicts.RATIO_INIT, "first / last RMS gradient (init)", True),
     ]
     return [
         Figure(

@@ -18,7 +18,7 @@ STALLS_ABOVE = 0.9  # a run "stalls" when its last training loss is above this f
 
 
 def _done(c: pd.DataFrame) -> pd.DataFrame:
-    return c[c["outcome"].isin(contract.RAN)]
+    return c[c[contract.OUTCOME].isin(contract.RAN)]
 
 
 def _claims(rows: list[tuple[str, str, str, bool | None]]) -> str:

@@ -21,7 +21,7 @@ EOS_TOLERANCE = (0.8, 1.3)
 
 
 def _done(c: pd.DataFrame) -> pd.DataFrame:
-    return c[c["outcome"].isin(contract.RAN)]
+    return c[c[contract.OUTCOME].isin(contract.RAN)]
 
 
 def curvature_seconds(curv: pd.DataFrame) -> pd.DataFrame:

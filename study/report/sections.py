@@ -48,5 +48,5 @@ class Figure:
 
 
 def section(s, lo: float, hi: float) -> list[Figure] | None:
-    fn = SECTIONS.get(str(s.info.get("preset")))
+    fn = SECTIONS.get(str(s.info.get(contract.PRESET)))
     return None if fn is None else fn(s, lo, hi)

@@ -29,7 +29,7 @@ def per_run(cells: pd.DataFrame, signal: pd.DataFrame) -> pd.DataFrame:
     """One row per run: axes, measured and predicted per-layer gradient rate, last-layer RMS."""
     sig = signal[signal["phase"] == "init"]
     rows = []
-    for r in cells[cells["outcome"].isin(contract.RAN)].itertuples():
+    for r in cells[cells[contract.OUTCOME].isin(contract.RAN)].itertuples():
         s = sig[sig["run_id"] == r.run_id].pivot_table(index="layer_index", columns="stat", values="value")
         if s.empty or r.activation not in meanfield.PHI or not np.isfinite(r.init_scale):
             continue

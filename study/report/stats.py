@@ -77,7 +77,7 @@ def summary(cells: pd.DataFrame, metric: str = "test/accuracy", extra: tuple[str
     keys = cell_axes(cells, extra)
     rows = []
     for key, g in cells.groupby(keys, dropna=False, sort=True):
-        ran = g[g["outcome"].isin(contract.RAN)][metric]
+        ran = g[g[contract.OUTCOME].isin(contract.RAN)][metric]
         n, mean, lo, hi = t_interval(ran)
         rows.append(
             {
