@@ -44,20 +44,6 @@ def grid_cells(config) -> list[list[str]] | None:
     return BasicSweeper.split_arguments(overrides, None)[0]
 
 
-def sweep_note(config, name: str, cells: list | None, state: str) -> str:
-    """The parent run's description in the MLflow UI: preset, grid, state, where the report is."""
-    params = config.hydra.sweeper.get("params") or {}
-    grid = "; ".join(f"`{k}` {v}" for k, v in params.items()) or "the command line's values"
-    question = f"**Question.** {config.question}\n\n" if config.get("question") else ""
-    return (
-        f"**Sweep of preset `{name}`**: {len(cells) if cells is not None else '?'} cells over {grid}.\n\n"
-        + question
-        + f"Sweep {state}\n\nThe child runs are its cells; each holds its own figures (artifacts `figures/`). "
-        "Its report (after `make report`): artifact `report/report.html` of this run (the whole report, "
-        "figures included), beside `report/REPORT.md`, `report/figures/` and `report/tables/`."
-    )
-
-
 def check_names(cells: list[list[str]], names: list[str], template) -> None:
     """Every planned cell gets its own run name, or the sweep is refused before anything trains:
     two runs of one name cannot be told apart in the MLflow UI or the report's tables. The error
@@ -147,7 +133,7 @@ class MlflowSweepCallback(Callback):
                 contract.LAUNCH: tracking.redact(json.dumps(list(config.hydra.overrides.hydra))),
                 **tracking.environment_tags(),
                 **tracking.source_tags(),
-                tracking.NOTE: sweep_note(config, name, cells, "running"),
+                tracking.NOTE: tracking.sweep_note(config, name, cells, "running"),
             },
         )
         if cells is not None:  # the planned grid, so the report can show cells that never ran
@@ -221,7 +207,7 @@ class MlflowSweepCallback(Callback):
             + ", ".join(f"{n} {v}" for v, n in sorted(verdict_counts.items()))
             + "."
         )
-        note = sweep_note(config, config.get("experiment_name") or "sweep", grid_cells(config), done)
+        note = tracking.sweep_note(config, config.get("experiment_name") or "sweep", grid_cells(config), done)
         run.tags({f"cells_{o}": n for o, n in counts.items()} | {"cells": len(children), tracking.NOTE: note})
         run.metrics({"sweep/wall_time_s": wall, "sweep/cells": len(children)}, step=0)
         run.end("FINISHED")

@@ -8,27 +8,24 @@ Only this module (and the factories it calls with plain arguments) reads the Hyd
 from __future__ import annotations
 
 import contextlib
-import gc
-import logging
 import math
 import os
 import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hydra  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import contract, data, losses, mlflow_inputs, models, optimizers, stops, tracking, verdicts  # noqa: E402
+from study import contract, data, losses, mlflow_inputs, models, optimizers, runtime, stops, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.callbacks import (  # noqa: E402
     CurvatureLogger,
@@ -42,74 +39,11 @@ from study.errors import ConfigError  # noqa: E402
 from study.launch_order import progress  # noqa: E402
 from study.sweep import read_sweep_file  # noqa: E402
 
-
-class _RetracingNoise(logging.Filter):
-    """Every cell builds a new model, so Keras traces new functions and TensorFlow warns that they
-    'triggered tf.function retracing': expected here, and it drowned the cells' own lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-tf.get_logger().addFilter(_RetracingNoise())
-
 if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(tracking.REPO_ROOT))
 
 
 TRAIN_EVAL_EXAMPLES = 10_000  # after training, `eval_train/*` evaluates this many training examples
-
-
-def threads(cfg: DictConfig) -> int | None:
-    """TensorFlow threads per job: `train.threads`, or with `auto` the cores divided among the
-    joblib launcher's parallel jobs, or the CPUs Ray reserves per task (`ray.remote.num_cpus`,
-    Ray's default 1) under the Ray launcher (None: TensorFlow's default, for one job at a time)."""
-    t = cfg.train.get("threads", "auto")
-    if t != "auto":
-        return int(t) if t else None
-    if not HydraConfig.initialized():
-        return None
-    launcher = HydraConfig.get().launcher
-    target = str(launcher.get("_target_", ""))
-    if "ray" in target:
-        return int(OmegaConf.select(launcher, "ray.remote.num_cpus", default=None) or 1)
-    if "joblib" not in target:
-        return None
-    n_jobs = int(launcher.get("n_jobs", -1))
-    cores = os.cpu_count() or 1
-    return max(1, cores // (cores if n_jobs < 1 else n_jobs))
-
-
-_frozen = False  # freeze_once has frozen this process's objects (a forked child inherits both)
-
-
-def freeze_once() -> None:
-    """Move what is alive before the first cell (TensorFlow, Keras, MLflow, Hydra, pandas: about
-    700,000 objects) out of the garbage collector's reach, once per process, right after a
-    collection. Every later collection, clear_session's and Python's automatic ones, then scans only
-    what cells created: 0.09-0.17 s of collection a cell instead of 0.41-0.53 s (depth-8 grid cell,
-    measured with gc.callbacks). What cells create is collected as before. Whether it is done is
-    kept here: `gc.get_freeze_count()` walks the ~700,000 frozen objects, 50 ms a call."""
-    global _frozen
-    if not _frozen:
-        gc.collect()
-        gc.freeze()
-        _frozen = True
-
-
-def setup_keras(cfg: DictConfig) -> None:
-    """Fresh Keras state and seeds for every cell (launchers may reuse worker processes); thread
-    settings are fixed before TensorFlow starts and identical in every job of a sweep."""
-    n = threads(cfg)
-    if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(1)  # a CNN's ops run one after another
-    freeze_once()
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(int(cfg.seed))
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.get("mixed_precision") else "float32")
 
 
 def cell_context(cfg: DictConfig) -> dict:
@@ -126,7 +60,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     `context`: the sweep this cell belongs to (`cell_context`; None or {} for a single run)."""
     t0 = time.time()
     check(cfg)
-    setup_keras(cfg)
+    runtime.setup_keras(cfg)
     d = cfg.data
     splits = data.load(
         d.name,
@@ -203,7 +137,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         except Exception as err:
             said = " ".join(tracking.redact(f"{type(err).__name__}: {err}").split())[:300]
             print(f"{where}{t.run_name}: datasets not logged ({said}); training goes on", flush=True)
-        with _release_traced_gradients():
+        with runtime.release_traced_gradients():
             result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
@@ -212,7 +146,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
                 contract.OUTCOME: result[contract.OUTCOME],
                 contract.VERDICT: result[contract.VERDICT],
                 contract.VERDICT_REASON: result[contract.VERDICT_REASON],
-                tracking.NOTE: cell_note(cfg, result),
+                tracking.NOTE: tracking.cell_note(cfg, result, learning_rate(cfg)),
             }
         )
         run.end("FINISHED")
@@ -250,50 +184,8 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     return result
 
 
-@contextlib.contextmanager
-def _release_traced_gradients():
-    """Drop the gradient functions TensorFlow registered while the cell traced its functions.
-
-    Every trace of a function that uses tf.custom_gradient registers a gradient function in
-    TensorFlow's process-wide gradient registry, and its closure holds the traced graph: tf.distribute's
-    all_reduce, which Keras's optimizer calls in every train function, does so twice a cell, which kept
-    every cell's graphs alive (the resident memory of a sweep grew 16-18 MiB a cell). Nothing
-    differentiates through a cell's graphs once it has ended."""
-    from tensorflow.python.framework import ops as tf_ops  # the registry is not public API
-
-    registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", None)
-    before = set(registry) if isinstance(registry, dict) else set()
-    try:
-        yield
-    finally:
-        if isinstance(registry, dict):
-            for name in [k for k in registry if k not in before and str(k).startswith("CustomGradient-")]:
-                registry.pop(name, None)
-
-
-def cell_note(cfg: DictConfig, result: dict) -> str:
-    """The cell's description in the MLflow UI: what it trained and what came out."""
-    return (
-        f"**{cfg.model.activation} + {cfg.optimizer.name}, depth {cfg.model.depth}, seed {cfg.seed}** "
-        f"({cfg.model.init} init, learning rate {learning_rate(cfg):g}, batch {cfg.train.batch_size}, "
-        f"{cfg.train.epochs} epochs on {cfg.data.name}).\n\n"
-        f"Outcome `{result[contract.OUTCOME]}`: test accuracy {result['test/accuracy']:.4f}, test loss "
-        f"{result['test/loss']:.4g}, in {result['time/wall_s']:.1f} s.\n\n"
-        f"Gradient verdict **{result[contract.VERDICT]}**: {result[contract.VERDICT_REASON]}."
-    )
-
-
-def build_state(model, x, y) -> None:
-    """Create the optimizer's, the loss's and the metrics' variables before `fit`, as Keras does
-    itself under a distribution strategy (symbolically: nothing is computed, no random state is
-    used). Without it TensorFlow traces the train function twice, because its first trace creates
-    variables; with it once, which halves the tracing of the train step, the largest fixed cost of
-    a short cell (profiled; effect in scripts/bench_cell.py). Same variables, same values, same
-    results."""
-    model._symbolic_build(data_batch=(x, y))
-
-
-def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
+def _compiled_model(cfg, splits, bs: int, steps_per_epoch: int) -> tuple[diag.DiagnosticModel, str]:
+    """The cell's model with its optimizer, loss and diagnostic train step, its state built."""
     spec = model_spec(cfg)
     base = models.build(spec, splits.input_shape, splits.num_classes)
     model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
@@ -324,27 +216,57 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
     )
     dc = cfg.diagnostics
     model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold), spec.activation_params)
-    build_state(model, splits.x_train[:bs], splits.y_train[:bs])
-    epochs = EpochLogger(run)
-    guard = DivergenceGuard() if dc.level == "off" else None  # else the train step stops itself
-    callbacks = [epochs] if guard is None else [guard, epochs]
-    diag_cb = None
-    if dc.level != "off":
+    runtime.build_state(model, splits.x_train[:bs], splits.y_train[:bs])
+    return model, loss_fn
+
+
+@dataclass
+class Recorders:
+    """The cell's callbacks, in the order Keras calls them (`all`), and each recorder by role: the
+    per-epoch logger always, the others by diagnostics level and config (None when off)."""
+
+    epochs: EpochLogger
+    guard: DivergenceGuard | None = None
+    diagnostics: DiagnosticsLogger | None = None
+    histograms: HistogramLogger | None = None
+    curvature: CurvatureLogger | None = None
+    all: list = field(default_factory=list)
+
+    def diverged_at(self) -> int | None:
+        return (self.guard or self.diagnostics).diverged_at
+
+    def tables(self) -> dict:
+        """The cell's tables by contract name (contract.TABLES), for the recorders it had."""
+        tables = {contract.EPOCHS: self.epochs.table()}
+        if self.diagnostics is not None:
+            tables |= {contract.DIAGNOSTICS: self.diagnostics.table(), contract.SIGNAL: self.diagnostics.signal_table()}
+        if self.histograms is not None:
+            tables[contract.HISTOGRAMS] = self.histograms.table()
+        if self.curvature is not None:
+            tables[contract.CURVATURE] = self.curvature.table()
+        return tables
+
+
+def recorders(cfg, run, splits, steps_per_epoch: int) -> Recorders:
+    """Every callback of a cell, assembled in one place: diagnostics first (it reads the train step's
+    statistics before the others see the epoch end), then the divergence guard of Keras's own train
+    step (diagnostics off), the epoch logger, histograms, curvature, and the user's `train.callbacks`."""
+    dc, o = cfg.diagnostics, cfg.optimizer
+    r = Recorders(EpochLogger(run))
+    if dc.level == "off":  # else the train step stops itself
+        r.guard = DivergenceGuard()
+    else:
         total = steps_per_epoch * int(cfg.train.epochs)
         every = max(1, total // 50) if dc.log_every_n_steps == "auto" else int(dc.log_every_n_steps)
-        diag_cb = DiagnosticsLogger(run, every, steps_per_epoch, splits.x_probe, splits.y_probe)
-        callbacks.insert(0, diag_cb)
-    hist_cb = None
+        r.diagnostics = DiagnosticsLogger(run, every, steps_per_epoch, splits.x_probe, splits.y_probe)
     if dc.level == "full":
         n_epochs = int(cfg.train.epochs)
         at = set(dc.histogram_epochs) if dc.get("histogram_epochs") is not None else {n_epochs}
-        hist_cb = HistogramLogger(splits.x_probe, splits.y_probe, at, steps_per_epoch)
-        callbacks.append(hist_cb)
-    curv_cb = None
+        r.histograms = HistogramLogger(splits.x_probe, splits.y_probe, at, steps_per_epoch)
     cc = dc.get("curvature") or {}
     if int(cc.get("every_n_steps") or 0) > 0:
         n = cc.get("examples")
-        curv_cb = CurvatureLogger(
+        r.curvature = CurvatureLogger(
             run,
             int(cc.every_n_steps),
             splits.x_train[:n],
@@ -357,18 +279,24 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
             optimizer_name=o.name,
             momentum=(o.get("params") or {}).get("momentum"),
         )
-        callbacks.append(curv_cb)
-    callbacks += [hydra.utils.instantiate(cb) for cb in (cfg.train.get("callbacks") or [])]
+    own = [r.diagnostics, r.guard, r.epochs, r.histograms, r.curvature]
+    r.all = [cb for cb in own if cb is not None]
+    r.all += [hydra.utils.instantiate(cb) for cb in (cfg.train.get("callbacks") or [])]
+    return r
+
+
+def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
+    model, loss_fn = _compiled_model(cfg, splits, bs, steps_per_epoch)
+    rec = recorders(cfg, run, splits, steps_per_epoch)
     verbose = cfg.train.verbose
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 0
-    seed = int(cfg.seed)
     t_fit = time.time()
     model.fit(
-        data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=seed),
+        data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=int(cfg.seed)),
         epochs=int(cfg.train.epochs),
         validation_data=data.pipeline(splits.x_val, splits.y_val, 1024) if len(splits.x_val) else None,
-        callbacks=callbacks,
+        callbacks=rec.all,
         verbose=verbose,
         shuffle=False,
     )  # tf.data shuffles, seeded
@@ -386,35 +314,11 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         "eval_train/accuracy": float(fitted["accuracy"]),
         "time/fit_s": fit_s,
         "time/evaluate_s": time.time() - t_eval,  # test set and training-set evaluation after fit
-        "time/epoch_s": fit_s / max(1, epochs.epochs_done),
-        "epochs_done": epochs.epochs_done,
+        "time/epoch_s": fit_s / max(1, rec.epochs.epochs_done),
+        "epochs_done": rec.epochs.epochs_done,
     }
-    diverged_at = (guard or diag_cb).diverged_at
-    result[contract.OUTCOME] = contract.DIVERGED if diverged_at is not None else contract.FINISHED
-    if diverged_at is not None:
-        result["train/diverged_at_step"] = diverged_at
-    tables = {contract.EPOCHS: epochs.table()}
-    if diag_cb is not None:
-        result |= diag_cb.summary
-        tables |= {contract.DIAGNOSTICS: diag_cb.table(), contract.SIGNAL: diag_cb.signal_table()}
-    if hist_cb is not None:
-        tables[contract.HISTOGRAMS] = hist_cb.table()
-    if curv_cb is not None:
-        tables[contract.CURVATURE] = curv_cb.table()
-        for stat in ("lambda_max", "two_over_lr"):
-            values = [r["value"] for r in curv_cb.rows if r["stat"] == stat]
-            if values:
-                result[f"curv/{stat}_final"] = values[-1]
-    final = epochs.final()
-    loss = final.get("val/loss", final.get("train/loss", float("nan")))
-    result[verdicts.PROGRESS] = verdicts.progress(loss, splits.num_classes, loss_fn)
-    y_eval = splits.y_val if len(splits.y_val) else splits.y_train  # the labels of the accuracy judged
-    result[verdicts.CHANCE_ACCURACY] = float(np.bincount(y_eval).max() / len(y_eval))
-    if diag_cb is not None:
-        evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": loss_fn}
-        result[contract.VERDICT], result[contract.VERDICT_REASON] = verdicts.decide(evidence, thresholds(cfg))
-    else:
-        result[contract.VERDICT], result[contract.VERDICT_REASON] = "unknown", "diagnostics off"
+    result |= _judged(cfg, rec, splits, loss_fn)
+    tables = rec.tables()
     with tempfile.TemporaryDirectory() as tmp:
         for name, table in tables.items():
             table.to_parquet(Path(tmp) / contract.parquet(name), index=False)
@@ -424,6 +328,36 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
             log_cell_figures(cfg, tables, steps_per_epoch, result, run, Path(tmp))
             result["time/figures_s"] = time.time() - t_fig
     return result
+
+
+def _judged(cfg, rec: Recorders, splits, loss_fn: str) -> dict:
+    """Outcome, the verdict's evidence, final curvature and the verdict of a trained cell."""
+    result = {}
+    diverged_at = rec.diverged_at()
+    result[contract.OUTCOME] = contract.DIVERGED if diverged_at is not None else contract.FINISHED
+    if diverged_at is not None:
+        result["train/diverged_at_step"] = diverged_at
+    if rec.diagnostics is not None:
+        result |= rec.diagnostics.summary
+    if rec.curvature is not None:
+        for stat in ("lambda_max", "two_over_lr"):
+            values = [r["value"] for r in rec.curvature.rows if r["stat"] == stat]
+            if values:
+                result[f"curv/{stat}_final"] = values[-1]
+    final = rec.epochs.final()
+    loss = final.get("val/loss", final.get("train/loss", float("nan")))
+    result[verdicts.PROGRESS] = verdicts.progress(loss, splits.num_classes, loss_fn)
+    y_eval = splits.y_val if len(splits.y_val) else splits.y_train  # the labels of the accuracy judged
+    result[verdicts.CHANCE_ACCURACY] = float(np.bincount(y_eval).max() / len(y_eval))
+    return result | _verdict(cfg, rec, final, result, splits, loss_fn)
+
+
+def _verdict(cfg, rec: Recorders, final: dict, result: dict, splits, loss_fn: str) -> dict:
+    if rec.diagnostics is None:
+        return {contract.VERDICT: "unknown", contract.VERDICT_REASON: "diagnostics off"}
+    evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": loss_fn}
+    label, reason = verdicts.decide(evidence, thresholds(cfg))
+    return {contract.VERDICT: label, contract.VERDICT_REASON: reason}
 
 
 def log_cell_figures(cfg, tables: dict, steps_per_epoch: int, result: dict, run, tmp: Path) -> None:

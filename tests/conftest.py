@@ -20,11 +20,12 @@ def study_imported():
     """study.train registers the `repo_root` resolver the configs use. Imported by this fixture, in
     the test processes, not at the top of conftest: pytest-xdist's controller, which runs no test,
     then does not import TensorFlow (6 s before any worker starts). Then, as train() does before
-    its first cell (`study.train.freeze_once`), what the imports created is kept out of every
+    its first cell (`study.runtime.freeze_once`), what the imports created is kept out of every
     later garbage collection, also in tests that never train (reports, stores, sweeps' set-up)."""
-    import study.train
+    import study.runtime
+    import study.train  # noqa: F401 (registers the resolver)
 
-    study.train.freeze_once()
+    study.runtime.freeze_once()
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,16 @@ def _strings(node) -> list[str]:
 
 def literals(path: Path, evidence_home: bool) -> list[str]:
     """`line: what 'literal'` for every contract name spelled as a literal in this file."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    found, tree = [], ast.parse(path.read_text())
+    exported = {  # a package's `__all__` lists names of functions, not tag keys
+        id(c)
+        for a in ast.walk(tree)
+        if isinstance(a, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in a.targets)
+        for c in ast.walk(a.value)
+    }
+    for node in ast.walk(tree):
+        if id(node) in exported:
+            continue
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             s = node.value
             if QUERY.search(s):

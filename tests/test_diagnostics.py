@@ -319,7 +319,7 @@ def test_signal_probe_and_histograms_share_one_pass_when_the_modes_agree(monkeyp
 
 @pytest.mark.parametrize("prebuilt, traces", [(False, 2), (True, 1)])
 def test_state_built_before_fit_means_the_train_function_is_traced_once(prebuilt, traces):
-    from study.train import build_state
+    from study.runtime import build_state
 
     x, y = _batch(n=32)
     m = _model("relu", level="default", optimizer=keras.optimizers.Adam(0.01))

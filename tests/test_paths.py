@@ -154,7 +154,7 @@ def test_missing_folders_of_a_new_store_are_made_and_said(tmp_path, monkeypatch,
         def search_experiments(self, max_results):
             return []
 
-    monkeypatch.setattr(tracking, "MlflowClient", Client)
+    monkeypatch.setattr(tracking.store, "MlflowClient", Client)
     path = tmp_path / "new" / "deeper" / "mlflow.db"
     tracking.check_store(f"sqlite:///{path}", None)
     assert not (tmp_path / "new").exists()  # the check makes nothing

@@ -8,7 +8,7 @@ import pytest
 from helpers.commands import run_main
 from helpers.mlflow_queries import runs
 
-import study.train
+import study.runtime
 from study import verdicts
 from study.errors import ConfigError
 from study.train import train
@@ -168,7 +168,7 @@ def test_cells_trained_one_after_another_leave_no_traced_graph_behind(make_cfg, 
         return sum(isinstance(o, func_graph.FuncGraph) for o in gc.get_objects())
 
     gc.unfreeze()  # as in a new process (conftest froze the imports): the first cell freezes them
-    monkeypatch.setattr(study.train, "_frozen", False)
+    monkeypatch.setattr(study.runtime, "_frozen", False)
     train(make_cfg("model.activation=tanh"))
     registry, alive = len(ops._gradient_registry._registry), graphs()
     assert gc.get_freeze_count() > 100_000  # what was alive before the first cell: out of the collector's reach
