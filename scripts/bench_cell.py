@@ -31,8 +31,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from study import data, models, optimizers, outputs, tracking  # noqa: E402
-from study.train import batch_size, learning_rate, model_spec, train  # noqa: E402
+from study import data, models, outputs, tracking  # noqa: E402
+from study.config import plan  # noqa: E402
+from study.train import train  # noqa: E402
 
 CELLS = [(a, o, d) for (a, o) in (("relu_he", "adam"), ("sigmoid_glorot", "sgd")) for d in (4, 8, 16)]
 VARIANTS = ("plain", "plain_eval", "default", "full")
@@ -57,32 +58,22 @@ def config(arm: str, optimizer: str, depth: int, diagnostics: str, uri: str, see
 def plain_keras(cfg, eval_batch: int | None = None) -> float:
     """The same cell in plain Keras, at Keras's defaults (evaluation batches as large as the
     training batches), or with `eval_batch` examples per evaluation batch; returns wall seconds."""
+    p = plan(cfg)  # the cell's own plan (checks and resolved values), before the clock starts
     t = time.perf_counter()
     keras.backend.clear_session()
-    keras.utils.set_random_seed(int(cfg.seed))
-    d = cfg.data
-    splits = data.load(
-        d.name,
-        seed=int(cfg.seed),
-        val_fraction=d.val_fraction,
-        train_subset=d.get("train_subset"),
-        test_subset=d.get("test_subset"),
-        standardize=bool(d.get("standardize", False)),
-    )
-    bs = batch_size(cfg, len(splits.x_train))
-    steps = -(-len(splits.x_train) // bs)
-    model = models.build(model_spec(cfg), splits.input_shape, splits.num_classes)
-    s, o = cfg.schedule, cfg.optimizer
-    lr = optimizers.schedule(s.name, learning_rate(cfg), steps, int(cfg.train.epochs))
+    keras.utils.set_random_seed(p.seed)
+    splits = p.data.load(p.seed)
+    bs = p.batch_size
+    model = models.build(p.model, splits.input_shape, splits.num_classes)
     model.compile(
-        optimizer=optimizers.build(o.name, lr, dict(o.get("params") or {})),
+        optimizer=p.optimizer.build(p.schedule.build(p.optimizer.learning_rate, p.steps_per_epoch, p.epochs)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     model.fit(
-        data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=int(cfg.seed)),
+        data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=p.seed),
         validation_data=data.pipeline(splits.x_val, splits.y_val, eval_batch or bs),
-        epochs=int(cfg.train.epochs),
+        epochs=p.epochs,
         verbose=0,
     )
     model.evaluate(data.pipeline(splits.x_test, splits.y_test, eval_batch or bs), verbose=0)

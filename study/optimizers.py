@@ -14,22 +14,21 @@ import keras
 from study.errors import ConfigError, unknown
 from study.newton import Newton
 
+# `params` (conf/optimizer/<name>.yaml, the one place their values are set) go to Keras by name; a
+# parameter a YAML leaves out takes Keras's own default, except those REQUIRED (SGD's momentum is 0)
 OPTIMIZERS = {
     "sgd": lambda lr, p, kw: keras.optimizers.SGD(lr, **kw),
-    "momentum": lambda lr, p, kw: keras.optimizers.SGD(lr, momentum=p.get("momentum", 0.9), **kw),
-    "nesterov": lambda lr, p, kw: keras.optimizers.SGD(lr, momentum=p.get("momentum", 0.9), nesterov=True, **kw),
+    "momentum": lambda lr, p, kw: keras.optimizers.SGD(lr, **p, **kw),
+    "nesterov": lambda lr, p, kw: keras.optimizers.SGD(lr, nesterov=True, **p, **kw),
     "adagrad": lambda lr, p, kw: keras.optimizers.Adagrad(lr, **kw),
-    "rmsprop": lambda lr, p, kw: keras.optimizers.RMSprop(lr, rho=p.get("rho", 0.9), **kw),
-    "adam": lambda lr, p, kw: keras.optimizers.Adam(
-        lr, beta_1=p.get("beta_1", 0.9), beta_2=p.get("beta_2", 0.999), **kw
-    ),
-    "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, weight_decay=p.get("weight_decay", 0.004), **kw),
+    "rmsprop": lambda lr, p, kw: keras.optimizers.RMSprop(lr, **p, **kw),
+    "adam": lambda lr, p, kw: keras.optimizers.Adam(lr, **p, **kw),
+    "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, **p, **kw),
     "nadam": lambda lr, p, kw: keras.optimizers.Nadam(lr, **kw),
-    "lion": lambda lr, p, kw: keras.optimizers.Lion(
-        lr, beta_1=p.get("beta_1", 0.9), beta_2=p.get("beta_2", 0.99), **kw
-    ),
+    "lion": lambda lr, p, kw: keras.optimizers.Lion(lr, **p, **kw),
     "newton": lambda lr, p, kw: Newton(lr, **p),  # damped Newton-CG (study/newton.py), small models
 }
+REQUIRED = {"momentum": {"momentum"}, "nesterov": {"momentum"}}
 PARAMS = {
     "momentum": {"momentum"},
     "nesterov": {"momentum"},
@@ -68,6 +67,11 @@ def check(name: str, learning_rate: float, params: dict, schedule: str, clipnorm
             f"optimizer {name!r} takes no parameter {sorted(extra)}; "
             f"valid: {sorted(PARAMS.get(name, set())) or ['none']}"
         )
+    missing = REQUIRED.get(name, set()) - set(params)
+    if missing:
+        raise ConfigError(
+            f"optimizer {name!r} needs optimizer.params.{sorted(missing)[0]} (conf/optimizer/{name}.yaml)"
+        )
     if schedule not in SCHEDULES:
         raise unknown("schedule", schedule, SCHEDULES)
     for what, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
@@ -88,21 +92,28 @@ def schedule(
     steps_per_epoch: int,
     epochs: int,
     *,
-    decay_rate: float = 0.5,
-    decay_epochs: float = 1.0,
-    alpha: float = 0.0,
+    decay_rate: float | None = None,
+    decay_epochs: float | None = None,
+    alpha: float | None = None,
 ):
     """A learning rate (float) or a Keras schedule; `decay_epochs` is the period of exponential
-    and step decay, `alpha` the final fraction of the cosine schedule."""
-    decay_steps = max(1, int(math.ceil(decay_epochs * steps_per_epoch)))
+    and step decay, `decay_rate` its factor, `alpha` the final fraction of the cosine schedule. Their
+    values come from the schedule's YAML (conf/schedule/), the one place they are set."""
+
+    def needed(key: str, value):
+        if value is None:
+            raise ConfigError(f"schedule {name!r} needs schedule.{key} (conf/schedule/{name}.yaml sets it)")
+        return value
+
     if name == "constant":
         return learning_rate
-    if name == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate)
-    if name == "step":
-        return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate, staircase=True)
+    if name in ("exponential", "step"):
+        decay_steps = max(1, int(math.ceil(needed("decay_epochs", decay_epochs) * steps_per_epoch)))
+        rate = needed("decay_rate", decay_rate)
+        return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, rate, staircase=name == "step")
     if name == "cosine":
-        return keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps_per_epoch * epochs), alpha=alpha)
+        total = max(1, steps_per_epoch * epochs)
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total, alpha=needed("alpha", alpha))
     raise unknown("schedule", name, SCHEDULES)
 
 

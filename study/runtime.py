@@ -31,7 +31,7 @@ def threads(cfg: DictConfig) -> int | None:
     """TensorFlow threads per job: `train.threads`, or with `auto` the cores divided among the
     joblib launcher's parallel jobs, or the CPUs Ray reserves per task (`ray.remote.num_cpus`,
     Ray's default 1) under the Ray launcher (None: TensorFlow's default, for one job at a time)."""
-    t = cfg.train.get("threads", "auto")
+    t = cfg.train.threads
     if t != "auto":
         return int(t) if t else None
     if not HydraConfig.initialized():
@@ -76,7 +76,7 @@ def setup_keras(cfg: DictConfig) -> None:
     keras.utils.set_random_seed(int(cfg.seed))
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.get("mixed_precision") else "float32")
+    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.train.mixed_precision else "float32")
 
 
 @contextlib.contextmanager

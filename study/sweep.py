@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from study import contract, tracking
-from study.config import check, check_data
+from study.config import plan
 from study.errors import ConfigError
 from study.launch_order import estimated_cost, order_cells
 
@@ -109,9 +109,7 @@ class MlflowSweepCallback(Callback):
             names = []
             for overrides in cells:  # every cell, before the parent run: its values, then against its data
                 cell = loader.load_sweep_config(master_config=config, sweep_overrides=list(overrides))
-                check(cell)
-                check_data(cell)
-                names.append(str(cell.tracking.run_name))
+                names.append(plan(cell).tracking.run_name)
             check_names(cells, names, OmegaConf.to_container(config.tracking, resolve=False).get("run_name"))
         t = config.tracking
         tracking.check_store(t.uri, None)
@@ -172,7 +170,7 @@ class MlflowSweepCallback(Callback):
         if info is None:
             return
         try:
-            tracking.wait_for_store(config.tracking.uri, float(config.tracking.get("wait_s", 300)))
+            tracking.wait_for_store(config.tracking.uri, float(config.tracking.wait_s))
             self._end(config, info)
         except Exception as err:  # Hydra would print it as a warning with the store's credentials
             print(

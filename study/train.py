@@ -8,7 +8,6 @@ Only this module (and the factories it calls with plain arguments) reads the Hyd
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import contract, data, losses, mlflow_inputs, models, optimizers, runtime, stops, tracking, verdicts  # noqa: E402
+from study import contract, data, losses, mlflow_inputs, models, runtime, stops, tracking, verdicts  # noqa: E402
 from study import diagnostics as diag  # noqa: E402
 from study.callbacks import (  # noqa: E402
     CurvatureLogger,
@@ -34,7 +33,7 @@ from study.callbacks import (  # noqa: E402
     EpochLogger,
     HistogramLogger,
 )
-from study.config import batch_size, check, learning_rate, model_spec, thresholds  # noqa: E402,F401
+from study.config import CellPlan, plan  # noqa: E402
 from study.errors import ConfigError  # noqa: E402
 from study.launch_order import progress  # noqa: E402
 from study.sweep import read_sweep_file  # noqa: E402
@@ -59,32 +58,20 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     """Train and evaluate one cell, recorded as one MLflow run; returns its final metrics.
     `context`: the sweep this cell belongs to (`cell_context`; None or {} for a single run)."""
     t0 = time.time()
-    check(cfg)
+    p = plan(cfg)
     runtime.setup_keras(cfg)
-    d = cfg.data
-    splits = data.load(
-        d.name,
-        seed=int(cfg.seed),
-        val_fraction=d.val_fraction,
-        train_subset=d.get("train_subset"),
-        test_subset=d.get("test_subset"),
-        options=OmegaConf.to_container(d.options) if "options" in d else {},
-        probe_size=int(cfg.diagnostics.get("probe_size", 256)),
-        standardize=bool(d.get("standardize", False)),
-    )
-    bs = batch_size(cfg, len(splits.x_train))
-    steps_per_epoch = math.ceil(len(splits.x_train) / bs)
+    splits = p.data.load(p.seed)
+    assert len(splits.x_train) == p.n_train, (len(splits.x_train), p.n_train)  # data.train_size's promise
+    bs, steps_per_epoch = p.batch_size, p.steps_per_epoch
 
     ctx = context or {}
-    t = cfg.tracking
+    t = p.tracking
     exp_id = ctx.get("experiment_id")
     if not exp_id:  # a single run; a sweep's callback made these checks once, before any job
         tracking.check_store(t.uri, None)
     c = tracking.client(t.uri)
     if not exp_id:
-        exp_id = tracking.ensure_experiment(
-            c, t.experiment, tracking.artifact_location(t.uri, t.get("artifact_location"))
-        )
+        exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.artifact_location))
         tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
         tracking.close_stale(c, exp_id)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -98,15 +85,13 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     }
     where = progress(ctx["index"], ctx.get("n_cells"), ctx.get("started"), ctx.get("costs"), time.time()) if ctx else ""
     if ctx:  # a sweep's cell waits out a lost tracking server instead of failing at once
-        tracking.wait_for_store(t.uri, float(t.get("wait_s", 300)), where)
+        tracking.wait_for_store(t.uri, t.wait_s, where)
         tags |= {
             "mlflow.parentRunId": ctx["parent_run_id"],
             contract.SWEEP_ID: ctx[contract.SWEEP_ID],
             contract.CELL_INDEX: ctx["index"],
         }
-        done = (
-            None if t.get("rerun") else tracking.resume(c, exp_id, tags[contract.FINGERPRINT], ctx[contract.SWEEP_ID])
-        )
+        done = None if t.rerun else tracking.resume(c, exp_id, tags[contract.FINGERPRINT], ctx[contract.SWEEP_ID])
         if done is not None:
             print(
                 f"{where}{t.run_name} skipped: already FINISHED as run {done.info.run_id} "
@@ -127,7 +112,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
             | {
                 contract.BATCH_SIZE_RESOLVED: bs,
                 contract.STEPS_PER_EPOCH: steps_per_epoch,
-                contract.LEARNING_RATE_EFFECTIVE: learning_rate(cfg),
+                contract.LEARNING_RATE_EFFECTIVE: p.optimizer.learning_rate,
                 contract.NUM_CLASSES: splits.num_classes,
             }
         )
@@ -138,7 +123,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
             said = " ".join(tracking.redact(f"{type(err).__name__}: {err}").split())[:300]
             print(f"{where}{t.run_name}: datasets not logged ({said}); training goes on", flush=True)
         with runtime.release_traced_gradients():
-            result = _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run)
+            result = _fit_and_evaluate(cfg, p, splits, run)
         result["time/wall_s"] = time.time() - t0
         run.metrics({k: v for k, v in result.items() if "/" in k}, step=result.pop("epochs_done"))
         run.tags(
@@ -146,7 +131,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
                 contract.OUTCOME: result[contract.OUTCOME],
                 contract.VERDICT: result[contract.VERDICT],
                 contract.VERDICT_REASON: result[contract.VERDICT_REASON],
-                tracking.NOTE: tracking.cell_note(cfg, result, learning_rate(cfg)),
+                tracking.NOTE: tracking.cell_note(cfg, result, p.optimizer.learning_rate),
             }
         )
         run.end("FINISHED")
@@ -184,40 +169,24 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     return result
 
 
-def _compiled_model(cfg, splits, bs: int, steps_per_epoch: int) -> tuple[diag.DiagnosticModel, str]:
+def _compiled_model(p: CellPlan, splits) -> diag.DiagnosticModel:
     """The cell's model with its optimizer, loss and diagnostic train step, its state built."""
-    spec = model_spec(cfg)
-    base = models.build(spec, splits.input_shape, splits.num_classes)
+    base = models.build(p.model, splits.input_shape, splits.num_classes)
     model = diag.DiagnosticModel(base.inputs, base.outputs, name=base.name)
-    s, o = cfg.schedule, cfg.optimizer
-    lr = optimizers.schedule(
-        s.name,
-        learning_rate(cfg),
-        steps_per_epoch,
-        int(cfg.train.epochs),
-        decay_rate=s.get("decay_rate", 0.5),
-        decay_epochs=s.get("decay_epochs", 1.0),
-        alpha=s.get("alpha", 0.0),
-    )
-    opt = optimizers.build(
-        o.name, lr, dict(o.get("params") or {}), clipnorm=o.get("clipnorm"), clipvalue=o.get("clipvalue")
-    )
+    opt = p.optimizer.build(p.schedule.build(p.optimizer.learning_rate, p.steps_per_epoch, p.epochs))
     if hasattr(opt, "check_size"):  # newton: a clear error for a model too large for it
         opt.check_size(model)
-    loss_fn = cfg.train.get("loss", "cross_entropy")
     model.compile(
         optimizer=opt,
-        loss=losses.build(loss_fn, splits.num_classes),
+        loss=losses.build(p.loss, splits.num_classes),
         metrics=["accuracy"],
         jit_compile=False,
-        # several steps per call into TensorFlow; Keras's own train step (diagnostics off) takes
-        # one, so that its divergence guard stops at the exact step
-        steps_per_execution=int(cfg.train.get("steps_per_execution", 1)) if cfg.diagnostics.level != "off" else 1,
+        steps_per_execution=p.steps_per_execution,
     )
-    dc = cfg.diagnostics
-    model.enable_diagnostics(dc.level, spec.activation, float(dc.small_grad_threshold), spec.activation_params)
-    runtime.build_state(model, splits.x_train[:bs], splits.y_train[:bs])
-    return model, loss_fn
+    dc = p.diagnostics
+    model.enable_diagnostics(dc.level, p.model.activation, dc.small_grad_threshold, p.model.activation_params)
+    runtime.build_state(model, splits.x_train[: p.batch_size], splits.y_train[: p.batch_size])
+    return model
 
 
 @dataclass
@@ -247,54 +216,50 @@ class Recorders:
         return tables
 
 
-def recorders(cfg, run, splits, steps_per_epoch: int) -> Recorders:
+def recorders(cfg, p: CellPlan, run, splits) -> Recorders:
     """Every callback of a cell, assembled in one place: diagnostics first (it reads the train step's
     statistics before the others see the epoch end), then the divergence guard of Keras's own train
     step (diagnostics off), the epoch logger, histograms, curvature, and the user's `train.callbacks`."""
-    dc, o = cfg.diagnostics, cfg.optimizer
+    dc, spe = p.diagnostics, p.steps_per_epoch
     r = Recorders(EpochLogger(run))
     if dc.level == "off":  # else the train step stops itself
         r.guard = DivergenceGuard()
     else:
-        total = steps_per_epoch * int(cfg.train.epochs)
-        every = max(1, total // 50) if dc.log_every_n_steps == "auto" else int(dc.log_every_n_steps)
-        r.diagnostics = DiagnosticsLogger(run, every, steps_per_epoch, splits.x_probe, splits.y_probe)
+        r.diagnostics = DiagnosticsLogger(run, dc.log_every(spe * p.epochs), spe, splits.x_probe, splits.y_probe)
     if dc.level == "full":
-        n_epochs = int(cfg.train.epochs)
-        at = set(dc.histogram_epochs) if dc.get("histogram_epochs") is not None else {n_epochs}
-        r.histograms = HistogramLogger(splits.x_probe, splits.y_probe, at, steps_per_epoch)
-    cc = dc.get("curvature") or {}
-    if int(cc.get("every_n_steps") or 0) > 0:
-        n = cc.get("examples")
+        at = set(dc.histogram_epochs) if dc.histogram_epochs is not None else {p.epochs}
+        r.histograms = HistogramLogger(splits.x_probe, splits.y_probe, at, spe)
+    cc = dc.curvature
+    if cc.every_n_steps > 0:
         r.curvature = CurvatureLogger(
             run,
-            int(cc.every_n_steps),
-            splits.x_train[:n],
-            splits.y_train[:n],
-            iterations=int(cc.get("iterations", 20)),
-            top_k=int(cc.get("top_k", 1)),
-            trace_samples=int(cc.get("trace_samples", 0)),
-            steps_per_epoch=steps_per_epoch,
-            seed=int(cfg.seed),
-            optimizer_name=o.name,
-            momentum=(o.get("params") or {}).get("momentum"),
+            cc.every_n_steps,
+            splits.x_train[: cc.examples],
+            splits.y_train[: cc.examples],
+            iterations=cc.iterations,
+            top_k=cc.top_k,
+            trace_samples=cc.trace_samples,
+            steps_per_epoch=spe,
+            seed=p.seed,
+            optimizer_name=p.optimizer.name,
+            momentum=p.optimizer.params.get("momentum"),
         )
     own = [r.diagnostics, r.guard, r.epochs, r.histograms, r.curvature]
     r.all = [cb for cb in own if cb is not None]
-    r.all += [hydra.utils.instantiate(cb) for cb in (cfg.train.get("callbacks") or [])]
+    r.all += [hydra.utils.instantiate(cb) for cb in (cfg.train.callbacks or [])]
     return r
 
 
-def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
-    model, loss_fn = _compiled_model(cfg, splits, bs, steps_per_epoch)
-    rec = recorders(cfg, run, splits, steps_per_epoch)
+def _fit_and_evaluate(cfg, p: CellPlan, splits, run) -> dict:
+    model = _compiled_model(p, splits)
+    rec = recorders(cfg, p, run, splits)
     verbose = cfg.train.verbose
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 0
     t_fit = time.time()
     model.fit(
-        data.pipeline(splits.x_train, splits.y_train, bs, shuffle_seed=int(cfg.seed)),
-        epochs=int(cfg.train.epochs),
+        data.pipeline(splits.x_train, splits.y_train, p.batch_size, shuffle_seed=p.seed),
+        epochs=p.epochs,
         validation_data=data.pipeline(splits.x_val, splits.y_val, 1024) if len(splits.x_val) else None,
         callbacks=rec.all,
         verbose=verbose,
@@ -317,20 +282,20 @@ def _fit_and_evaluate(cfg, splits, bs, steps_per_epoch, run) -> dict:
         "time/epoch_s": fit_s / max(1, rec.epochs.epochs_done),
         "epochs_done": rec.epochs.epochs_done,
     }
-    result |= _judged(cfg, rec, splits, loss_fn)
+    result |= _judged(p, rec, splits)
     tables = rec.tables()
     with tempfile.TemporaryDirectory() as tmp:
         for name, table in tables.items():
             table.to_parquet(Path(tmp) / contract.parquet(name), index=False)
             run.artifact(Path(tmp) / contract.parquet(name))
-        if cfg.tracking.get("cell_figures", True):
+        if p.tracking.cell_figures:
             t_fig = time.time()
-            log_cell_figures(cfg, tables, steps_per_epoch, result, run, Path(tmp))
+            log_cell_figures(cfg, tables, p.steps_per_epoch, result, run, Path(tmp))
             result["time/figures_s"] = time.time() - t_fig
     return result
 
 
-def _judged(cfg, rec: Recorders, splits, loss_fn: str) -> dict:
+def _judged(p: CellPlan, rec: Recorders, splits) -> dict:
     """Outcome, the verdict's evidence, final curvature and the verdict of a trained cell."""
     result = {}
     diverged_at = rec.diverged_at()
@@ -346,17 +311,17 @@ def _judged(cfg, rec: Recorders, splits, loss_fn: str) -> dict:
                 result[f"curv/{stat}_final"] = values[-1]
     final = rec.epochs.final()
     loss = final.get("val/loss", final.get("train/loss", float("nan")))
-    result[verdicts.PROGRESS] = verdicts.progress(loss, splits.num_classes, loss_fn)
+    result[verdicts.PROGRESS] = verdicts.progress(loss, splits.num_classes, p.loss)
     y_eval = splits.y_val if len(splits.y_val) else splits.y_train  # the labels of the accuracy judged
     result[verdicts.CHANCE_ACCURACY] = float(np.bincount(y_eval).max() / len(y_eval))
-    return result | _verdict(cfg, rec, final, result, splits, loss_fn)
+    return result | _verdict(p, rec, final, result, splits)
 
 
-def _verdict(cfg, rec: Recorders, final: dict, result: dict, splits, loss_fn: str) -> dict:
+def _verdict(p: CellPlan, rec: Recorders, final: dict, result: dict, splits) -> dict:
     if rec.diagnostics is None:
         return {contract.VERDICT: "unknown", contract.VERDICT_REASON: "diagnostics off"}
-    evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": loss_fn}
-    label, reason = verdicts.decide(evidence, thresholds(cfg))
+    evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": p.loss}
+    label, reason = verdicts.decide(evidence, p.diagnostics.thresholds)
     return {contract.VERDICT: label, contract.VERDICT_REASON: reason}
 
 

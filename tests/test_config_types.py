@@ -213,3 +213,39 @@ def test_one_cell_of_a_wrong_type_stops_the_sweep_before_any_cell_trains(tmp_pat
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "start:" not in proc.stdout and "[sweep" not in proc.stdout
     assert not (tmp_path / "m.db").exists()  # stopped before the store was opened: no run, no parent run
+
+
+def test_yaml_and_dataclass_defaults_agree_where_both_exist():
+    """A default set twice must be the same: conf/model/cnn.yaml against models.ModelSpec (the
+    chosen activation's `activation_params` is the spec's, the YAML holds them per activation), and
+    conf/diagnostics/default.yaml's `verdict` against verdicts.Thresholds (the report's `--verdict`
+    starts from these)."""
+    import dataclasses
+
+    import yaml
+
+    def defaults(cls):
+        return {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(cls)
+        }
+
+    cnn = yaml.safe_load((ROOT / "conf" / "model" / "cnn.yaml").read_text())
+    spec = defaults(models.ModelSpec)
+    differ = {k: (v, spec[k]) for k, v in cnn.items() if k != "activation_params" and spec.get(k) != v}
+    assert set(cnn) - {"activation_params"} <= set(spec) and not differ, differ
+    verdict = yaml.safe_load((ROOT / "conf" / "diagnostics" / "default.yaml").read_text())["verdict"]
+    assert verdict == defaults(verdicts.Thresholds)
+
+
+def test_the_plan_reads_each_value_once_and_resolves_batch_size_and_learning_rate(make_cfg):
+    from study.config import plan
+
+    p = plan(make_cfg("train.batch_size=full", "optimizer=momentum", "optimizer.lr_scale=3", "schedule=step"))
+    assert p.batch_size == p.n_train == 256 - round(0.1 * 256) and p.steps_per_epoch == 1  # TINY, 10 % validation
+    assert p.optimizer.learning_rate == pytest.approx(0.03) and p.optimizer.params == {"momentum": 0.9}
+    assert (p.schedule.name, p.schedule.decay_rate, p.schedule.decay_epochs) == ("step", 0.1, 2.0)
+    assert p.diagnostics.thresholds == verdicts.Thresholds() and p.tracking.wait_s == 300
+    assert p.data.train_size() == p.n_train
+    with pytest.raises(ConfigError, match="train.batch_size=512 is larger than the training set"):
+        plan(make_cfg("train.batch_size=512"))

@@ -1,5 +1,7 @@
 """Every registry entry builds and trains a step; schedules give the documented values."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -44,10 +46,19 @@ def test_activation_parameters_reach_the_layer():
     np.testing.assert_allclose(activations.make("leaky_relu", "a", {"alpha": 0.2})(x), [[-0.2, 2.0]], rtol=1e-6)
 
 
-def test_momentum_and_nesterov_defaults():
-    opt = optimizers.build("momentum", 0.01)
-    assert opt.momentum == pytest.approx(0.9) and not opt.nesterov
-    assert optimizers.build("nesterov", 0.01).nesterov
+def test_momentum_and_nesterov_take_their_momentum_from_their_yaml_and_refuse_none():
+    """The default (0.9) lives in conf/optimizer/*.yaml only; without it SGD's momentum would be 0."""
+    import yaml
+
+    from study.errors import ConfigError
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "optimizer"
+    for name in ("momentum", "nesterov"):
+        params = yaml.safe_load((conf / f"{name}.yaml").read_text())["params"]
+        opt = optimizers.build(name, 0.01, params)
+        assert opt.momentum == pytest.approx(0.9) and opt.nesterov == (name == "nesterov")
+        with pytest.raises(ConfigError, match=f"optimizer '{name}' needs optimizer.params.momentum"):
+            optimizers.check(name, 0.01, {}, "constant", None, None)
 
 
 def test_gradient_clipping_is_applied():
@@ -62,7 +73,7 @@ def test_schedules():
     spe, epochs, lr = 10, 4, 0.1
     exp = optimizers.schedule("exponential", lr, spe, epochs, decay_rate=0.5, decay_epochs=1)
     step = optimizers.schedule("step", lr, spe, epochs, decay_rate=0.1, decay_epochs=2)
-    cos = optimizers.schedule("cosine", lr, spe, epochs)
+    cos = optimizers.schedule("cosine", lr, spe, epochs, alpha=0.0)
     assert optimizers.schedule("constant", lr, spe, epochs) == lr
     assert float(exp(10)) == pytest.approx(0.05) and float(exp(5)) == pytest.approx(0.1 * 0.5**0.5)
     assert float(step(19)) == pytest.approx(0.1) and float(step(20)) == pytest.approx(0.01)
