@@ -41,7 +41,16 @@ WEIGHT_GRAD_STATS = {  # of the weight gradient g = dL/dW_l (kernel); threshold:
 }
 WEIGHT_STATS = tuple(WEIGHT_GRAD_STATS)
 BIAS_GRAD_STATS = {"bias_rms": lambda g: _rms(g)}  # of dL/db_l: biases still move when the signal is gone
-KERNEL_STATS = ("l2", "update_ratio")  # of W_l before the update, and ||W_after - W_before|| / ||W_before||
+KERNEL_STATS = {  # of the kernel W_l before the update (w, its norm) and after it (after)
+    "l2": lambda w, after, norm: norm,
+    "update_ratio": lambda w, after, norm: tf.math.divide_no_nan(tf.norm(after - w), norm),  # ||ΔW|| / ||W||
+}
+MODEL_STATS = {  # model-wide, of the (unscaled) gradients of every trainable weight
+    contract.GLOBAL_NORM: lambda grads: tf.linalg.global_norm(grads),
+    contract.NONFINITE_GRADS: lambda grads: tf.cast(
+        tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads]), tf.float32
+    ),
+}
 
 
 def weight_grad_stats(g: tf.Tensor, threshold: float) -> list[tf.Tensor]:
@@ -81,39 +90,59 @@ def inactive(h: tf.Tensor, activation: str, params: dict | None = None) -> tf.Te
     return None if floor is None else h <= floor(params or {})
 
 
+@dataclass
+class _Output:
+    """One activation output h (float32) and what several of its statistics share."""
+
+    h: tf.Tensor
+    activation: str
+    params: dict
+    mean: tf.Tensor
+    std: tf.Tensor
+
+    @classmethod
+    def of(cls, h, activation: str, params: dict | None) -> _Output:
+        h = tf.cast(h, tf.float32)
+        mean, std = _mean_std(h)
+        return cls(h, activation, params or {}, mean, std)
+
+
+def _saturation(a: _Output) -> tf.Tensor:
+    lo, hi = BOUNDED[a.activation]
+    margin = SATURATION_MARGIN * (hi - lo) / (2.0 if lo < 0 else 1.0)
+    return tf.reduce_mean(tf.cast((a.h <= lo + margin) | (a.h >= hi - margin), tf.float32))
+
+
+EVERY = None  # a statistic of every activation
+# name -> (the activations it applies to, its value): the one definition of each activation
+# statistic (`full`), in the order they are recorded; families from study/activations.py
+ACTIVATION_STATS = {
+    "mean": (EVERY, lambda a: tf.reshape(a.mean, [])),  # pooled over examples, positions and channels
+    "std": (EVERY, lambda a: a.std),
+    "spread": (EVERY, lambda a: spread(a.h)),  # per unit across examples
+    "saturation": (BOUNDED, _saturation),  # within SATURATION_MARGIN of a bound
+    "zero_frac": (RELU_FAMILY, lambda a: tf.reduce_mean(tf.cast(a.h <= 0.0, tf.float32))),
+    "dead_frac": (DEAD_BELOW, lambda a: dead_fraction(inactive(a.h, a.activation, a.params))),  # can die
+}
+
+
+def activation_stat_names(activation: str) -> tuple[str, ...]:
+    """The activation statistics recorded for this activation, in order."""
+    return tuple(n for n, (family, _) in ACTIVATION_STATS.items() if family is EVERY or activation in family)
+
+
 def activation_stats(h: tf.Tensor, activation: str, params: dict | None = None) -> dict[str, tf.Tensor]:
     """Mean and std of h (pooled over examples, positions and channels); `spread` (per unit across
     examples); saturation fraction for bounded activations; for the ReLU family the fraction of
     entries <= 0 and, where a unit can die, of dead channels (inactive for every example and position)."""
-    h = tf.cast(h, tf.float32)
-    mean, std = _mean_std(h)
-    out = {"mean": tf.reshape(mean, []), "std": std, "spread": spread(h)}
-    if activation in BOUNDED:
-        lo, hi = BOUNDED[activation]
-        margin = SATURATION_MARGIN * (hi - lo) / (2.0 if lo < 0 else 1.0)
-        sat = (h <= lo + margin) | (h >= hi - margin)
-        out["saturation"] = tf.reduce_mean(tf.cast(sat, tf.float32))
-    elif activation in RELU_FAMILY:
-        out["zero_frac"] = tf.reduce_mean(tf.cast(h <= 0.0, tf.float32))
-        off = inactive(h, activation, params)
-        if off is not None:
-            out["dead_frac"] = dead_fraction(off)
-    return out
+    a = _Output.of(h, activation, params)
+    return {n: ACTIVATION_STATS[n][1](a) for n in activation_stat_names(activation)}
 
 
 def dead_fraction(off: tf.Tensor) -> tf.Tensor:
     """Fraction of channels (last axis) inactive at every example and position."""
     per_channel = tf.reduce_all(tf.reshape(off, [-1, tf.shape(off)[-1]]), axis=0)
     return tf.reduce_mean(tf.cast(per_channel, tf.float32))
-
-
-def activation_stat_names(activation: str) -> tuple[str, ...]:
-    if activation in BOUNDED:
-        return ("mean", "std", "spread", "saturation")
-    if activation in RELU_FAMILY:
-        dead = ("dead_frac",) if activation in DEAD_BELOW else ()
-        return ("mean", "std", "spread", "zero_frac", *dead)
-    return ("mean", "std", "spread")
 
 
 @dataclass(frozen=True)
@@ -142,10 +171,7 @@ def _layer_stat(group: str, layer: str, index: int, stat: str) -> Stat:
 
 def layout(model: keras.Model, level: str, activation: str) -> list[Stat]:
     """The ordered list of statistics the train step computes at `level`."""
-    stats = [
-        Stat(contract.GLOBAL_NORM, "global", "", 0, "global_norm"),
-        Stat(contract.NONFINITE_GRADS, "global", "", 0, "nonfinite"),
-    ]
+    stats = [Stat(key, "global", "", 0, key.rsplit("/", 1)[-1]) for key in MODEL_STATS]
     for i, layer in enumerate(weight_layers(model), start=1):
         stats += [_layer_stat(contract.GRAD, layer.name, i, s) for s in WEIGHT_GRAD_STATS]
         if layer.use_bias:
@@ -267,18 +293,15 @@ class DiagnosticModel(keras.Model):
         """The statistics vector in `layout` order (`before`: kernels before the update)."""
         grads = [None if g is None else _unscale(tf.cast(g, tf.float32), inv) for g in grads]
         finite = [g for g in grads if g is not None]
-        values = [
-            tf.linalg.global_norm(finite),
-            tf.cast(tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in finite]), tf.float32),
-        ]
+        values = [fn(finite) for fn in MODEL_STATS.values()]
         by_var = {id(v): g for v, g in zip(self.trainable_weights, grads)}
         for layer, w_before in zip(self._diag_layers, before):
             values += weight_grad_stats(by_var[id(layer.kernel)], self._diag_threshold)
             if layer.use_bias:
                 values += [fn(by_var[id(layer.bias)]) for fn in BIAS_GRAD_STATS.values()]
-            w_norm = tf.norm(tf.cast(w_before, tf.float32))
-            delta = tf.norm(tf.cast(layer.kernel.value, tf.float32) - tf.cast(w_before, tf.float32))
-            values += [w_norm, tf.math.divide_no_nan(delta, w_norm)]
+            w, after = tf.cast(w_before, tf.float32), tf.cast(layer.kernel.value, tf.float32)
+            norm = tf.norm(w)
+            values += [fn(w, after, norm) for fn in KERNEL_STATS.values()]
         if optimizer_stats(self):
             values += tf.unstack(self.optimizer.diag_values())
         names = activation_stat_names(self._diag_activation)
@@ -364,6 +387,17 @@ def _probe_pass(model: DiagnosticModel, x, y, training: bool):
     return out
 
 
+# the signal probe's statistics per activation output h_l and its back-propagated gradient gh = dL/dh_l
+# (`inv` undoes loss scaling): name -> (the activations it applies to, its value), in the order of
+# the probe's rows
+SIGNAL_STATS = {
+    "spread": (EVERY, lambda h, gh, inv, act, p: float(spread(h))),
+    "rms": (EVERY, lambda h, gh, inv, act, p: float(_rms(h))),
+    "backprop_rms": (EVERY, lambda h, gh, inv, act, p: float(_rms(gh)) * inv),  # size-normalised ||dL/dh_l||
+    "dead_frac": (DEAD_BELOW, lambda h, gh, inv, act, p: float(dead_fraction(inactive(h, act, p)))),
+}
+
+
 def signal_profile(model: DiagnosticModel, x, y) -> list[dict]:
     """Forward and backward signal through depth on a probe batch, without changing the model: per
     activation output h_l, its `spread` (per unit across examples, see `spread`), its RMS, the RMS of
@@ -377,19 +411,11 @@ def signal_profile(model: DiagnosticModel, x, y) -> list[dict]:
         v.assign(value)
     rows = []
     names = [l.name.removeprefix("act_") for l in activation_layers(model)]
+    act, params = model._diag_activation, model._diag_act_params or {}
+    stats = [(n, fn) for n, (family, fn) in SIGNAL_STATS.items() if family is EVERY or act in family]
     for i, (name, h, gh) in enumerate(zip(names, acts, grads_h), start=1):
-        h = tf.cast(h, tf.float32)
-        row = {
-            "layer": name,
-            "layer_index": i,
-            "spread": float(spread(h)),
-            "rms": float(_rms(h)),
-            "backprop_rms": float(_rms(tf.cast(gh, tf.float32)) * float(inv)),
-        }
-        off = inactive(h, model._diag_activation, model._diag_act_params)
-        if off is not None:
-            row["dead_frac"] = float(dead_fraction(off))
-        rows.append(row)
+        h, gh = tf.cast(h, tf.float32), tf.cast(gh, tf.float32)
+        rows.append({"layer": name, "layer_index": i, **{n: fn(h, gh, float(inv), act, params) for n, fn in stats}})
     return rows
 
 

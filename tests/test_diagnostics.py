@@ -363,3 +363,107 @@ def test_activation_statistics_equal_the_textbook_formulas_bit_for_bit(activatio
         assert set(want) <= set(got)
         for key in want:
             assert got[key].numpy().tobytes() == want[key].numpy().tobytes(), (key, float(got[key]), float(want[key]))
+
+
+# An independent oracle for every statistic the harness records, in numpy (float64), by family:
+# (group, stat) -> function. Weight-gradient, bias-gradient and model-wide entries take the gradient(s),
+# kernel entries the kernel before and after the step, activation and signal entries the output h
+# (examples first, channels last), its gradient gh and the activation's name.
+SATURATING = {"sigmoid": (0.01, 0.99), "tanh": (-0.99, 0.99), "softsign": (-0.99, 0.99)}
+DEAD_AT = {"relu": 0.0, "elu": -0.99, "selu": -0.99 * 1.0507009873554805 * 1.6732632423543772}
+
+
+def _np_spread(h):
+    return h.reshape(len(h), -1).std(axis=0).mean()
+
+
+def _np_dead(h, act):
+    return np.mean(np.all((h <= DEAD_AT[act]).reshape(-1, h.shape[-1]), axis=0))
+
+
+ORACLE = {
+    ("grad", "l2"): lambda g: np.linalg.norm(g),
+    ("grad", "rms"): lambda g: np.sqrt(np.mean(g**2)),
+    ("grad", "max"): lambda g: np.abs(g).max(),
+    ("grad", "small_frac"): lambda g: np.mean(np.abs(g) < 1e-3),  # _model's small_grad_threshold
+    ("grad", "bias_rms"): lambda g: np.sqrt(np.mean(g**2)),
+    ("weight", "l2"): lambda w, after: np.linalg.norm(w),
+    ("weight", "update_ratio"): lambda w, after: np.linalg.norm(after - w) / np.linalg.norm(w),
+    ("global", "global_norm"): lambda gs: np.sqrt(sum(np.sum(g**2) for g in gs)),
+    ("global", "nonfinite"): lambda gs: sum(np.sum(~np.isfinite(g)) for g in gs),
+    ("backprop", "l2"): lambda h, gh, act: np.linalg.norm(gh),
+    ("act", "mean"): lambda h, gh, act: h.mean(),
+    ("act", "std"): lambda h, gh, act: h.std(),
+    ("act", "spread"): lambda h, gh, act: _np_spread(h),
+    ("act", "saturation"): lambda h, gh, act: np.mean((h <= SATURATING[act][0]) | (h >= SATURATING[act][1])),
+    ("act", "zero_frac"): lambda h, gh, act: np.mean(h <= 0),
+    ("act", "dead_frac"): lambda h, gh, act: _np_dead(h, act),
+    ("signal", "spread"): lambda h, gh, act: _np_spread(h),
+    ("signal", "rms"): lambda h, gh, act: np.sqrt(np.mean(h**2)),
+    ("signal", "backprop_rms"): lambda h, gh, act: np.sqrt(np.mean(gh**2)),
+    ("signal", "dead_frac"): lambda h, gh, act: _np_dead(h, act),
+}
+
+
+def test_every_statistic_has_an_independent_oracle_entry():
+    """A statistic added to a family table without an oracle here fails this test."""
+    defined = {("grad", s) for s in (*diag.WEIGHT_GRAD_STATS, *diag.BIAS_GRAD_STATS)}
+    defined |= {("weight", s) for s in diag.KERNEL_STATS} | {("backprop", "l2")}
+    defined |= {("global", k.rsplit("/", 1)[-1]) for k in diag.MODEL_STATS}
+    defined |= {("act", s) for s in diag.ACTIVATION_STATS} | {("signal", s) for s in diag.SIGNAL_STATS}
+    assert defined == set(ORACLE), {"no oracle": defined - set(ORACLE), "no statistic": set(ORACLE) - defined}
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "elu", "swish"])
+def test_every_recorded_statistic_equals_its_oracle(activation):
+    """batch_statistics (the train step's vector, no update) and signal_profile against ORACLE, key by
+    key: every key the harness records for this activation is compared, none is left out."""
+    m = _model(activation, head_units=(5,), init="he_normal" if activation in ("relu", "elu") else "glorot_uniform")
+    x, y = _batch()
+    x = x * np.float32(30.0)  # large inputs: saturated and dead units occur, so those fractions are tested
+    ours = diag.batch_statistics(m, x, y)
+    acts = {}
+    with tf.GradientTape() as tape:
+        h = tf.convert_to_tensor(x)
+        for layer in m.layers[1:]:
+            h = layer(h)
+            if layer.name.startswith("act_"):
+                tape.watch(h)
+                acts[layer.name.removeprefix("act_")] = h
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
+    grads = tape.gradient(loss, list(m.trainable_weights) + list(acts.values()))
+    as64 = lambda t: t.numpy().astype(np.float64)  # noqa: E731
+    wg = {id(v): as64(g) for v, g in zip(m.trainable_weights, grads)}
+    out = {
+        f"grad/{k}": ORACLE[("global", k)]([as64(g) for g in grads[: len(wg)]]) for k in ("global_norm", "nonfinite")
+    }
+    for layer in diag.weight_layers(m):
+        w = as64(layer.kernel)
+        for s in diag.WEIGHT_GRAD_STATS:
+            out[f"grad/{layer.name}/{s}"] = ORACLE[("grad", s)](wg[id(layer.kernel)])
+        if layer.use_bias:
+            out[f"grad/{layer.name}/bias_rms"] = ORACLE[("grad", "bias_rms")](wg[id(layer.bias)])
+        for s in diag.KERNEL_STATS:
+            out[f"weight/{layer.name}/{s}"] = ORACLE[("weight", s)](w, w)  # no update
+    signal = {}
+    for (name, h), gh in zip(acts.items(), grads[len(wg) :]):
+        h, gh = as64(h), as64(gh)
+        out[f"backprop/{name}/l2"] = ORACLE[("backprop", "l2")](h, gh, activation)
+        for s in diag.activation_stat_names(activation):
+            out[f"act/{name}/{s}"] = ORACLE[("act", s)](h, gh, activation)
+        signal[name] = {
+            s: ORACLE[("signal", s)](h, gh, activation)
+            for s in diag.SIGNAL_STATS
+            if s != "dead_frac" or activation in DEAD_AT
+        }
+    assert set(ours) == set(out), set(ours) ^ set(out)
+    for key, value in out.items():
+        assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-9), key
+    rows = diag.signal_profile(m, x, y)
+    assert {
+        r["layer"]: {k: v for k, v in r.items() if k not in ("layer", "layer_index")} for r in rows
+    }.keys() == signal.keys()
+    for r in rows:
+        for s, value in signal[r["layer"]].items():
+            assert r[s] == pytest.approx(value, rel=1e-5, abs=1e-9), (r["layer"], s)
+        assert set(r) - {"layer", "layer_index"} == set(signal[r["layer"]])
