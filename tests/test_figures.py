@@ -6,8 +6,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from study.report import charts as P
 from study.report import figures as F  # noqa: E402
-from study.report import preset_figures as P
 
 
 def _cells():

@@ -14,42 +14,25 @@ import yaml
 from helpers.commands import ROOT, run_main, run_report
 from helpers.mlflow_queries import assert_no_healthy_at_chance
 
+from study import verdicts
+from study.report import collect, sections
+
 pytestmark = pytest.mark.slow
 
-PRESETS = {  # preset: (axis overrides, its report's figures)
-    "gd_variants": (["train.batch_size=1,full"], ["gd_loss", "gd_noise"]),
-    "lr_schedules": (["optimizer=adam", "schedule=constant,cosine", "model.depth=4"], ["schedule_curves"]),
-    "optimizers_tuned": (
-        ["optimizer=adam", "optimizer.lr_scale=0.1,10", "model.activation=relu", "model.depth=4"],
-        ["lr_sensitivity", "isolation"],
-    ),
-    "init": (
-        ["model.init=he_normal,small_normal", "model.activation=relu", "model.depth=4"],
-        ["init_accuracy", "init_ratio"],
-    ),
-    "regularization": (["regularization=none,dropout", "model.activation=relu"], ["generalization"]),
-    "mitigations": (
-        ["model.activation=sigmoid", "model.depth=4"],
-        ["mitigation_ratio", "mitigation_accuracy", "mitigation_train_accuracy"],
-    ),
-    "glorot_bengio_2010": (
-        ["model.activation=tanh", "seed=0"],
-        ["activations_over_training", "backprop_by_init", "glorot_accuracy"],
-    ),
-    "he_2015": (["model.depth=4", "seed=0"], ["he_curves", "he_ratio"]),
-    "width": (["model.width=4,8", "model.activation=relu"], ["width_effects"]),
-    "second_order": (["optimizer=newton,sgd"], ["so_loss", "so_sharpness"]),
-    "edge_of_stability": (["optimizer.learning_rate=0.5,2.0"], ["eos_sharpness", "eos_loss"]),
-    "grid_pilot": (["arm=relu_he", "optimizer=sgd", "optimizer.lr_scale=1,30"], ["pilot_val_loss"]),
-    "signal_propagation": (
-        [
-            "train.epochs=0",
-            "model=mlp",
-            "model.init_scale=1.0,2.0",
-            "seed=0",
-        ],  # size=tiny trains 2 epochs, this preset 0
-        ["signal_table_chaos", "signal_forward", "signal_backward"],
-    ),
+PRESETS = {  # preset: the axis overrides of its tiny run (its figures: its registered section's)
+    "gd_variants": ["train.batch_size=1,full"],
+    "lr_schedules": ["optimizer=adam", "schedule=constant,cosine", "model.depth=4"],
+    "optimizers_tuned": ["optimizer=adam", "optimizer.lr_scale=0.1,10", "model.activation=relu", "model.depth=4"],
+    "init": ["model.init=he_normal,small_normal", "model.activation=relu", "model.depth=4"],
+    "regularization": ["regularization=none,dropout", "model.activation=relu"],
+    "mitigations": ["model.activation=sigmoid", "model.depth=4"],
+    "glorot_bengio_2010": ["model.activation=tanh", "seed=0"],
+    "he_2015": ["model.depth=4", "seed=0"],
+    "width": ["model.width=4,8", "model.activation=relu"],
+    "second_order": ["optimizer=newton,sgd"],
+    "edge_of_stability": ["optimizer.learning_rate=0.5,2.0"],
+    "grid_pilot": ["arm=relu_he", "optimizer=sgd", "optimizer.lr_scale=1,30"],
+    "signal_propagation": ["train.epochs=0", "model=mlp", "model.init_scale=1.0,2.0", "seed=0"],
 }
 
 
@@ -65,7 +48,7 @@ def _sweep_and_report(preset: str, tmp: Path, uri: str):
             "-m",
             f"experiment={preset}",
             "size=tiny",
-            *PRESETS[preset][0],
+            *PRESETS[preset],
             f"tracking.uri={uri}",
             f"hydra.sweep.dir={tmp}/sweep",
         ],
@@ -81,11 +64,15 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path, store):
     """Each preset is its own test, so that pytest-xdist spreads them over its workers."""
     proc, report = _sweep_and_report(preset, tmp_path, store[0])
     tmp = tmp_path
-    overrides, figures = PRESETS[preset]
+    overrides = PRESETS[preset]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
     out = tmp / "report"
-    for name in figures:
+    sweep = collect.from_folder(out)
+    view = sections.View(verdicts.Thresholds(), None, None)
+    assert sections.SECTIONS[preset] is not sections.SECTIONS["grid"]  # its own section, not the generic one
+    registered = [f.name for f in sections.section(sweep, view).figures]  # the registry's names, not a copy
+    for name in registered:  # every figure of the section drawn
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
     assert assert_no_healthy_at_chance(store[0]) >= 2
     cells = pd.read_csv(out / "tables" / "cells.csv")
@@ -94,26 +81,8 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path, store):
     kept = [
         k for k in swept if "," in str(swept[k]) and not any(o.startswith(f"{k}=") and "," not in o for o in overrides)
     ]
-    column = {
-        "model.init": "init",
-        "model.width": "width",
-        "train.batch_size": "batch_size",
-        "schedule": "schedule",
-        "optimizer": "optimizer",
-        "optimizer.lr_scale": "lr_scale",
-        "regularization": "regularization",
-        "mitigation": "mitigation",
-        "model.activation": "activation",
-        "model.depth": "depth",
-        "model.kind": "model",
-        "optimizer.learning_rate": "lr",
-        "model": "model",
-        "model.init_scale": "init_scale",
-        "seed": "seed",
-        "arm": "arm",
-    }
-    for key in kept:  # every axis the tiny run kept varies in the report's table
-        assert cells[column[key]].nunique() >= 2, key
+    for key in kept:  # every axis the tiny run kept varies in the report's table (its column: collect's)
+        assert cells[collect.column(key)].nunique() >= 2, key
     text = (out / "REPORT.md").read_text()
-    assert "**Question.**" in text and all(f"figures/{n}.png" in text for n in figures)
+    assert "**Question.**" in text and all(f"figures/{n}.png" in text for n in registered)
     assert "n/a" not in text.split("## Gradient verdict")[0], text

@@ -5,7 +5,7 @@ import yaml
 from helpers.commands import ROOT
 
 from study import contract
-from study.report import build, collect, presets  # noqa: F401  (build imports every module registering sections)
+from study.report import collect, sections
 
 PRESET_FILES = {p.stem: p for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
 
@@ -15,20 +15,21 @@ def test_every_preset_yaml_asks_its_question_and_every_section_belongs_to_a_pres
         cfg = yaml.safe_load(path.read_text())
         assert cfg["experiment_name"] == name
         assert isinstance(cfg.get("question"), str) and cfg["question"].endswith("?"), name
-    assert set(presets.SECTIONS) <= set(PRESET_FILES)
-    assert set(PRESET_FILES) - set(presets.SECTIONS) == {"grid", "smoke", "paper"}  # the generic report
+    assert set(sections.SECTIONS) == set(PRESET_FILES)  # every preset, each section's preset
+    generic = sections.SECTIONS[sections.registry.GENERIC]
+    assert [p for p, fn in sections.SECTIONS.items() if fn is generic] == ["grid", "smoke", "paper"]
 
 
 def test_the_question_comes_from_the_parent_run_else_from_the_presets_yaml():
     he = yaml.safe_load(PRESET_FILES["he_2015"].read_text())["question"]
-    assert presets.question({contract.PRESET: "he_2015"}) == he  # a sweep recorded before the tag
-    assert presets.question({contract.PRESET: "he_2015", contract.QUESTION: "Why?"}) == "Why?"
-    assert presets.question({contract.PRESET: "not-a-preset"}) is None
+    assert sections.question({contract.PRESET: "he_2015"}) == he  # a sweep recorded before the tag
+    assert sections.question({contract.PRESET: "he_2015", contract.QUESTION: "Why?"}) == "Why?"
+    assert sections.question({contract.PRESET: "not-a-preset"}) is None
 
 
 def test_a_second_section_for_one_preset_is_refused():
     try:
-        presets.register("width")(lambda s, lo, hi: [])
+        sections.register("width")(lambda s, view: [])
     except ValueError as err:
         assert "'width' registered twice" in str(err)
     else:

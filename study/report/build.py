@@ -14,8 +14,9 @@ import pandas as pd
 
 from study import contract, outputs, tracking, verdicts
 from study.report import baseline as base_cells
-from study.report import collect, grid_pilot, presets, reproductions, second_order, signal_prop, stats  # noqa: F401
+from study.report import collect, sections, stats
 from study.report import figures as F
+from study.report.md import md_table
 
 
 def _fmt(v, digits=3) -> str:
@@ -26,130 +27,14 @@ def _when(ms) -> str:
     return "n/a" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _pick(values, preferred):
-    values = sorted(v for v in values if v is not None and v == v)
-    return preferred if preferred in values else (values[0] if values else None)
-
-
-def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float) -> dict[str, str]:
-    c, done = s.cells, s.cells[s.cells[contract.OUTCOME].isin(contract.RAN)]
-    out = {}
-    best = []
-    summ = stats.summary(c, extra=extra_axes(c))
-    several = bool((summ["n"] > 1).any())
-    for d, sub in summ.groupby("depth"):
-        ranked = sub[np.isfinite(sub["mean"])].sort_values("mean", ascending=False)
-        if not len(ranked):
-            continue
-        top = ranked.iloc[0]
-        text = f"depth {d}: {top['activation']} + {top['optimizer']} " + (
-            stats.fmt(top) if several else f"({top['mean']:.3f})"
-        )
-        if len(ranked) > 1 and several:
-            nxt = ranked.iloc[1]
-            text += f", ahead of {nxt['activation']} + {nxt['optimizer']} by {stats.compare(top, nxt)}"
-        best.append(text)
-    odd = c[~c[contract.OUTCOME].isin(["finished"])]
-    odd_text = "; ".join(f"{r.run_name} {r.outcome}" for r in odd.itertuples()) or "none"
-    out["accuracy_heatmap"] = (
-        f"Best cell per depth: {'; '.join(best) or 'none'}. "
-        + (
-            "Values: mean over seeds ± the half-width of its 95 % t interval. "
-            if several
-            else "One seed per cell: no interval, and no difference here is resolved. "
-        )
-        + f"Cells not finished normally: {odd_text}."
-    )
-    trend = []
-    for a, sub in done.groupby("activation"):
-        by_d = sub.groupby("depth")["test/accuracy"].mean()
-        if len(by_d) > 1:
-            trend.append(f"{a} {by_d.iloc[0]:.2f} → {by_d.iloc[-1]:.2f}")
-    out["accuracy_vs_depth"] = (
-        "Mean test accuracy over optimizers, shallowest → deepest: "
-        + (", ".join(trend) or "n/a")
-        + (". Error bars: 95 % t interval over seeds." if several else ". One seed per cell: no error bars.")
-    )
-    init = done[(done["depth"] == depth)].groupby("activation")[verdicts.RATIO_INIT].median()
-    out["gradient_profile"] = (
-        f"First/last RMS gradient ratio at initialisation, depth {depth}: "
-        + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items())
-        + "."
-    )
-    out["ratio_vs_depth"] = (
-        f"Shaded: ratios below {lo:g} (vanishing) and above {hi:g} (exploding); a ratio "
-        "decides the verdict only for a cell that did not learn. Verdicts: " + verdict_counts(c) + "."
-    )
-    sig = s.signal
-    if len(sig):
-        ends = []
-        init = sig[(sig["phase"] == "init") & (sig["stat"] == "spread") & (sig["depth"] == depth)]
-        for a, sub in init.groupby("activation"):
-            m = sub.groupby("layer_index")["value"].median()
-            ends.append(f"{a} {m.iloc[-1] / m.iloc[0]:.2g}")
-        out["forward_signal"] = (
-            f"Spread of each unit across examples, last hidden layer over first, at initialisation, "
-            f"depth {depth}: " + ", ".join(ends) + ". Below the collapse threshold the deep "
-            "layers' output barely depends on the input."
-        )
-    final = collect.final_epoch(s.epochs[s.epochs["depth"] == depth], "train/loss")
-    final = final[np.isfinite(final["value"])]
-    if len(final):
-        r = final.loc[final["value"].idxmin()]
-        out["loss_curves"] = (
-            f"Lowest final training loss at depth {depth}: {r.activation} + {r.optimizer} ({r.value:.3f})."
-        )
-    st = s.steps[
-        (s.steps["group"] == "act")
-        & s.steps["stat"].isin(["saturation", "dead_frac"])
-        & (s.steps["depth"] == depth)
-        & (s.steps["optimizer"] == optimizer)
-    ]
-    if len(st):
-        last = st[st["step"] == st.groupby("run_id")["step"].transform("max")]
-        m = last.groupby(["activation", "stat"])["value"].mean()
-        out["saturation"] = (
-            "Mean over layers at the end of training: "
-            + ", ".join(f"{a} {'saturated' if k == 'saturation' else 'dead'} {v:.2f}" for (a, k), v in m.items())
-            + "."
-        )
-    h = s.histograms
-    means = collect.backprop_layer_means(
-        h[(h["depth"] == depth) & (h["optimizer"] == optimizer)] if len(h) else h, "activation"
-    )
-    if means:
-        out["backprop_histograms"] = (
-            "Mean log10 |dL/dh| at initialisation: "
-            + "; ".join(
-                f"{a} {m.iloc[0]:.1f} (layer 1) vs {m.iloc[-1]:.1f} (layer {m.index[-1]})" for a, m in means.items()
-            )
-            + "."
-        )
-    out["gradient_heatmap"] = (
-        f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
-        "training is a vanishing gradient; bright bands that grow are exploding ones."
-    )
-    return out
-
-
-def extra_axes(cells: pd.DataFrame) -> tuple[str, ...]:
-    """A preset's own swept keys, columns named by their override key (see collect._extra_axes)."""
-    return tuple(c for c in cells.columns if "." in c)
-
-
 def summary_table(summ: pd.DataFrame) -> str:
     """Markdown: one row per cell, mean test accuracy and its 95 % t interval over seeds."""
     keys = [k for k in summ.columns if k not in ("runs", "n", "mean", "sd", "ci_low", "ci_high")]
-    lines = [
-        "| " + " | ".join(keys) + " | runs | n | mean test accuracy | 95 % t interval |",
-        "|" + "---|" * (len(keys) + 4),
-    ]
+    rows = []
     for _, r in summ.iterrows():
         ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["n"] > 1 else "n/a (one seed)"
-        lines.append(
-            "| " + " | ".join(str(r[k]) for k in keys) + f" | {r['runs']} | {r['n']} | {_fmt(r['mean'])} | {ci} |"
-        )
-    return "\n".join(lines)
+        rows.append((*(r[k] for k in keys), r["runs"], r["n"], _fmt(r["mean"]), ci))
+    return md_table([*keys, "runs", "n", "mean test accuracy", "95 % t interval"], rows)
 
 
 def _paired_section(pairs: pd.DataFrame) -> list[str]:
@@ -162,56 +47,16 @@ def _paired_section(pairs: pd.DataFrame) -> list[str]:
         "how many are above and below zero, and the two-sided paired t test (`tables/paired.csv`). A "
         "difference is called resolved where p < 0.05.",
         "",
-        "| arm | depth | new | baseline | differences | above / below | paired t p | resolved |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in pairs.itertuples():
         resolved = "yes" if r.p_paired_t < 0.05 else "no" if r.p_paired_t == r.p_paired_t else "n/a"
-        lines.append(
-            f"| {r.activation} | {r.depth} | {r.new} | {r.baseline} | {r.differences} | {r.above} / {r.below} "
-            f"| {_fmt(r.p_paired_t, 2)} | {resolved} |"
+        rows.append(
+            (r.activation, r.depth, r.new, r.baseline, r.differences, f"{r.above} / {r.below}", _fmt(r.p_paired_t, 2))
+            + (resolved,)
         )
-    return [*lines, ""]
-
-
-def verdict_counts(cells: pd.DataFrame) -> str:
-    counts = cells["verdict"].value_counts()
-    return ", ".join(f"{counts[v]} {v}" for v in verdicts.LABELS if v in counts) or "none"
-
-
-def reason_table(cells: pd.DataFrame) -> str:
-    """One row per cell: verdict, the numbers that decided it, test accuracy, and the verdict the
-    rules gave when the cell trained (when it differs)."""
-    lines = ["| cell | verdict | reason | test accuracy |", "|---|---|---|---|"]
-    for _, r in cells.sort_values("run_name").iterrows():
-        then = r.get("verdict_at_training")
-        note = (
-            f" (at training: {then})" if then not in (r["verdict"], "unknown", None) and isinstance(then, str) else ""
-        )
-        lines.append(
-            f"| {r['run_name']} | {r['verdict']}{note} | {r[contract.VERDICT_REASON]} | {_fmt(r['test/accuracy'])} |"
-        )
-    return "\n".join(lines)
-
-
-def verdict_table(cells: pd.DataFrame) -> str:
-    depths = sorted(cells["depth"].dropna().unique())
-    lines = [
-        "| activation | optimizer | " + " | ".join(f"depth {d}" for d in depths) + " |",
-        "|---|---|" + "---|" * len(depths),
-    ]
-    for (a, o), sub in cells.groupby(["activation", "optimizer"]):
-        row = []
-        for d in depths:
-            cell = sub[sub["depth"] == d]
-            if cell.empty:
-                row.append("")
-                continue
-            outcomes = sorted(set(cell[contract.OUTCOME]) - {"finished"})
-            verdicts = sorted(set(cell["verdict"]) - {"unknown"})
-            row.append(" / ".join(verdicts + outcomes) or "unknown")
-        lines.append(f"| {a} | {o} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    header = ["arm", "depth", "new", "baseline", "differences", "above / below", "paired t p", "resolved"]
+    return [*lines, md_table(header, rows), ""]
 
 
 NOT_DRAWN = 3  # exit code of a drawing process whose figure has no data
@@ -321,7 +166,7 @@ def _write(
     if pairs is not None:
         pairs.to_csv(tables / "paired.csv", index=False)
     s.cells.to_csv(tables / "cells.csv", index=False)  # every digit: the folder alone rebuilds the same report
-    summ = stats.summary(s.cells, extra=extra_axes(s.cells))
+    summ = stats.summary(s.cells, extra=collect.extra_axes(s.cells))
     summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
     for name, df in s.tables().items():
         if name != contract.CURVATURE or not df.empty:  # curvature.parquet when diagnostics.curvature was on
@@ -336,50 +181,14 @@ def _write(
         if c["depth"].notna().any()
         else None
     )
-    optimizer = _pick(c["optimizer"].unique(), optimizer or "sgd")
-    lo, hi = th.vanishing_below, th.exploding_above
-    has_steps, has_act = not s.steps.empty, not s.steps.empty and (s.steps["group"] == "act").any()
-    plan = [  # name, title, needs, function
-        ("accuracy_heatmap", "Final test accuracy", True, lambda: F.accuracy_heatmap(c)),
-        ("accuracy_vs_depth", "Test accuracy against depth", True, lambda: F.accuracy_vs_depth(c)),
-        (
-            "gradient_profile",
-            "Weight-gradient profile across layers",
-            has_steps,
-            lambda: F.gradient_profile(s.steps, optimizer),
-        ),
-        ("ratio_vs_depth", "First/last gradient ratio against depth", has_steps, lambda: F.ratio_vs_depth(c, lo, hi)),
-        (
-            "forward_signal",
-            "Forward signal through depth at initialisation",
-            not s.signal.empty,
-            lambda: F.forward_signal(s.signal, th.collapse_below),
-        ),
-        ("loss_curves", "Training-loss curves", not s.epochs.empty, lambda: F.loss_curves(s.epochs, depth)),
-        ("saturation", "Saturation and dead units", has_act, lambda: F.saturation(s.steps, depth, optimizer)),
-        (
-            "backprop_histograms",
-            "Back-propagated gradient histograms",
-            not s.histograms.empty,
-            lambda: F.backprop_histograms(s.histograms, depth, optimizer),
-        ),
-        (
-            "gradient_heatmap",
-            "Layer × step gradient heatmap",
-            has_steps,
-            lambda: F.gradient_heatmap(s.steps, depth, optimizer),
-        ),
-    ]
-    own = presets.section(s, lo, hi)
-    if own is not None:  # a study preset: its own figures answer its question
-        plan = [(f.name, f.title, True, f.make) for f in own]
-        caps = {f.name: f.caption for f in own}
-    else:
-        caps = captions(s, depth, optimizer, lo, hi)
+    optimizer = sections.grid.pick(c["optimizer"].unique(), optimizer or "sgd")
+    view = sections.View(th, depth, optimizer)
+    sec = sections.section(s, view)
+    plan, caps = [(f.name, f.title, f.make) for f in sec.figures], {f.name: f.caption for f in sec.figures}
     F.style()
-    drawn = draw([(name, make if ok else (lambda: None)) for name, _, ok, make in plan], fig_dir, workers, formats)
-    sections, skipped = [], []
-    for (name, title, _, _), done in zip(plan, drawn):
+    drawn = draw([(name, make) for name, _, make in plan], fig_dir, workers, formats)
+    parts, skipped = [], []
+    for (name, title, _), done in zip(plan, drawn):
         if not done:
             skipped.append(
                 f"- {title}: skipped, the sweep has no data for it (diagnostics level "
@@ -387,7 +196,7 @@ def _write(
                 "for activation statistics and histograms, `default` for gradient statistics)."
             )
             continue
-        sections.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
+        parts.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
     counts = c[contract.OUTCOME].value_counts().sort_index()
     i = s.info
     if i.get("parent_run_id"):
@@ -423,11 +232,7 @@ def _write(
             f"working tree with uncommitted changes** (git commit `{i[contract.GIT_COMMIT]}`): its code cannot be "
             "recovered exactly from the repository.\n",
         )
-    if own is None:
-        meta.append(
-            f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` "
-            "(`--depth`, `--optimizer` to change)"
-        )
+    meta += sec.notes
     if i.get("baseline"):
         n_base = int((c["source"] == "baseline").sum())
         meta.append(
@@ -439,7 +244,7 @@ def _write(
                 else ""
             )
         )
-    question = presets.question(i)
+    question = sections.question(i)
     text = "\n".join(
         [
             f"# Report of {'sweep' if i.get('parent_run_id') else 'runs'} {i[contract.SWEEP_ID]}",
@@ -449,7 +254,7 @@ def _write(
             *([f"**Question.** {question}", ""] if question else []),
             "## Figures",
             "",
-            *sections,
+            *parts,
             *(["## Skipped figures", "", *skipped, ""] if skipped else []),
             "## Gradient verdict per cell",
             "",
@@ -457,7 +262,7 @@ def _write(
             'verdict", `study/verdicts.py`), with thresholds '
             + ", ".join(f"{k} {v:g}" for k, v in th.__dict__.items())
             + ". Verdicts: "
-            + verdict_counts(c)
+            + sections.verdict_counts(c)
             + ".",
             "",
             *(
@@ -475,9 +280,7 @@ def _write(
                 else []
             ),
             *(_paired_section(pairs) if pairs is not None else []),
-            *([verdict_table(c), ""] if own is None else []),
-            reason_table(c) if own is None else presets.cells_table(c),
-            "",
+            *[line for table in sec.tables for line in (table, "")],
             "Tables: `tables/cells.csv` (one row per run), `tables/summary.csv` (one row per cell: n, mean, "
             "standard deviation and 95 % t interval of the test accuracy over seeds), `tables/epochs.parquet`, "
             "`tables/steps.parquet` "

@@ -405,6 +405,13 @@ def _swept(planned: list[dict]) -> list[str]:
     return sorted({k for cell in planned for k in cell if len({p.get(k) for p in planned}) > 1})
 
 
+def column(key: str) -> str:
+    """The cells table's column of a swept override key: AXES's name for it (a config group `g` is
+    its param `g.name`, or `g.kind` for the model group), else the key itself (a preset's own axis)."""
+    key = key.removeprefix("+")
+    return AXES.get(key) or AXES.get(f"{key}.name") or AXES.get(f"{key}.kind") or key
+
+
 def _extra_axes(planned: list[dict] | None) -> list[str]:
     """Swept keys of the planned grid that AXES does not name (a new preset's axis): each becomes a
     column of every table, named by its key."""
@@ -470,3 +477,8 @@ def from_folder(folder: str | Path, thresholds: verdicts.Thresholds | None = Non
     if "unreadable" in cells:
         cells["unreadable"] = cells["unreadable"].fillna("").astype(str)
     return Sweep.of(info, cells, read)
+
+
+def extra_axes(cells: pd.DataFrame) -> tuple[str, ...]:
+    """A preset's own swept keys, columns named by their override key (see collect._extra_axes)."""
+    return tuple(c for c in cells.columns if "." in c)

@@ -58,9 +58,16 @@ def _integer_x(ax):
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
+def colors(order, cmap: str = "colorblind") -> dict:
+    """The report's one palette: a colour per value, in the given order (seaborn's colorblind
+    palette for categories; a sequential map such as viridis for ordered values)."""
+    order = list(order)
+    return dict(zip(order, sns.color_palette(cmap, len(order))))
+
+
 def palette(names) -> dict[str, tuple]:
-    names = sorted(set(map(str, names)))
-    return dict(zip(names, sns.color_palette("colorblind", len(names))))
+    """`colors` of the distinct values as text, sorted."""
+    return colors(sorted(set(map(str, names))))
 
 
 def _legend(fig, axes, title: str) -> None:

@@ -1,11 +1,10 @@
-"""Plotting functions of the presets' own report sections (pure: tidy DataFrame in, Figure out).
-
-Each answers one preset's question; they share the style and helpers of `figures`.
+"""Reusable charts of the report sections (pure: tidy DataFrame in, matplotlib Figure out): curves
+against a swept axis, heatmaps over two axes, gradient ratios by a factor, activations over training,
+back-propagated gradients by layer. They share the style and helpers of `figures`.
 """
 
 from __future__ import annotations
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -20,16 +19,12 @@ from study.report.figures import (
     _legend,
     _ratio_legend_entries,
     _with_ratio,
+    colors,
     palette,
     ratio_limits,
     ratio_lines,
     ratio_zones,
 )
-
-
-def batch_order(values) -> list[str]:
-    """Batch sizes as labels, stochastic first, full batch last."""
-    return sorted(set(map(str, values)), key=lambda b: float("inf") if b == "full" else float(b))
 
 
 def curves_vs(
@@ -44,7 +39,7 @@ def curves_vs(
         return None
     e[hue] = e[hue].astype(str)
     order = hue_order or sorted(e[hue].unique())
-    pal = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    pal = colors(order)
     fig, axes = plt.subplots(
         len(metrics),
         len(facets),
@@ -92,121 +87,6 @@ def curves_vs(
     seeds_note = "\n(markers: mean over seeds;\nband: its 95 % t interval;\nthin: each seed)"
     _legend(fig, list(axes.flat), hue + (seeds_note if several else ""))
     fig.suptitle(f"Per-epoch curves by {hue}")
-    return fig
-
-
-def loss_vs_epoch_and_time(epochs: pd.DataFrame, order: list[str]) -> plt.Figure | None:
-    """gd_variants: training loss against epochs (left) and against wall time (right), a line per
-    batch size, a row per activation."""
-    e = epochs[epochs["metric"].isin(["train/loss", "time/elapsed_s"])]
-    acts = sorted(e["activation"].unique())
-    if e.empty:
-        return None
-    wide = e.pivot_table(
-        index=["run_id", "batch_size", "activation", "epoch"], columns="metric", values="value"
-    ).reset_index()
-    if "time/elapsed_s" not in wide:
-        return None
-    wide["epoch"] += 1
-    pal = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    fig, axes = plt.subplots(
-        len(acts), 2, figsize=(8, 3.0 * len(acts)), squeeze=False, sharey="row", layout="constrained"
-    )
-    for r, a in enumerate(acts):
-        sub = wide[wide["activation"] == a].groupby(["batch_size", "epoch"], as_index=False).mean(numeric_only=True)
-        for c, (x, label) in enumerate((("epoch", "epoch"), ("time/elapsed_s", "wall time (s)"))):
-            ax = axes[r, c]
-            for b in order:
-                s = sub[sub["batch_size"] == b]
-                ax.plot(s[x], s["train/loss"], "-o", ms=3, color=pal[b], label=f"batch {b}")
-            ax.set(xlabel=label, ylabel=f"training loss ({a})" if c == 0 else "", yscale="log")
-        _integer_x(axes[r, 0])
-    _legend(fig, list(axes.flat), "gradient descent")
-    fig.suptitle("Training loss per epoch and per second of training")
-    return fig
-
-
-def grad_noise(steps: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> plt.Figure | None:
-    """gd_variants: the global gradient norm over training (x in epochs, log y) per batch size, and
-    its step-to-step jitter over the last epoch (`diag/grad_norm_noise`)."""
-    g = steps[(steps["group"] == "global") & (steps["stat"] == "global_norm")].copy()
-    if g.empty:
-        return None
-    g["x"] = g["step"] / g["steps_per_epoch"].astype(float)
-    pal = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.3), layout="constrained")
-    for b in order:
-        s = g[g["batch_size"] == b].groupby("x")["value"].mean()
-        a1.plot(s.index, s.values, "-", lw=1, color=pal[b], label=f"batch {b}")
-    a1.set(yscale="log", xlabel="epoch", ylabel="global gradient norm ||g||")
-    noise = cells.groupby("batch_size")[verdicts.GRAD_NOISE].mean().reindex(order)
-    a2.bar(range(len(order)), noise.to_numpy(), color=[pal[b] for b in order])
-    a2.set_xticks(range(len(order)), [f"batch {b}" for b in order])
-    a2.set(ylabel="step-to-step jitter of log ||g||", xlabel="")
-    a2.grid(axis="x", visible=False)
-    _legend(fig, [a1], "gradient descent")
-    fig.suptitle("Gradient-norm noise across steps")
-    return fig
-
-
-def best_over(cells: pd.DataFrame, axis: str, by: list[str], score: str = "val/accuracy") -> pd.DataFrame:
-    """For each group `by`, the row of the `axis` value with the best mean `score` over seeds
-    (diverged cells, whose score is missing, never win); columns: by, axis, score, test/accuracy."""
-    m = cells.dropna(subset=[score]).groupby([*by, axis], as_index=False)[[score, "test/accuracy"]].mean()
-    if m.empty:
-        return m
-    return m.loc[m.groupby(by)[score].idxmax()].sort_values(by).reset_index(drop=True)
-
-
-def lr_sensitivity(cells: pd.DataFrame) -> plt.Figure | None:
-    """optimizers_tuned: validation accuracy against the learning rate (log x), a line per
-    optimizer, a panel per (activation, depth); the best rate of each line is starred."""
-    data = cells.dropna(subset=["lr"])
-    panels = sorted({(a, d) for a, d in zip(data["activation"], data["depth"])}, key=str)
-    if not panels:
-        return None
-    fig, axes = _grid(len(panels), ncols=min(len(panels), 4))
-    pal = palette(data["optimizer"])
-    best = best_over(data, "lr", ["optimizer", "activation", "depth"])
-    for ax, (a, d) in zip(axes, panels):
-        sub = data[(data["activation"] == a) & (data["depth"] == d)]
-        m = sub.groupby(["optimizer", "lr"], as_index=False)["val/accuracy"].mean()
-        for o, s in m.groupby("optimizer"):
-            ax.plot(s["lr"], s["val/accuracy"], "-o", ms=3, color=pal[o], label=o)
-            b = best[(best["optimizer"] == o) & (best["activation"] == a) & (best["depth"] == d)]
-            ax.plot(b["lr"], b["val/accuracy"], "*", ms=12, color=pal[o], mec="black", mew=0.5)
-        ax.set(xscale="log", title=f"{a}, depth {d}", xlabel="learning rate", ylabel="validation accuracy", ylim=(0, 1))
-    _legend(fig, axes, "optimizer")
-    fig.suptitle("Learning-rate sensitivity (★ best on validation)")
-    return fig
-
-
-def isolation(best: pd.DataFrame) -> plt.Figure | None:
-    """optimizers_tuned: the tuning playbook's isolation plot: test accuracy of each optimizer at
-    its own best learning rate, a bar per activation, a panel per depth."""
-    if best.empty:
-        return None
-    depths = sorted(best["depth"].dropna().unique())
-    fig, axes = _grid(len(depths), sharey=True, size=(5.0, 3.4))
-    pal = palette(best["activation"])
-    for ax, d in zip(axes, depths):
-        sub = best[best["depth"] == d].astype({"activation": str})
-        sns.barplot(
-            sub,
-            x="optimizer",
-            y="test/accuracy",
-            hue="activation",
-            palette=pal,
-            ax=ax,
-            order=sorted(best["optimizer"].unique()),
-        )
-        ax.set(title=f"depth {d}", ylim=(0, 1), ylabel="test accuracy (best learning rate)")
-        ax.tick_params(axis="x", rotation=30)
-    _legend(fig, axes, "activation")
-    if len(axes) == 1:  # one panel: its title says it all (a figure title would run into the legend)
-        axes[0].set_title(f"At the best learning rate, depth {depths[0]}")
-    else:
-        fig.suptitle("Optimizers at their best learning rate")
     return fig
 
 
@@ -289,46 +169,6 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
     return fig
 
 
-def final_weight_norm(steps: pd.DataFrame) -> pd.DataFrame:
-    """Per run: the L2 norm of all hidden and output kernels together at the last logged step."""
-    w = steps[(steps["group"] == "weight") & (steps["stat"] == "l2")]
-    last = w[w["step"] == w.groupby("run_id")["step"].transform("max")]
-    return (
-        last.groupby("run_id", as_index=False)["value"]
-        .apply(lambda v: float(np.sqrt((v**2).sum())))
-        .rename(columns={"value": "weight_norm"})
-    )
-
-
-def generalization(cells: pd.DataFrame, norms: pd.DataFrame) -> plt.Figure | None:
-    """regularization: train-test accuracy gap (training examples evaluated after training, without
-    dropout) and the final weight norm, per regularisation, a bar per activation."""
-    data = cells.merge(norms, on="run_id", how="left").dropna(subset=["test/accuracy", "eval_train/accuracy"])
-    if data.empty:
-        return None
-    data = data.assign(
-        gap=data["eval_train/accuracy"] - data["test/accuracy"], activation=data["activation"].astype(str)
-    )
-    order = [r for r in ("none", "l1", "l2", "dropout") if r in set(data["regularization"])] or sorted(
-        data["regularization"].unique()
-    )
-    pal = palette(data["activation"])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
-    for ax, (y, label) in zip(
-        axes,
-        (
-            ("test/accuracy", "test accuracy"),
-            ("gap", "train − test accuracy"),
-            ("weight_norm", "weight norm ||W|| after training"),
-        ),
-    ):
-        sns.barplot(data, x="regularization", y=y, hue="activation", order=order, palette=pal, ax=ax, errorbar=None)
-        ax.set(ylabel=label, xlabel="")
-    _legend(fig, list(axes), "activation")
-    fig.suptitle("Regularisation: accuracy, generalisation gap and weight norm")
-    return fig
-
-
 def activation_over_training(steps: pd.DataFrame, col: str) -> plt.Figure | None:
     """glorot_bengio_2010 Fig. 2: mean (line) and standard deviation (band) of each hidden layer's
     activation over training, a row per activation, a column per value of `col` (initialisation)."""
@@ -399,28 +239,4 @@ def backprop_by(hist: pd.DataFrame, col: str, epoch: int = 0) -> plt.Figure | No
             )
     when = "initialisation" if epoch == 0 else f"epoch {epoch}"
     fig.suptitle(f"Back-propagated gradients per layer at {when} (Glorot & Bengio 2010, Fig. 7)")
-    return fig
-
-
-def metrics_vs(cells: pd.DataFrame, x: str, metrics: list[tuple[str, str, bool]]) -> plt.Figure | None:
-    """A panel per metric (column, label, log y) against numeric axis `x` (log2 x), a line per activation."""
-    data = cells.dropna(subset=[x]).astype({x: float})
-    if data.empty:
-        return None
-    fig, axes = _grid(len(metrics), sharey=False, size=(3.8, 3.1))
-    pal = palette(data["activation"])
-    xs = sorted(data[x].unique())
-    for ax, (m, label, log) in zip(axes, metrics):
-        s = data.groupby(["activation", x], as_index=False)[m].mean()
-        for a, sub in s.groupby("activation"):
-            ax.plot(sub[x], sub[m], "-o", ms=4, color=pal[a], label=a)
-        ax.set(xscale="log", yscale="log" if log else "linear", xlabel=x, ylabel=label)
-        ax.set_xticks(xs, [f"{v:g}" for v in xs])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        if log:
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    _legend(fig, axes, "activation")
-    depths = sorted(data["depth"].dropna().unique())
-    fig.suptitle(f"Against {x}" + (f" at depth {', '.join(map(str, depths))}" if depths else ""))
     return fig

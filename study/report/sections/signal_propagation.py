@@ -14,12 +14,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from study import contract, meanfield
 from study.report import stats
-from study.report.sections import Figure, register
+from study.report.figures import colors
+from study.report.md import md_table
+from study.report.sections.registry import Figure, register
 
 RATE_TOLERANCE = 0.10  # |measured / predicted - 1| of the per-layer gradient rate
 FORWARD_TOLERANCE = 1.25  # factor between measured and predicted RMS of the last hidden layer
@@ -88,19 +89,36 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _md(t: pd.DataFrame) -> str:
-    lines = [
-        "| model | activation | σ_w² | seeds | gradient rate per layer, measured (95 % t) | predicted χ | "
-        f"ratio | within ±{RATE_TOLERANCE:.0%} | last-layer RMS measured / predicted | within ×{FORWARD_TOLERANCE} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "model",
+        "activation",
+        "σ_w²",
+        "seeds",
+        "gradient rate per layer, measured (95 % t)",
+        "predicted χ",
+        "ratio",
+        f"within ±{RATE_TOLERANCE:.0%}",
+        "last-layer RMS measured / predicted",
+        f"within ×{FORWARD_TOLERANCE}",
     ]
+    rows = []
     for r in t.itertuples():
         ci = f" [{r.ci_low:.3g}, {r.ci_high:.3g}]" if np.isfinite(r.ci_low) else ""
-        lines.append(
-            f"| {r.model} | {r.activation} | {r.sigma_w2:g} | {r.n} | {r.rate:.4g}{ci} | {r.rate_predicted:.4g} "
-            f"| {r.rate_ratio:.3f} | {'yes' if r.rate_ok else 'no'} | {r.rms_last:.3g} / {r.rms_last_predicted:.3g} "
-            f"= {r.rms_ratio:.3f} | {'yes' if r.rms_ok else 'no'} |"
+        rows.append(
+            (
+                r.model,
+                r.activation,
+                f"{r.sigma_w2:g}",
+                r.n,
+                f"{r.rate:.4g}{ci}",
+                f"{r.rate_predicted:.4g}",
+                f"{r.rate_ratio:.3f}",
+                "yes" if r.rate_ok else "no",
+                f"{r.rms_last:.3g} / {r.rms_last_predicted:.3g} = {r.rms_ratio:.3f}",
+                "yes" if r.rms_ok else "no",
+            )
         )
-    return "\n".join(lines)
+    return md_table(header, rows)
 
 
 def profiles(cells: pd.DataFrame, signal: pd.DataFrame, stat: str) -> plt.Figure | None:
@@ -112,7 +130,7 @@ def profiles(cells: pd.DataFrame, signal: pd.DataFrame, stat: str) -> plt.Figure
         return None
     panels = sorted(sig.groupby(["model", "activation"]).groups)
     scales = sorted(sig["init_scale"].dropna().unique())
-    pal = dict(zip(scales, sns.color_palette("viridis", len(scales))))
+    pal = colors(scales, "viridis")
     fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 3.4), squeeze=False, layout="constrained")
     for ax, (model, act) in zip(axes[0], panels):
         for sw2 in scales:
@@ -146,7 +164,7 @@ def chaos(runs: pd.DataFrame) -> plt.Figure | None:
         return None
     fig, ax = plt.subplots(figsize=(6.0, 3.8), layout="constrained")
     grid = np.geomspace(0.3, 6, 80)
-    pal = dict(zip(["tanh", "relu"], sns.color_palette("colorblind", 2)))
+    pal = colors(["tanh", "relu"])
     for act in sorted(runs["activation"].unique()):
         fixed = [meanfield.chi_at_fixed_point(act, sw2) for sw2 in grid]
         ax.plot(grid, fixed, "-", color=pal.get(act), lw=1, label=f"{act}: χ at the length map's fixed point")
@@ -169,7 +187,7 @@ def chaos(runs: pd.DataFrame) -> plt.Figure | None:
 
 
 @register("signal_propagation")
-def signal_propagation(s, lo, hi):
+def signal_propagation(s, view):
     runs = per_run(s.cells, s.signal)
     t = table(runs) if len(runs) else pd.DataFrame()
     ok = int((t["rate_ok"] & t["rms_ok"]).sum()) if len(t) else 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from study import contract
-from study.report.sections import Figure, register
+from study.report.figures import colors
+from study.report.sections.registry import Figure, register
 
 
 def choose(cells: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def figure(cells: pd.DataFrame, chosen: pd.DataFrame) -> plt.Figure | None:
         return None
     opts = sorted(cells["optimizer"].unique())
     arms = sorted(cells["activation"].unique())
-    pal = dict(zip(arms, sns.color_palette("colorblind", len(arms))))
+    pal = colors(arms)
     fig, axes = plt.subplots(1, len(opts), figsize=(3.8 * len(opts), 3.4), squeeze=False, layout="constrained")
     for ax, opt in zip(axes[0], opts):
         sub = cells[cells["optimizer"] == opt]
@@ -59,7 +59,7 @@ def snippet(chosen: pd.DataFrame) -> str:
 
 
 @register("grid_pilot")
-def grid_pilot(s, lo, hi):
+def grid_pilot(s, view):
     c = s.cells
     chosen = choose(c)
     scales = sorted(chosen["lr_scale"].unique())

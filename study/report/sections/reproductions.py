@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from study import contract
-from study.report import collect, stats
-from study.report import preset_figures as P
-from study.report.sections import Figure, register
+from study.report import charts, collect, stats
+from study.report.md import md_table
+from study.report.sections.registry import Figure, register
 
 SATURATED_BELOW = 0.1  # sigmoid's top hidden layer "saturates at 0": mean activation below this at the end
 STALLS_ABOVE = 0.9  # a run "stalls" when its last training loss is above this fraction of its first
@@ -22,10 +22,9 @@ def _done(c: pd.DataFrame) -> pd.DataFrame:
 
 
 def _claims(rows: list[tuple[str, str, str, bool | None]]) -> str:
-    lines = ["| published claim | criterion (fixed before running) | measured | reproduced |", "|---|---|---|---|"]
-    for claim, criterion, measured, ok in rows:
-        lines.append(f"| {claim} | {criterion} | {measured} | {'n/a' if ok is None else 'yes' if ok else 'no'} |")
-    return "\n".join(lines)
+    header = ["published claim", "criterion (fixed before running)", "measured", "reproduced"]
+    said = lambda ok: "n/a" if ok is None else "yes" if ok else "no"  # noqa: E731
+    return md_table(header, [(claim, criterion, measured, said(ok)) for claim, criterion, measured, ok in rows])
 
 
 def _acc(c: pd.DataFrame, **where) -> pd.Series:
@@ -58,7 +57,7 @@ def _top_layer_means(steps: pd.DataFrame) -> pd.DataFrame:
 
 
 @register("glorot_bengio_2010")
-def glorot_bengio_2010(s, lo, hi):
+def glorot_bengio_2010(s, view):
     c = _done(s.cells)
     top = _top_layer_means(s.steps)
     sat = [
@@ -107,7 +106,7 @@ def glorot_bengio_2010(s, lo, hi):
         Figure(
             "activations_over_training",
             "Activation mean and spread per layer (their Fig. 2)",
-            lambda: P.activation_over_training(s.steps, "init"),
+            lambda: charts.activation_over_training(s.steps, "init"),
             claims
             + "\n\nMean activation of the top hidden layer, first → last logged step (mean over seeds): "
             + "; ".join(sat)
@@ -116,7 +115,7 @@ def glorot_bengio_2010(s, lo, hi):
         Figure(
             "backprop_by_init",
             "Back-propagated gradients per layer (their Fig. 7)",
-            lambda: P.backprop_by(s.histograms, "init", 0),
+            lambda: charts.backprop_by(s.histograms, "init", 0),
             "Mean log10 |dL/dh| at initialisation (seeds pooled): "
             + "; ".join(
                 f"{a}/{v} {m.iloc[0]:.2f} (layer 1) to {m.iloc[-1]:.2f} (layer {m.index[-1]})"
@@ -127,7 +126,7 @@ def glorot_bengio_2010(s, lo, hi):
         Figure(
             "glorot_accuracy",
             "Test accuracy",
-            lambda: P.axis_heatmap(c, "init"),
+            lambda: charts.axis_heatmap(c, "init"),
             "Test accuracy, mean and 95 % t interval over seeds: " + "; ".join(acc) + ".",
         ),
     ]
@@ -140,7 +139,7 @@ def _losses(e: pd.DataFrame) -> pd.DataFrame:
 
 
 @register("he_2015")
-def he_2015(s, lo, hi):
+def he_2015(s, view):
     c, e = _done(s.cells), s.epochs
     loss = _losses(e)
     c = c.join(loss, on="run_id")
@@ -180,7 +179,7 @@ def he_2015(s, lo, hi):
         Figure(
             "he_curves",
             "Training curves by initialisation (their Figs. 2–3: 22 and 30 layers)",
-            lambda: P.curves_vs(e, "init", "depth", metrics),
+            lambda: charts.curves_vs(e, "init", "depth", metrics),
             (_claims(rows) + "\n\n" if rows else "")
             + "Per depth and init (mean over seeds): "
             + "; ".join(parts)
@@ -189,7 +188,7 @@ def he_2015(s, lo, hi):
         Figure(
             "he_ratio",
             "Gradient ratio by initialisation",
-            lambda: P.ratio_by(c, "init", lo, hi),
+            lambda: charts.ratio_by(c, "init", view.lo, view.hi),
             "Verdicts: "
             + "; ".join(
                 f"{i}: " + ", ".join(f"{k} {v}" for k, v in g["verdict"].value_counts().sort_index().items())

@@ -8,11 +8,12 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from study import contract
-from study.report.sections import Figure, register
+from study.report.figures import palette
+from study.report.md import md_table
+from study.report.sections.registry import Figure, register
 
 # Fixed before the edge-of-stability preset was first run (README "Second order"): the median
 # λ_max over the last third of training, divided by 2/η, should lie in this range (Cohen et al.
@@ -69,18 +70,13 @@ def _plain_log(ax, axis: str = "y") -> None:
     one.set_minor_formatter(_PLAIN if lo > 0 and hi / lo < 20 else NullFormatter())
 
 
-def _palette(values) -> dict:
-    order = sorted(set(map(str, values)))
-    return dict(zip(order, sns.color_palette("colorblind", len(order))))
-
-
 def loss_vs_steps_and_time(w: pd.DataFrame) -> plt.Figure | None:
     """Training loss (log scale) against steps (top row) and against seconds of training without
     curvature measurements (bottom row); a column per model, a line per optimizer (mean over seeds)."""
     if w.empty:
         return None
     kinds = sorted(w["model"].astype(str).unique())
-    pal = _palette(w["optimizer"])
+    pal = palette(w["optimizer"])
     fig, axes = plt.subplots(2, len(kinds), figsize=(4.6 * len(kinds), 6.2), squeeze=False, layout="constrained")
     for c, kind in enumerate(kinds):
         sub = w[w["model"].astype(str) == kind]
@@ -106,7 +102,7 @@ def sharpness_over_training(
     if lam.empty:
         return None
     facets = sorted(lam[facet].astype(str).unique()) if facet else [None]
-    pal = _palette(lam[hue])
+    pal = palette(lam[hue])
     fig, axes = plt.subplots(1, len(facets), figsize=(4.8 * len(facets), 3.6), squeeze=False, layout="constrained")
     for c, f in enumerate(facets):
         ax = axes[0, c]
@@ -161,22 +157,36 @@ def eos_table(cells: pd.DataFrame, curv: pd.DataFrame, w: pd.DataFrame) -> pd.Da
 
 
 def _md(t: pd.DataFrame) -> str:
-    lines = [
-        "| run | η | 2/η | λ_max at step 0 | median λ_max, last third | ratio to 2/η | within "
-        f"{EOS_TOLERANCE[0]}–{EOS_TOLERANCE[1]} | training loss, start of last third → end | steps raising the loss |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "run",
+        "η",
+        "2/η",
+        "λ_max at step 0",
+        "median λ_max, last third",
+        "ratio to 2/η",
+        f"within {EOS_TOLERANCE[0]}–{EOS_TOLERANCE[1]}",
+        "training loss, start of last third → end",
+        "steps raising the loss",
     ]
-    for r in t.itertuples():
-        lines.append(
-            f"| {r.run} | {r.lr:.3g} | {r.two_over_lr:.3g} | {r.lambda_max_init:.3g} | {r.lambda_max_last_third:.3g} "
-            f"| {r.ratio:.3f} | {'yes' if r.within_tolerance else 'no'} | {r.loss_start_last_third:.4g} → "
-            f"{r.loss_end:.4g} ({'fell' if r.loss_fell else 'did not fall'}) | {r.loss_rises_in_last_third} |"
+    rows = [
+        (
+            r.run,
+            f"{r.lr:.3g}",
+            f"{r.two_over_lr:.3g}",
+            f"{r.lambda_max_init:.3g}",
+            f"{r.lambda_max_last_third:.3g}",
+            f"{r.ratio:.3f}",
+            "yes" if r.within_tolerance else "no",
+            f"{r.loss_start_last_third:.4g} → {r.loss_end:.4g} ({'fell' if r.loss_fell else 'did not fall'})",
+            r.loss_rises_in_last_third,
         )
-    return "\n".join(lines)
+        for r in t.itertuples()
+    ]
+    return md_table(header, rows)
 
 
 @register("edge_of_stability")
-def edge_of_stability(s, lo, hi):
+def edge_of_stability(s, view):
     c = _done(s.cells)
     w = loss_by_step(s.epochs, s.curvature)
     t = eos_table(c, s.curvature, w)
@@ -209,7 +219,7 @@ def edge_of_stability(s, lo, hi):
 def _eos_loss(w: pd.DataFrame) -> plt.Figure | None:
     if w.empty:
         return None
-    pal = _palette(w["lr"])
+    pal = palette(w["lr"])
     fig, ax = plt.subplots(figsize=(6.0, 3.6), layout="constrained")
     for lr, g in w.groupby(w["lr"].astype(str)):
         g = g.sort_values("step")
@@ -228,7 +238,7 @@ def reach(w: pd.DataFrame, target: float) -> tuple[float, float]:
 
 
 @register("second_order")
-def second_order(s, lo, hi):
+def second_order(s, view):
     c = _done(s.cells)
     w = loss_by_step(s.epochs, s.curvature)
     parts, step_cost = [], {}
