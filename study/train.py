@@ -62,18 +62,10 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     runtime.setup_keras(cfg)
     splits = p.data.load(p.seed)
     assert len(splits.x_train) == p.n_train, (len(splits.x_train), p.n_train)  # data.train_size's promise
-    bs, steps_per_epoch = p.batch_size, p.steps_per_epoch
 
     ctx = context or {}
     t = p.tracking
-    exp_id = ctx.get("experiment_id")
-    if not exp_id:  # a single run; a sweep's callback made these checks once, before any job
-        tracking.check_store(t.uri, None)
-    c = tracking.client(t.uri)
-    if not exp_id:
-        exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.artifact_location))
-        tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
-        tracking.close_stale(c, exp_id)
+    c, exp_id = _store(t, ctx)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     flat = tracking.flatten(resolved)
     tags = {
@@ -103,25 +95,11 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     run = tracking.RunLogger(c, run_info.run_id, background=True)
     print(
         f"{where}{t.run_name} start: activation={cfg.model.activation} optimizer={cfg.optimizer.name} "
-        f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {bs})",
+        f"depth={cfg.model.depth} seed={cfg.seed} ({len(splits.x_train)} train examples, batch {p.batch_size})",
         flush=True,
     )
     try:
-        run.params(
-            flat
-            | {
-                contract.BATCH_SIZE_RESOLVED: bs,
-                contract.STEPS_PER_EPOCH: steps_per_epoch,
-                contract.LEARNING_RATE_EFFECTIVE: p.optimizer.learning_rate,
-                contract.NUM_CLASSES: splits.num_classes,
-            }
-        )
-        run.text(tracking.redact(OmegaConf.to_yaml(resolved)), contract.CONFIG_ARTIFACT)  # no credentials
-        try:  # the UI's Dataset column and the run's Datasets: a convenience, never the cell's failure
-            mlflow_inputs.log_datasets(c, run_info.run_id, splits)
-        except Exception as err:
-            said = " ".join(tracking.redact(f"{type(err).__name__}: {err}").split())[:300]
-            print(f"{where}{t.run_name}: datasets not logged ({said}); training goes on", flush=True)
+        _record_setup(run, c, p, splits, flat, resolved, f"{where}{t.run_name}")
         with runtime.release_traced_gradients():
             result = _fit_and_evaluate(cfg, p, splits, run)
         result["time/wall_s"] = time.time() - t0
@@ -136,29 +114,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         )
         run.end("FINISHED")
     except BaseException as err:
-        trace, error = tracking.redact(traceback.format_exc()), tracking.redact(f"{type(err).__name__}: {err}")
-        # Ctrl-C, SIGTERM or SIGHUP (KeyboardInterrupt, or whatever TensorFlow's C++ turned it into)
-        # or SystemExit: not the cell's fault
-        killed = not isinstance(err, Exception) or stops.received() is not None
-        records = (
-            [run.flush, lambda: run.end("KILLED")]
-            if killed
-            else [
-                run.flush,
-                lambda: run.text(trace, contract.TRACEBACK_ARTIFACT),
-                lambda: run.tags({contract.OUTCOME: contract.FAILED, contract.ERROR: error[:5000]}),
-                lambda: run.end("FAILED"),
-            ]
-        )
-        if killed:
-            records.insert(1, lambda: run.tags({contract.OUTCOME: contract.KILLED}))
-        for record in records:
-            with contextlib.suppress(Exception):  # the store may be what failed; report the first error
-                record()
-        if killed:
-            print(f"{where}{t.run_name} interrupted: run {run_info.run_id} ended KILLED", flush=True)
-        else:
-            print(f"{where}{t.run_name} FAILED: {error}", flush=True)
+        _end_unfinished(run, err, f"{where}{t.run_name}", run_info.run_id)
         raise
     result["run_id"] = run_info.run_id
     print(
@@ -167,6 +123,66 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
         flush=True,
     )
     return result
+
+
+def _record_setup(run, c, p: CellPlan, splits, flat: dict, resolved: dict, who: str) -> None:
+    """What a cell records before it trains: params (the flattened config and the values derived from
+    it), the resolved config (credentials hidden), its datasets (a convenience, never its failure)."""
+    run.params(
+        flat
+        | {
+            contract.BATCH_SIZE_RESOLVED: p.batch_size,
+            contract.STEPS_PER_EPOCH: p.steps_per_epoch,
+            contract.LEARNING_RATE_EFFECTIVE: p.optimizer.learning_rate,
+            contract.NUM_CLASSES: splits.num_classes,
+        }
+    )
+    run.text(tracking.redact(OmegaConf.to_yaml(resolved)), contract.CONFIG_ARTIFACT)
+    try:  # the UI's Dataset column and the run's Datasets
+        mlflow_inputs.log_datasets(c, run.run_id, splits)
+    except Exception as err:
+        said = " ".join(tracking.redact(f"{type(err).__name__}: {err}").split())[:300]
+        print(f"{who}: datasets not logged ({said}); training goes on", flush=True)
+
+
+def _store(t, ctx: dict):
+    """The store's client and the experiment's id: a sweep's cell gets them from the sweep (its
+    callback checked the store once, before any job); a single run checks the store and its artifact
+    folder, creates the experiment if needed and ends the runs of processes that no longer exist."""
+    exp_id = ctx.get("experiment_id")
+    if not exp_id:
+        tracking.check_store(t.uri, None)
+    c = tracking.client(t.uri)
+    if not exp_id:
+        exp_id = tracking.ensure_experiment(c, t.experiment, tracking.artifact_location(t.uri, t.artifact_location))
+        tracking.check_store(t.uri, c.get_experiment(exp_id).artifact_location)
+        tracking.close_stale(c, exp_id)
+    return c, exp_id
+
+
+def _end_unfinished(run, err: BaseException, who: str, run_id: str) -> None:
+    """A cell that did not finish: KILLED when stopped (Ctrl-C, SIGTERM or SIGHUP, as KeyboardInterrupt
+    or whatever TensorFlow's C++ turned it into, or SystemExit: not the cell's fault), else FAILED with
+    its traceback; each record tried on its own (the store may be what failed), one line said."""
+    trace, error = tracking.redact(traceback.format_exc()), tracking.redact(f"{type(err).__name__}: {err}")
+    killed = not isinstance(err, Exception) or stops.received() is not None
+    records = (
+        [run.flush, lambda: run.tags({contract.OUTCOME: contract.KILLED}), lambda: run.end("KILLED")]
+        if killed
+        else [
+            run.flush,
+            lambda: run.text(trace, contract.TRACEBACK_ARTIFACT),
+            lambda: run.tags({contract.OUTCOME: contract.FAILED, contract.ERROR: error[:5000]}),
+            lambda: run.end("FAILED"),
+        ]
+    )
+    for record in records:
+        with contextlib.suppress(Exception):  # the store may be what failed; report the first error
+            record()
+    if killed:
+        print(f"{who} interrupted: run {run_id} ended KILLED", flush=True)
+    else:
+        print(f"{who} FAILED: {error}", flush=True)
 
 
 def _compiled_model(p: CellPlan, splits) -> diag.DiagnosticModel:

@@ -159,6 +159,18 @@ def _write(
 ) -> None:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    summ, pairs = _write_tables(s, out_dir)
+    c = s.cells
+    view = sections.View(th, _default_depth(c, depth), sections.grid.pick(c["optimizer"].unique(), optimizer or "sgd"))
+    sec = sections.section(s, view)
+    parts, skipped = _draw_figures(sec, c, fig_dir, workers, formats)
+    text = _markdown(s, sec, th, summ, pairs, parts, skipped)
+    (out_dir / "REPORT.md").write_text(text)
+    write_html(out_dir, f"Report of {s.info[contract.SWEEP_ID]}")
+
+
+def _write_tables(s: collect.Sweep, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """tables/: metadata, cells, summary over seeds, pairs against a baseline, the tidy tables."""
     tables = out_dir / "tables"
     tables.mkdir(exist_ok=True)
     (tables / collect.META).write_text(json.dumps(s.info, indent=1, sort_keys=True, default=str) + "\n")
@@ -171,19 +183,23 @@ def _write(
     for name, df in s.tables().items():
         if name != contract.CURVATURE or not df.empty:  # curvature.parquet when diagnostics.curvature was on
             df.to_parquet(tables / contract.parquet(contract.REPORT_TABLES[name]), index=False)
+    return summ, pairs
 
-    c = s.cells
+
+def _default_depth(c: pd.DataFrame, depth: int | None) -> int | None:
+    """The depth asked for, else the deepest with results, else the deepest planned."""
     ran = c[c[contract.OUTCOME].isin(contract.RAN)]  # default: the deepest depth with results
-    depth = depth or (
+    return depth or (
         int(ran["depth"].max())
         if ran["depth"].notna().any()
         else int(c["depth"].max())
         if c["depth"].notna().any()
         else None
     )
-    optimizer = sections.grid.pick(c["optimizer"].unique(), optimizer or "sgd")
-    view = sections.View(th, depth, optimizer)
-    sec = sections.section(s, view)
+
+
+def _draw_figures(sec, c: pd.DataFrame, fig_dir: Path, workers: int, formats) -> tuple[list[str], list[str]]:
+    """The section's figures drawn; REPORT.md's part for each drawn one, a line for each skipped."""
     plan, caps = [(f.name, f.title, f.make) for f in sec.figures], {f.name: f.caption for f in sec.figures}
     F.style()
     drawn = draw([(name, make) for name, _, make in plan], fig_dir, workers, formats)
@@ -197,6 +213,12 @@ def _write(
             )
             continue
         parts.append(f"### {title}\n\n![{title}](figures/{name}.png)\n\n{caps.get(name, '')}\n")
+    return parts, skipped
+
+
+def _metadata(s: collect.Sweep, sec) -> list[str]:
+    """REPORT.md's opening lines: what was reported, when, from which code, how to regenerate it."""
+    c = s.cells
     counts = c[contract.OUTCOME].value_counts().sort_index()
     i = s.info
     if i.get("parent_run_id"):
@@ -244,6 +266,11 @@ def _write(
                 else ""
             )
         )
+    return meta
+
+
+def _markdown(s: collect.Sweep, sec, th, summ: pd.DataFrame, pairs, parts: list[str], skipped: list[str]) -> str:
+    c, i, meta = s.cells, s.info, _metadata(s, sec)
     question = sections.question(i)
     text = "\n".join(
         [
@@ -294,8 +321,7 @@ def _write(
             "",
         ]
     )
-    (out_dir / "REPORT.md").write_text(text)
-    write_html(out_dir, f"Report of {i[contract.SWEEP_ID]}")
+    return text
 
 
 HTML_STYLE = """

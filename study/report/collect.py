@@ -256,18 +256,34 @@ def load(
     """A sweep's cells (the latest sweep, or `sweep_id`), or runs without a sweep: `run_ids`, or
     with `single` every single run of the experiment."""
     c = tracking.client(uri)
+    exp, parent, runs, planned, sid = _find(c, experiment, sweep_id, run_ids, single)
+    extra = _extra_axes(planned)
+    rows, artifact_uris, problems = _rows(runs, extra)
+    cells = _cells(rows, planned, runs, extra, thresholds)
+    tables = _read_tables(c, uri, cells, artifact_uris, problems)
+    keys = cells[["run_id", *AXES.values(), *extra]]  # every table carries every axis of its cell
+    info = _info(uri, experiment, sid, parent, planned, runs, run_ids)
+    return Sweep.of(info, cells, {name: _tidy(tables, keys, name, sort) for name, sort in SORT.items()})
+
+
+def _find(c: MlflowClient, experiment: str, sweep_id, run_ids, single):
+    """The experiment, the sweep's parent run (None for runs without a sweep), the runs, the planned
+    cells (None without a sweep) and the sweep's id (for runs without one: made from the newest run)."""
     if run_ids or single:
         exp, runs = find_runs(c, experiment, run_ids or None)
-        newest = max(runs, key=lambda r: r.info.start_time)
         parent, planned = None, None
-        sid = ("runs-" if run_ids else "single-") + newest.info.run_id[:8]
+        sid = ("runs-" if run_ids else "single-") + max(runs, key=lambda r: r.info.start_time).info.run_id[:8]
     else:
         exp, parent = find_sweep(c, experiment, sweep_id)
         sid = parent.data.tags[contract.SWEEP_ID]
         runs = c.search_runs([exp.experiment_id], contract.cells_query(sid), max_results=50000)
         runs += c.search_runs([exp.experiment_id], contract.reused_query(sid), max_results=50000)
         planned = _planned(c, parent.info.run_id)
-    extra = _extra_axes(planned)
+    return exp, parent, runs, planned, sid
+
+
+def _rows(runs, extra: list[str]) -> tuple[list[dict], dict, dict]:
+    """A row per run (its axes, final metrics, outcome), each run's artifact URI, what it lacks."""
     rows, artifact_uris, problems = [], {}, {}
     for r in runs:
         artifact_uris[r.info.run_id] = r.info.artifact_uri
@@ -286,6 +302,11 @@ def load(
         rows.append(row)
         if recorded := _recorded(r, row[contract.OUTCOME]):
             problems[r.info.run_id] = recorded
+    return rows, artifact_uris, problems
+
+
+def _cells(rows: list[dict], planned, runs, extra: list[str], thresholds) -> pd.DataFrame:
+    """The cells table: typed columns, planned cells that never ran, arms, verdicts recomputed."""
     cells = pd.DataFrame(
         rows,
         columns=[
@@ -317,7 +338,12 @@ def load(
     cells = cells.sort_values(["activation", "optimizer", "depth", "seed", "run_name"], kind="stable").reset_index(
         drop=True
     )
+    return cells
 
+
+def _read_tables(c: MlflowClient, uri: str, cells: pd.DataFrame, artifact_uris: dict, problems: dict) -> dict:
+    """Every run's table artifacts (read 8 at a time), by table; the per-step table subsampled. What
+    cannot be read is named in a warning and in the cells' `unreadable` column."""
     tables = {t: [] for t in contract.TABLES}
     ids = [rid for rid in cells["run_id"] if isinstance(rid, str)]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
@@ -331,31 +357,35 @@ def load(
                 tables[name].append(df.assign(run_id=rid))
     cells["unreadable"] = cells["run_id"].map(lambda rid: ",".join(problems.get(rid, ())))
     artifacts.warn(cells, problems)
-    keys = cells[["run_id", *AXES.values(), *extra]]  # every table carries every axis of its cell
+    return tables
 
-    def tidy(name, sort):
-        if not tables[name]:  # no run wrote this artifact: an empty table with its columns
-            empty = pd.DataFrame(columns=[*keys.columns, *sort, *EMPTY_COLUMNS[name]])
-            numeric = [
-                c for c in ("value", "count", "epoch", "step", "layer_index", "bin_left", "bin_right") if c in empty
-            ]
-            return empty.astype(dict.fromkeys(numeric, float))
-        df = pd.concat(tables[name], ignore_index=True).merge(keys, on="run_id")
-        axes = [
-            "activation",
-            "optimizer",
-            "depth",
-            "seed",
-            "init",
-            "width",
-            "lr",
-            "batch_size",
-            "schedule",
-            "regularization",
-            "mitigation",
-        ]
-        return df.sort_values([*axes, *sort], kind="stable").reset_index(drop=True)
 
+def _tidy(tables: dict, keys: pd.DataFrame, name: str, sort: list[str]) -> pd.DataFrame:
+    """One table over every run: each row with its cell's axes, sorted; empty with its columns."""
+    if not tables[name]:  # no run wrote this artifact: an empty table with its columns
+        empty = pd.DataFrame(columns=[*keys.columns, *sort, *EMPTY_COLUMNS[name]])
+        numeric = [c for c in ("value", "count", "epoch", "step", "layer_index", "bin_left", "bin_right") if c in empty]
+        return empty.astype(dict.fromkeys(numeric, float))
+    df = pd.concat(tables[name], ignore_index=True).merge(keys, on="run_id")
+    axes = [
+        "activation",
+        "optimizer",
+        "depth",
+        "seed",
+        "init",
+        "width",
+        "lr",
+        "batch_size",
+        "schedule",
+        "regularization",
+        "mitigation",
+    ]
+    return df.sort_values([*axes, *sort], kind="stable").reset_index(drop=True)
+
+
+def _info(uri: str, experiment: str, sid: str, parent, planned, runs, run_ids) -> dict:
+    """The report's metadata: the sweep's parent run (tags, metrics, times) or, for runs without a
+    sweep, the newest run's environment and the runs' time span."""
     if parent is not None:
         info = {
             contract.SWEEP_ID: sid,
@@ -371,7 +401,11 @@ def load(
         }
     else:  # runs without a sweep: the newest run's environment, the runs' time span
         info = {
-            **{k: v for k, v in newest.data.tags.items() if not k.startswith("mlflow.")},
+            **{
+                k: v
+                for k, v in max(runs, key=lambda r: r.info.start_time).data.tags.items()
+                if not k.startswith("mlflow.")
+            },
             contract.SWEEP_ID: sid,
             contract.PRESET: "runs" if run_ids else "single",
             "experiment": experiment,
@@ -381,7 +415,7 @@ def load(
             "start_time": min(r.info.start_time for r in runs),
             "end_time": max((r.info.end_time or 0) for r in runs) or None,
         }
-    return Sweep.of(info, cells, {name: tidy(name, sort) for name, sort in SORT.items()})
+    return info
 
 
 def _same(a, b) -> bool:
