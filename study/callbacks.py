@@ -1,18 +1,24 @@
-"""Keras callbacks used during training: per-epoch metric logging, divergence detection (Keras's own
-train step), diagnostics logging, histograms. (The Hydra sweep callback is in `study.sweep`.)
+"""Keras callbacks used during training, and their assembly for one cell (`recorders`): per-epoch
+metric logging, divergence detection (Keras's own train step), diagnostics logging, histograms,
+curvature. (The Hydra sweep callback is in `study.sweep`.)
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import pandas as pd
 
-from study import curvature, tracking, verdicts
+from study import contract, curvature, tracking, verdicts
 from study import diagnostics as diag
+
+if TYPE_CHECKING:
+    from study.config import CellPlan
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -261,3 +267,66 @@ class CurvatureLogger(keras.callbacks.Callback):
     def table(self) -> pd.DataFrame:
         """step, stat, value: every measurement (also in MLflow as `curv/<stat>`)."""
         return pd.DataFrame(self.rows, columns=["step", "stat", "value"])
+
+
+@dataclass
+class Recorders:
+    """The cell's callbacks, in the order Keras calls them (`all`), and each recorder by role: the
+    per-epoch logger always, the others by diagnostics level and config (None when off)."""
+
+    epochs: EpochLogger
+    guard: DivergenceGuard | None = None
+    diagnostics: DiagnosticsLogger | None = None
+    histograms: HistogramLogger | None = None
+    curvature: CurvatureLogger | None = None
+    all: list = field(default_factory=list)
+
+    def diverged_at(self) -> int | None:
+        return (self.guard or self.diagnostics).diverged_at
+
+    def tables(self) -> dict:
+        """The cell's tables by contract name (contract.TABLES), for the recorders it had."""
+        tables = {contract.EPOCHS: self.epochs.table()}
+        if self.diagnostics is not None:
+            tables |= {contract.DIAGNOSTICS: self.diagnostics.table(), contract.SIGNAL: self.diagnostics.signal_table()}
+        if self.histograms is not None:
+            tables[contract.HISTOGRAMS] = self.histograms.table()
+        if self.curvature is not None:
+            tables[contract.CURVATURE] = self.curvature.table()
+        return tables
+
+
+def recorders(cfg, p: CellPlan, run, splits) -> Recorders:
+    """Every callback of a cell, assembled in one place: diagnostics first (it reads the train step's
+    statistics before the others see the epoch end), then the divergence guard of Keras's own train
+    step (diagnostics off), the epoch logger, histograms, curvature, and the user's `train.callbacks`."""
+    dc, spe = p.diagnostics, p.steps_per_epoch
+    r = Recorders(EpochLogger(run))
+    if dc.level == "off":  # else the train step stops itself
+        r.guard = DivergenceGuard()
+    else:
+        r.diagnostics = DiagnosticsLogger(run, dc.log_every(spe * p.epochs), spe, splits.x_probe, splits.y_probe)
+    if dc.level == "full":
+        at = set(dc.histogram_epochs) if dc.histogram_epochs is not None else {p.epochs}
+        r.histograms = HistogramLogger(splits.x_probe, splits.y_probe, at, spe)
+    cc = dc.curvature
+    if cc.every_n_steps > 0:
+        r.curvature = CurvatureLogger(
+            run,
+            cc.every_n_steps,
+            splits.x_train[: cc.examples],
+            splits.y_train[: cc.examples],
+            iterations=cc.iterations,
+            top_k=cc.top_k,
+            trace_samples=cc.trace_samples,
+            steps_per_epoch=spe,
+            seed=p.seed,
+            optimizer_name=p.optimizer.name,
+            momentum=p.optimizer.params.get("momentum"),
+        )
+    own = [r.diagnostics, r.guard, r.epochs, r.histograms, r.curvature]
+    r.all = [cb for cb in own if cb is not None]
+    import hydra.utils  # the user's `train.callbacks`, each {_target_: module.Class, ...}
+
+    r.all += [hydra.utils.instantiate(cb) for cb in (cfg.train.callbacks or [])]
+    return r

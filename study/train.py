@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,15 +23,19 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from study import contract, data, losses, mlflow_inputs, models, runtime, stops, tracking, verdicts  # noqa: E402
-from study import diagnostics as diag  # noqa: E402
-from study.callbacks import (  # noqa: E402
-    CurvatureLogger,
-    DiagnosticsLogger,
-    DivergenceGuard,
-    EpochLogger,
-    HistogramLogger,
+from study import (  # noqa: E402
+    callbacks,  # noqa: E402
+    contract,
+    data,
+    losses,
+    mlflow_inputs,
+    models,
+    runtime,
+    stops,
+    tracking,
+    verdicts,
 )
+from study import diagnostics as diag  # noqa: E402
 from study.config import CellPlan, plan  # noqa: E402
 from study.errors import ConfigError  # noqa: E402
 from study.launch_order import progress  # noqa: E402
@@ -205,70 +208,9 @@ def _compiled_model(p: CellPlan, splits) -> diag.DiagnosticModel:
     return model
 
 
-@dataclass
-class Recorders:
-    """The cell's callbacks, in the order Keras calls them (`all`), and each recorder by role: the
-    per-epoch logger always, the others by diagnostics level and config (None when off)."""
-
-    epochs: EpochLogger
-    guard: DivergenceGuard | None = None
-    diagnostics: DiagnosticsLogger | None = None
-    histograms: HistogramLogger | None = None
-    curvature: CurvatureLogger | None = None
-    all: list = field(default_factory=list)
-
-    def diverged_at(self) -> int | None:
-        return (self.guard or self.diagnostics).diverged_at
-
-    def tables(self) -> dict:
-        """The cell's tables by contract name (contract.TABLES), for the recorders it had."""
-        tables = {contract.EPOCHS: self.epochs.table()}
-        if self.diagnostics is not None:
-            tables |= {contract.DIAGNOSTICS: self.diagnostics.table(), contract.SIGNAL: self.diagnostics.signal_table()}
-        if self.histograms is not None:
-            tables[contract.HISTOGRAMS] = self.histograms.table()
-        if self.curvature is not None:
-            tables[contract.CURVATURE] = self.curvature.table()
-        return tables
-
-
-def recorders(cfg, p: CellPlan, run, splits) -> Recorders:
-    """Every callback of a cell, assembled in one place: diagnostics first (it reads the train step's
-    statistics before the others see the epoch end), then the divergence guard of Keras's own train
-    step (diagnostics off), the epoch logger, histograms, curvature, and the user's `train.callbacks`."""
-    dc, spe = p.diagnostics, p.steps_per_epoch
-    r = Recorders(EpochLogger(run))
-    if dc.level == "off":  # else the train step stops itself
-        r.guard = DivergenceGuard()
-    else:
-        r.diagnostics = DiagnosticsLogger(run, dc.log_every(spe * p.epochs), spe, splits.x_probe, splits.y_probe)
-    if dc.level == "full":
-        at = set(dc.histogram_epochs) if dc.histogram_epochs is not None else {p.epochs}
-        r.histograms = HistogramLogger(splits.x_probe, splits.y_probe, at, spe)
-    cc = dc.curvature
-    if cc.every_n_steps > 0:
-        r.curvature = CurvatureLogger(
-            run,
-            cc.every_n_steps,
-            splits.x_train[: cc.examples],
-            splits.y_train[: cc.examples],
-            iterations=cc.iterations,
-            top_k=cc.top_k,
-            trace_samples=cc.trace_samples,
-            steps_per_epoch=spe,
-            seed=p.seed,
-            optimizer_name=p.optimizer.name,
-            momentum=p.optimizer.params.get("momentum"),
-        )
-    own = [r.diagnostics, r.guard, r.epochs, r.histograms, r.curvature]
-    r.all = [cb for cb in own if cb is not None]
-    r.all += [hydra.utils.instantiate(cb) for cb in (cfg.train.callbacks or [])]
-    return r
-
-
 def _fit_and_evaluate(cfg, p: CellPlan, splits, run) -> dict:
     model = _compiled_model(p, splits)
-    rec = recorders(cfg, p, run, splits)
+    rec = callbacks.recorders(cfg, p, run, splits)
     verbose = cfg.train.verbose
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 0
@@ -311,7 +253,7 @@ def _fit_and_evaluate(cfg, p: CellPlan, splits, run) -> dict:
     return result
 
 
-def _judged(p: CellPlan, rec: Recorders, splits) -> dict:
+def _judged(p: CellPlan, rec: callbacks.Recorders, splits) -> dict:
     """Outcome, the verdict's evidence, final curvature and the verdict of a trained cell."""
     result = {}
     diverged_at = rec.diverged_at()
@@ -333,7 +275,7 @@ def _judged(p: CellPlan, rec: Recorders, splits) -> dict:
     return result | _verdict(p, rec, final, result, splits)
 
 
-def _verdict(p: CellPlan, rec: Recorders, final: dict, result: dict, splits) -> dict:
+def _verdict(p: CellPlan, rec: callbacks.Recorders, final: dict, result: dict, splits) -> dict:
     if rec.diagnostics is None:
         return {contract.VERDICT: "unknown", contract.VERDICT_REASON: "diagnostics off"}
     evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": p.loss}

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from study import data, models
+from study import activations, data, models
 from study import diagnostics as diag
 from study.verdicts import signal_evidence as signal_summary
 
@@ -342,7 +342,7 @@ def _textbook_activation_stats(h, activation):
         "std": tf.math.reduce_std(h),
         "spread": tf.reduce_mean(tf.math.reduce_std(h, axis=0)),
     }
-    if activation in diag.RELU_FAMILY:
+    if activation in activations.RELU_FAMILY:
         out["zero_frac"] = tf.reduce_mean(tf.cast(h <= 0.0, tf.float32))
         off = diag.inactive(h, activation)
         if off is not None:

@@ -15,7 +15,7 @@ from helpers.servers import free_port
 from mlflow.tracking import MlflowClient
 
 from study import tracking
-from study.report import collect
+from study.report import from_store
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_killed_sweep_resumes_with_exactly_one_finished_run_per_cell(tmp_path, s
     assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]
     assert not [r for r in runs(client) if r.info.status == "RUNNING"]
     # the resumed sweep's report sees all 4 cells, each once
-    cells = collect.load(uri, "activation-study").cells
+    cells = from_store.load(uri, "activation-study").cells
     assert sorted(cells["outcome"]) == ["finished"] * 4 and cells["run_name"].is_unique
 
 

@@ -8,6 +8,7 @@ import pandas as pd  # noqa: E402
 
 from study.report import charts as P
 from study.report import figures as F  # noqa: E402
+from study.report import style  # noqa: E402
 
 
 def _cells():
@@ -32,7 +33,7 @@ def _cells():
 
 def test_a_ratio_of_exactly_zero_is_drawn_below_every_real_ratio_and_named_in_the_legend():
     cells = _cells()
-    lo, hi = F.ratio_limits(cells, 1e-2, 1e2)
+    lo, hi = style.ratio_limits(cells, 1e-2, 1e2)
     assert lo < 2.2e-10 / 100 and hi >= 1e3
     plain = cells[cells["mitigation"] == "none"]  # ratio_vs_depth draws the median over other axes
     for fig in (P.ratio_by(cells, "mitigation", 1e-2, 1e2), F.ratio_vs_depth(plain, 1e-2, 1e2)):
@@ -71,7 +72,7 @@ def test_no_zero_no_floor_marker():
     fig = P.ratio_by(cells, "mitigation", 1e-2, 1e2)
     assert not [l for l in fig.axes[0].get_lines() if l.get_marker() == "v" and len(l.get_xdata())]
     assert "ratio exactly 0 (underflow)" not in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
-    assert np.isclose(F.ratio_limits(cells, 1e-2, 1e2)[0], 1e-3)
+    assert np.isclose(style.ratio_limits(cells, 1e-2, 1e2)[0], 1e-3)
 
 
 def _epochs(seeds: int) -> pd.DataFrame:

@@ -5,7 +5,7 @@ import yaml
 from helpers.commands import ROOT
 
 from study import contract
-from study.report import collect, sections
+from study.report import collect, from_store, sections
 
 PRESET_FILES = {p.stem: p for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
 
@@ -42,11 +42,11 @@ def test_a_swept_key_the_report_does_not_name_becomes_a_column_and_missing_cells
         for d in ("2", "4")
         for n in ("512", "1024")
     ]
-    extra = collect._extra_axes(planned)
+    extra = from_store._extra_axes(planned)
     assert extra == ["data.train_subset"]  # depth and optimizer are named axes; the rest do not vary
     ran = [{"model.depth": "2", "data.train_subset": n, "optimizer.name": "adam"} for n in ("512", "1024")]
     cells = collect.pd.DataFrame([{"depth": 2, "data.train_subset": p["data.train_subset"]} for p in ran])
-    out = collect._add_missing(planned, cells, ran, extra)
+    out = from_store._add_missing(planned, cells, ran, extra)
     missing = out[out["outcome"] == "missing"]
     assert sorted(missing["data.train_subset"]) == ["1024", "512"] and set(missing["depth"]) == {"4"}
-    assert collect._add_missing(None, cells, ran, extra) is cells  # no planned grid: nothing added
+    assert from_store._add_missing(None, cells, ran, extra) is cells  # no planned grid: nothing added

@@ -12,7 +12,7 @@ import pytest
 from helpers.commands import run_report
 from mlflow.tracking import MlflowClient
 
-from study.report import collect
+from study.report import from_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
 EXPERIMENT = "activation-study"
@@ -166,7 +166,7 @@ def test_a_store_listed_and_downloaded_as_a_remote_one_says_the_same(smoke_store
     assert not runs[ABSENT].info.artifact_uri.startswith("file:")
     break_artifacts(tmp_path, runs)
     hand_made = add_hand_made(client, runs)
-    s = collect.load(uri, EXPERIMENT)
+    s = from_store.load(uri, EXPERIMENT)
     check_warnings(capsys.readouterr().err, runs, hand_made, tmp_path)
     check_cells(s.cells, runs)
     assert s.epochs["run_id"].nunique() == 6 and s.steps["run_id"].nunique() == 7
@@ -174,7 +174,7 @@ def test_a_store_listed_and_downloaded_as_a_remote_one_says_the_same(smoke_store
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         db.execute("update runs set artifact_uri = 'nosuch:/x' where run_uuid = ?", (runs[ABSENT].info.run_id,))
     db.close()
-    s = collect.load(uri, EXPERIMENT)
+    s = from_store.load(uri, EXPERIMENT)
     (line,) = [w for w in capsys.readouterr().err.splitlines() if ABSENT in w]
     assert line.startswith(
         f"warning: run {ABSENT} ({runs[ABSENT].info.run_id}): artifacts unreadable ("
@@ -187,7 +187,7 @@ def test_a_whole_store_says_nothing(smoke_store, tmp_path, capsys):
     uri, _, runs = copy_store(smoke_store, tmp_path)
     for name in ("histograms.parquet", "signal.parquet", "diagnostics.parquet"):  # diagnostics=off
         artifact(tmp_path, runs[ABSENT], name).unlink()
-    s = collect.load(uri, EXPERIMENT)
+    s = from_store.load(uri, EXPERIMENT)
     assert "warning" not in capsys.readouterr().err
     assert list(s.cells["unreadable"]) == [""] * 8 and s.epochs["run_id"].nunique() == 8
     assert s.steps["run_id"].nunique() == 7

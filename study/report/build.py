@@ -14,8 +14,7 @@ import pandas as pd
 
 from study import contract, outputs, tracking, verdicts
 from study.report import baseline as base_cells
-from study.report import collect, sections, stats
-from study.report import figures as F
+from study.report import collect, from_store, sections, stats, style
 from study.report.md import md_table
 
 
@@ -140,7 +139,7 @@ def build(
     if folder:
         s, log_to_run = collect.from_folder(folder, th), False
     else:
-        s = collect.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
+        s = from_store.load(uri, experiment, sweep_id, th, run_ids=run_ids, single=single)
     if baseline:  # the committed baseline's matching cells beside this sweep's (study/report/baseline.py)
         s = base_cells.merge(s, collect.from_folder(baseline, th), baseline)
     name = f"{s.info.get(contract.PRESET) or 'sweep'}-{s.info[contract.SWEEP_ID]}"
@@ -201,7 +200,7 @@ def _default_depth(c: pd.DataFrame, depth: int | None) -> int | None:
 def _draw_figures(sec, c: pd.DataFrame, fig_dir: Path, workers: int, formats) -> tuple[list[str], list[str]]:
     """The section's figures drawn; REPORT.md's part for each drawn one, a line for each skipped."""
     plan, caps = [(f.name, f.title, f.make) for f in sec.figures], {f.name: f.caption for f in sec.figures}
-    F.style()
+    style.style()
     drawn = draw([(name, make) for name, _, make in plan], fig_dir, workers, formats)
     parts, skipped = [], []
     for (name, title, _), done in zip(plan, drawn):

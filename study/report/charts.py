@@ -12,18 +12,18 @@ import seaborn as sns
 
 from study import verdicts
 from study.report import stats
-from study.report.figures import (
-    _grid,
-    _integer_x,
-    _layer_colorbar,
-    _legend,
-    _ratio_legend_entries,
-    _with_ratio,
+from study.report.style import (
     colors,
+    integer_x,
+    layer_colorbar,
+    legend,
     palette,
+    ratio_legend_entries,
     ratio_limits,
     ratio_lines,
     ratio_zones,
+    subplots_grid,
+    with_ratio,
 )
 
 
@@ -83,9 +83,9 @@ def curves_vs(
                 xlabel=("epoch" if x == "epoch" else "wall time (s)") if r == len(metrics) - 1 else "",
             )
             if x == "epoch":
-                _integer_x(ax)
+                integer_x(ax)
     seeds_note = "\n(markers: mean over seeds;\nband: its 95 % t interval;\nthin: each seed)"
-    _legend(fig, list(axes.flat), hue + (seeds_note if several else ""))
+    legend(fig, list(axes.flat), hue + (seeds_note if several else ""))
     fig.suptitle(f"Per-epoch curves by {hue}")
     return fig
 
@@ -109,7 +109,7 @@ def axis_heatmap(
         return None
     cols = sorted(cells[col].astype(str).unique(), key=lambda v: (v != "none", v))  # the baseline first
     acts = sorted(cells["activation"].unique())
-    fig, axes = _grid(
+    fig, axes = subplots_grid(
         len(depths), ncols=min(len(depths), 2), size=(0.9 * len(cols) + 2.4, 0.5 * len(acts) + 1.6), sharey=False
     )
     data = cells.assign(**{col: cells[col].astype(str)})
@@ -147,11 +147,11 @@ def axis_heatmap(
 def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding_above: float) -> plt.Figure | None:
     """First/last RMS gradient ratio at initialisation (dashed) and in the last epoch (solid)
     against depth, a line per value of `factor`, a panel per activation; verdict zones shaded."""
-    data = _with_ratio(cells).astype({"depth": int, factor: str})
+    data = with_ratio(cells).astype({"depth": int, factor: str})
     acts = sorted(data["activation"].unique())
     if not acts:
         return None
-    fig, axes = _grid(len(acts), size=(4.8 if len(acts) == 1 else 3.8, 3.2))
+    fig, axes = subplots_grid(len(acts), size=(4.8 if len(acts) == 1 else 3.8, 3.2))
     pal = palette(data[factor])
     depths = sorted(data["depth"].unique())
     lo, hi = ratio_limits(data, vanishing_below, exploding_above)
@@ -163,8 +163,8 @@ def ratio_by(cells: pd.DataFrame, factor: str, vanishing_below: float, exploding
         ax.set(yscale="log", title=a, xlabel="depth", ylabel="first / last RMS gradient")
         ax.set_xticks(depths, [str(d) for d in depths])
         ratio_zones(ax, lo, hi, vanishing_below, exploding_above, ax is axes[-1])
-    _ratio_legend_entries(axes[-1], zero)
-    _legend(fig, axes, factor)
+    ratio_legend_entries(axes[-1], zero)
+    legend(fig, axes, factor)
     fig.suptitle(f"Gradient ratio by {factor}")
     return fig
 
@@ -185,7 +185,7 @@ def activation_over_training(steps: pd.DataFrame, col: str) -> plt.Figure | None
         sharey="row",
         layout="constrained",
     )
-    norm = _layer_colorbar(fig, axes.ravel().tolist(), int(a["layer_index"].max()))
+    norm = layer_colorbar(fig, axes.ravel().tolist(), int(a["layer_index"].max()))
     for r, act in enumerate(acts):
         for c, v in enumerate(cols):
             ax = axes[r, c]
@@ -219,7 +219,7 @@ def backprop_by(hist: pd.DataFrame, col: str, epoch: int = 0) -> plt.Figure | No
         sharex=True,
         layout="constrained",
     )
-    norm = _layer_colorbar(fig, axes.ravel().tolist(), int(h["layer_index"].max()))
+    norm = layer_colorbar(fig, axes.ravel().tolist(), int(h["layer_index"].max()))
     filled = h[h["count"] > 0]
     for r, act in enumerate(acts):
         for c, v in enumerate(cols):

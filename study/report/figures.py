@@ -17,82 +17,20 @@ import seaborn as sns  # noqa: E402
 
 from study import contract, verdicts  # noqa: E402
 from study.report import stats  # noqa: E402
-
-MARK = {"diverged": "DIV", "failed": "FAIL", "running": "RUN", "missing": "—"}
-VERDICT_COLORS = {
-    "vanishing": "#0072B2",
-    "exploding": "#D55E00",
-    "healthy": "#009E73",
-    "unknown": "#999999",
-    "collapsed": "#CC79A7",
-    "dead": "#000000",
-    "stalled": "#E69F00",
-    "slow": "#56B4E9",
-    "diverged": "#D55E00",
-}
-VERDICT_MARK = {
-    "diverged": "div",
-    "exploding": "exp",
-    "vanishing": "van",
-    "collapsed": "col",
-    "dead": "dead",
-    "stalled": "stall",
-    "slow": "slow",
-}  # healthy and unknown carry no mark
-
-
-def style() -> None:
-    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 160, "savefig.bbox": "tight", "axes.titleweight": "bold"})
-
-
-def _layer_colorbar(fig, axes, top: int):
-    """A discrete colour scale for layer index 1..top (integer ticks)."""
-    norm = plt.Normalize(1, max(2, top))
-    cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, label="layer index", shrink=0.8)
-    cb.ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    return norm
-
-
-def _integer_x(ax):
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-
-
-def colors(order, cmap: str = "colorblind") -> dict:
-    """The report's one palette: a colour per value, in the given order (seaborn's colorblind
-    palette for categories; a sequential map such as viridis for ordered values)."""
-    order = list(order)
-    return dict(zip(order, sns.color_palette(cmap, len(order))))
-
-
-def palette(names) -> dict[str, tuple]:
-    """`colors` of the distinct values as text, sorted."""
-    return colors(sorted(set(map(str, names))))
-
-
-def _legend(fig, axes, title: str) -> None:
-    """One legend for the figure, outside the panels on the right (not inside a panel)."""
-    handles, labels = [], []
-    for ax in axes:
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels:
-                handles.append(h)
-                labels.append(l)
-        if ax.get_legend():
-            ax.get_legend().remove()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", title=title, frameon=False)
-
-
-def _grid(n: int, ncols: int | None = None, size=(3.6, 3.0), sharey=True):
-    ncols = ncols or min(n, 5)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, sharey=sharey, layout="constrained"
-    )
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat[:n])
+from study.report.style import (  # noqa: E402
+    MARK,
+    VERDICT_MARK,
+    integer_x,
+    layer_colorbar,
+    legend,
+    palette,
+    ratio_legend_entries,
+    ratio_limits,
+    ratio_lines,
+    ratio_zones,
+    subplots_grid,
+    with_ratio,
+)
 
 
 def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
@@ -101,7 +39,7 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
     acts, opts = sorted(cells["activation"].unique()), sorted(cells["optimizer"].unique())
     if not depths:
         return None
-    fig, axes = _grid(
+    fig, axes = subplots_grid(
         len(depths), ncols=min(len(depths), 2), size=(0.95 * len(opts) + 2.2, 0.5 * len(acts) + 1.6), sharey=False
     )
     for ax, d in zip(axes, depths):
@@ -166,7 +104,7 @@ def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure | None:
     opts = sorted(data["optimizer"].unique())
     if not opts:
         return None
-    fig, axes = _grid(len(opts))
+    fig, axes = subplots_grid(len(opts))
     pal = palette(cells["activation"])
     several = cells.groupby(["activation", "optimizer", "depth"])["seed"].nunique().max() > 1
     for ax, o in zip(axes, opts):
@@ -184,7 +122,7 @@ def accuracy_vs_depth(cells: pd.DataFrame) -> plt.Figure | None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
         ax.set(title=o, xlabel="depth (conv layers)", ylabel="test accuracy", ylim=(0, 1))
-    _legend(fig, axes, "activation")
+    legend(fig, axes, "activation")
     return fig
 
 
@@ -214,85 +152,20 @@ def gradient_profile(steps: pd.DataFrame, optimizer: str) -> plt.Figure | None:
                 xlabel="layer index (1 = input side)" if row else "",
                 ylabel=f"RMS of dL/dW_l, {label}" if col == 0 else "",
             )
-            _integer_x(ax)
-    _legend(fig, list(axes.flat), "activation")
+            integer_x(ax)
+    legend(fig, list(axes.flat), "activation")
     fig.suptitle(f"Weight-gradient profile across layers ({optimizer})")
     return fig
-
-
-def ratio_limits(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> tuple[float, float]:
-    """Log-axis limits holding every positive finite first/last ratio and both verdict zones (the
-    same for all panels; a ratio of exactly 0, from gradients that underflow, is drawn at the
-    floor by `ratio_lines`)."""
-    both = cells[[verdicts.RATIO_INIT, verdicts.RATIO_FINAL]].to_numpy(dtype=float).ravel()
-    shown = both[np.isfinite(both) & (both > 0)]
-    lo = min(shown.min() / 3 if len(shown) else 1.0, vanishing_below / 10)
-    # two decades of room below every real value for the ratios of exactly 0
-    return (lo / 100 if (both == 0).any() else lo, max(shown.max() * 3 if len(shown) else 1.0, exploding_above * 10))
-
-
-def ratio_lines(ax, s: pd.DataFrame, color, label: str, lo: float) -> bool:
-    """One series of median first/last ratios against depth (the index of `s`): last epoch solid
-    with dots, initialisation dashed with crosses. A ratio of exactly 0 (the first layer's gradient
-    underflowed) has no place on a log axis: it is drawn just above the axis floor `lo` with a
-    downward triangle. Returns whether any was."""
-    zero = False
-    for col, style, marker, alpha, lab in (
-        (verdicts.RATIO_FINAL, "-", "o", 1.0, label),
-        (verdicts.RATIO_INIT, "--", "x", 0.7, None),
-    ):
-        v, floor = s[col], lo * 2
-        z = (v == 0).to_numpy()
-        ax.plot(s.index, v.where(~z, floor), style, marker=marker, color=color, alpha=alpha, label=lab, ms=4)
-        if z.any():
-            ax.plot(s.index[z], [floor] * int(z.sum()), "v", color=color, alpha=alpha, ms=9)
-            zero = True
-    return zero
-
-
-def _with_ratio(cells: pd.DataFrame) -> pd.DataFrame:
-    """Cells with a depth and at least one of the two ratios (at initialisation it is undefined,
-    NaN, when both layers' gradients are 0; the last epoch's may still be known)."""
-    return cells.dropna(subset=["depth"]).dropna(subset=[verdicts.RATIO_INIT, verdicts.RATIO_FINAL], how="all")
-
-
-def ratio_zones(ax, lo: float, hi: float, vanishing_below: float, exploding_above: float, label: bool) -> None:
-    """Shade the vanishing and exploding zones of a ratio panel (named in the legend when `label`)
-    and fix its y limits."""
-    ax.axhspan(
-        lo,
-        vanishing_below,
-        color=VERDICT_COLORS["vanishing"],
-        alpha=0.12,
-        lw=0,
-        label=f"vanishing (< {vanishing_below:g})" if label else None,
-    )
-    ax.axhspan(
-        exploding_above,
-        hi,
-        color=VERDICT_COLORS["exploding"],
-        alpha=0.12,
-        lw=0,
-        label=f"exploding (> {exploding_above:g})" if label else None,
-    )
-    ax.set_ylim(lo, hi)
-
-
-def _ratio_legend_entries(ax, zero: bool) -> None:
-    ax.plot([], [], "k-", label="last epoch")
-    ax.plot([], [], "k--", label="initialisation")
-    if zero:
-        ax.plot([], [], "kv", ms=8, ls="", label="ratio exactly 0 (underflow)")
 
 
 def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above: float) -> plt.Figure | None:
     """(d) First/last RMS gradient ratio against depth (log y), a line per activation; solid: last
     epoch, dashed: initialisation; vanishing and exploding zones shaded."""
-    data = _with_ratio(cells).astype({"depth": int})
+    data = with_ratio(cells).astype({"depth": int})
     opts = sorted(data["optimizer"].unique())
     if not opts:
         return None
-    fig, axes = _grid(len(opts))
+    fig, axes = subplots_grid(len(opts))
     pal = palette(cells["activation"])
     lo, hi = ratio_limits(data, vanishing_below, exploding_above)
     zero = False
@@ -306,8 +179,8 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
         ax.set_xticks(sorted(data["depth"].unique()), [str(d) for d in sorted(data["depth"].unique())])
         ratio_zones(ax, lo, hi, vanishing_below, exploding_above, ax is axes[-1])
         ax.set(title=o, xlabel="depth (conv layers)", ylabel="first / last RMS gradient")
-    _ratio_legend_entries(axes[-1], zero)
-    _legend(fig, axes, "activation")
+    ratio_legend_entries(axes[-1], zero)
+    legend(fig, axes, "activation")
     fig.suptitle("Gradient ratio by depth")
     return fig
 
@@ -319,15 +192,15 @@ def loss_curves(epochs: pd.DataFrame, depth: int) -> plt.Figure | None:
     opts = sorted(e["optimizer"].unique())
     if not opts:
         return None
-    fig, axes = _grid(len(opts))
+    fig, axes = subplots_grid(len(opts))
     pal = palette(epochs["activation"])
     e["epoch"] = e["epoch"] + 1
     for ax, o in zip(axes, opts):
         sub = e[(e["optimizer"] == o) & np.isfinite(e["value"])]
         sns.lineplot(sub, x="epoch", y="value", hue="activation", palette=pal, marker="o", ax=ax, errorbar=None)
         ax.set(title=o, xlabel="epoch", ylabel="training loss")
-        _integer_x(ax)
-    _legend(fig, axes, "activation")
+        integer_x(ax)
+    legend(fig, axes, "activation")
     fig.suptitle(f"Training loss at depth {depth}")
     return fig
 
@@ -344,8 +217,8 @@ def saturation(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Figure | 
     if a.empty:
         return None
     acts = sorted(a["activation"].unique())
-    fig, axes = _grid(len(acts), sharey=False)
-    norm = _layer_colorbar(fig, axes, int(a["layer_index"].max()))
+    fig, axes = subplots_grid(len(acts), sharey=False)
+    norm = layer_colorbar(fig, axes, int(a["layer_index"].max()))
     for ax, act in zip(axes, acts):
         sub = a[a["activation"] == act]
         stat = sub["stat"].iloc[0]
@@ -374,8 +247,8 @@ def backprop_histograms(hist: pd.DataFrame, depth: int, optimizer: str) -> plt.F
     if h.empty:
         return None
     acts = sorted(h["activation"].unique())
-    fig, axes = _grid(len(acts), sharey=False)
-    norm = _layer_colorbar(fig, axes, int(h["layer_index"].max()))
+    fig, axes = subplots_grid(len(acts), sharey=False)
+    norm = layer_colorbar(fig, axes, int(h["layer_index"].max()))
     filled = h[h["count"] > 0]
     xlim = (filled["bin_left"].min() - 0.5, filled["bin_right"].max() + 0.5) if len(filled) else None
     for ax, act in zip(axes, acts):
@@ -403,7 +276,7 @@ def gradient_heatmap(steps: pd.DataFrame, depth: int, optimizer: str) -> plt.Fig
     acts = sorted(g["activation"].unique())
     if not acts:
         return None
-    fig, axes = _grid(len(acts), sharey=False, size=(3.8, 3.2))
+    fig, axes = subplots_grid(len(acts), sharey=False, size=(3.8, 3.2))
     positive = g["value"][(g["value"] > 0) & np.isfinite(g["value"])]
     vmin, vmax = (np.log10(positive.min()), np.log10(positive.max())) if len(positive) else (-8, 0)
     for ax, act in zip(axes, acts):
@@ -436,7 +309,7 @@ def forward_signal(signal: pd.DataFrame, collapse_below: float) -> plt.Figure | 
     if not depths:
         return None
     pal = palette(sig["activation"])
-    fig, axes = _grid(len(depths), size=(3.6, 3.1))
+    fig, axes = subplots_grid(len(depths), size=(3.6, 3.1))
     for ax, d in zip(axes, depths):
         sub = sig[sig["depth"] == d].groupby(["activation", "layer_index"], as_index=False)["value"].median()
         for a, s in sub.groupby("activation"):
@@ -448,8 +321,8 @@ def forward_signal(signal: pd.DataFrame, collapse_below: float) -> plt.Figure | 
             xlabel="activation layer (1 = input side)",
             ylabel="spread across examples",
         )
-        _integer_x(ax)
-    _legend(fig, axes, "activation")
+        integer_x(ax)
+    legend(fig, axes, "activation")
     if len(axes) == 1:  # one panel: its title says it all (a figure title would run into the legend)
         axes[0].set_title(f"Forward signal at init, depth {depths[0]}")
     else:

@@ -13,12 +13,12 @@ import seaborn as sns
 
 from study import verdicts
 from study.report import charts
-from study.report.figures import (
-    _grid,
-    _legend,
-    palette,
-)
 from study.report.sections.registry import Figure, cells_table, done, fmt, register  # noqa: F401
+from study.report.style import (
+    legend,
+    palette,
+    subplots_grid,
+)
 
 
 def final_weight_norm(steps: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +56,7 @@ def generalization(cells: pd.DataFrame, norms: pd.DataFrame) -> plt.Figure | Non
     ):
         sns.barplot(data, x="regularization", y=y, hue="activation", order=order, palette=pal, ax=ax, errorbar=None)
         ax.set(ylabel=label, xlabel="")
-    _legend(fig, list(axes), "activation")
+    legend(fig, list(axes), "activation")
     fig.suptitle("Regularisation: accuracy, generalisation gap and weight norm")
     return fig
 
@@ -66,7 +66,7 @@ def metrics_vs(cells: pd.DataFrame, x: str, metrics: list[tuple[str, str, bool]]
     data = cells.dropna(subset=[x]).astype({x: float})
     if data.empty:
         return None
-    fig, axes = _grid(len(metrics), sharey=False, size=(3.8, 3.1))
+    fig, axes = subplots_grid(len(metrics), sharey=False, size=(3.8, 3.1))
     pal = palette(data["activation"])
     xs = sorted(data[x].unique())
     for ax, (m, label, log) in zip(axes, metrics):
@@ -79,7 +79,7 @@ def metrics_vs(cells: pd.DataFrame, x: str, metrics: list[tuple[str, str, bool]]
         if log:
             ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    _legend(fig, axes, "activation")
+    legend(fig, axes, "activation")
     depths = sorted(data["depth"].dropna().unique())
     fig.suptitle(f"Against {x}" + (f" at depth {', '.join(map(str, depths))}" if depths else ""))
     return fig

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from study import contract
-from study.report.figures import colors
 from study.report.sections.registry import Figure, register
+from study.report.style import colors
 
 
 def choose(cells: pd.DataFrame) -> pd.DataFrame:

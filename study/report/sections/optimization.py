@@ -11,14 +11,14 @@ import seaborn as sns
 
 from study import verdicts
 from study.report import charts, collect
-from study.report.figures import (
-    _grid,
-    _integer_x,
-    _legend,
-    colors,
-    palette,
-)
 from study.report.sections.registry import Figure, cells_table, done, fmt, register  # noqa: F401
+from study.report.style import (
+    colors,
+    integer_x,
+    legend,
+    palette,
+    subplots_grid,
+)
 
 
 def batch_order(values) -> list[str]:
@@ -51,8 +51,8 @@ def loss_vs_epoch_and_time(epochs: pd.DataFrame, order: list[str]) -> plt.Figure
                 s = sub[sub["batch_size"] == b]
                 ax.plot(s[x], s["train/loss"], "-o", ms=3, color=pal[b], label=f"batch {b}")
             ax.set(xlabel=label, ylabel=f"training loss ({a})" if c == 0 else "", yscale="log")
-        _integer_x(axes[r, 0])
-    _legend(fig, list(axes.flat), "gradient descent")
+        integer_x(axes[r, 0])
+    legend(fig, list(axes.flat), "gradient descent")
     fig.suptitle("Training loss per epoch and per second of training")
     return fig
 
@@ -75,7 +75,7 @@ def grad_noise(steps: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> pl
     a2.set_xticks(range(len(order)), [f"batch {b}" for b in order])
     a2.set(ylabel="step-to-step jitter of log ||g||", xlabel="")
     a2.grid(axis="x", visible=False)
-    _legend(fig, [a1], "gradient descent")
+    legend(fig, [a1], "gradient descent")
     fig.suptitle("Gradient-norm noise across steps")
     return fig
 
@@ -96,7 +96,7 @@ def lr_sensitivity(cells: pd.DataFrame) -> plt.Figure | None:
     panels = sorted({(a, d) for a, d in zip(data["activation"], data["depth"])}, key=str)
     if not panels:
         return None
-    fig, axes = _grid(len(panels), ncols=min(len(panels), 4))
+    fig, axes = subplots_grid(len(panels), ncols=min(len(panels), 4))
     pal = palette(data["optimizer"])
     best = best_over(data, "lr", ["optimizer", "activation", "depth"])
     for ax, (a, d) in zip(axes, panels):
@@ -107,7 +107,7 @@ def lr_sensitivity(cells: pd.DataFrame) -> plt.Figure | None:
             b = best[(best["optimizer"] == o) & (best["activation"] == a) & (best["depth"] == d)]
             ax.plot(b["lr"], b["val/accuracy"], "*", ms=12, color=pal[o], mec="black", mew=0.5)
         ax.set(xscale="log", title=f"{a}, depth {d}", xlabel="learning rate", ylabel="validation accuracy", ylim=(0, 1))
-    _legend(fig, axes, "optimizer")
+    legend(fig, axes, "optimizer")
     fig.suptitle("Learning-rate sensitivity (★ best on validation)")
     return fig
 
@@ -118,7 +118,7 @@ def isolation(best: pd.DataFrame) -> plt.Figure | None:
     if best.empty:
         return None
     depths = sorted(best["depth"].dropna().unique())
-    fig, axes = _grid(len(depths), sharey=True, size=(5.0, 3.4))
+    fig, axes = subplots_grid(len(depths), sharey=True, size=(5.0, 3.4))
     pal = palette(best["activation"])
     for ax, d in zip(axes, depths):
         sub = best[best["depth"] == d].astype({"activation": str})
@@ -133,7 +133,7 @@ def isolation(best: pd.DataFrame) -> plt.Figure | None:
         )
         ax.set(title=f"depth {d}", ylim=(0, 1), ylabel="test accuracy (best learning rate)")
         ax.tick_params(axis="x", rotation=30)
-    _legend(fig, axes, "activation")
+    legend(fig, axes, "activation")
     if len(axes) == 1:  # one panel: its title says it all (a figure title would run into the legend)
         axes[0].set_title(f"At the best learning rate, depth {depths[0]}")
     else:

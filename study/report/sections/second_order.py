@@ -11,9 +11,9 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from study import contract
-from study.report.figures import palette
 from study.report.md import md_table
 from study.report.sections.registry import Figure, register
+from study.report.style import palette
 
 # Fixed before the edge-of-stability preset was first run (README "Second order"): the median
 # λ_max over the last third of training, divided by 2/η, should lie in this range (Cohen et al.

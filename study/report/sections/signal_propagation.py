@@ -18,9 +18,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from study import contract, meanfield
 from study.report import stats
-from study.report.figures import colors
 from study.report.md import md_table
 from study.report.sections.registry import Figure, register
+from study.report.style import colors
 
 RATE_TOLERANCE = 0.10  # |measured / predicted - 1| of the per-layer gradient rate
 FORWARD_TOLERANCE = 1.25  # factor between measured and predicted RMS of the last hidden layer
