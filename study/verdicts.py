@@ -206,10 +206,9 @@ def _pick(values, test) -> float | None:
     return next((v for v in values if math.isfinite(v) and test(v)), None)
 
 
-def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
-    """(label, reason) from a run's recorded evidence: the metrics in EVIDENCE plus `val/loss`,
-    `train/loss`, `num_classes` and `outcome`; missing values are skipped and said so."""
-    th = th or Thresholds()
+def _learned(ev: Mapping) -> tuple[float, float, float, str, str]:
+    """Progress P (the larger of the loss's and the accuracy's), the loss judged, the loss of chance,
+    its unit and the words that say how much was learned."""
     k = _num(ev, "num_classes")
     mse = str(ev.get("loss_fn")) == "mse"
     ln_k = chance_loss(k, "mse" if mse else None)  # ln K, or the mean-squared-error loss of chance
@@ -231,6 +230,38 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
     if math.isfinite(a):  # a net that classifies well has learned, whatever its (over-confident) loss says
         learned += f"; {acc_which} accuracy {_g(acc)}, progress {_g(a)}"
         p = a if not math.isfinite(p) else max(p, a)
+    return p, loss, ln_k, unit, learned
+
+
+def _findings(ev: Mapping, th: Thresholds) -> list[tuple[str, str]]:
+    """(label, text) of every pathology the evidence shows, in the rules' order."""
+    ratios = (_num(ev, RATIO_INIT), _num(ev, RATIO_FINAL))
+    forward = (_num(ev, FORWARD_INIT), _num(ev, FORWARD_FINAL))
+    dead = _num(ev, DEAD_FINAL)
+    findings = []
+    when = ("at init", "in the last epoch")
+    for v, w in zip(ratios, when):
+        if math.isfinite(v) and v > th.exploding_above:
+            findings.append(("exploding", f"first/last weight-gradient ratio {w} {_g(v)} > {_g(th.exploding_above)}"))
+            break
+    for v, w in zip(ratios, when):
+        if math.isfinite(v) and v < th.vanishing_below:
+            findings.append(("vanishing", f"first/last weight-gradient ratio {w} {_g(v)} < {_g(th.vanishing_below)}"))
+            break
+    for v, w in zip(forward, ("at init", "at the end")):
+        if math.isfinite(v) and v < th.collapse_below:
+            findings.append(("collapsed", f"forward spread last/first {w} {_g(v)} < {_g(th.collapse_below)}"))
+            break
+    if math.isfinite(dead) and dead >= th.dead_above:
+        findings.append(("dead", f"dead channels in the worst layer at the end {_g(dead)} >= {_g(th.dead_above)}"))
+    return findings
+
+
+def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
+    """(label, reason) from a run's recorded evidence: the metrics in EVIDENCE plus `val/loss`,
+    `train/loss`, `num_classes` and `outcome`; missing values are skipped and said so."""
+    th = th or Thresholds()
+    p, loss, ln_k, unit, learned = _learned(ev)
 
     if str(ev.get(contract.OUTCOME)) == contract.DIVERGED or math.isfinite(_num(ev, "train/diverged_at_step")):
         step = _num(ev, "train/diverged_at_step")
@@ -247,26 +278,8 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
     if not math.isfinite(p):
         return "unknown", "no loss recorded"
 
-    ratios = (_num(ev, RATIO_INIT), _num(ev, RATIO_FINAL))
-    forward = (_num(ev, FORWARD_INIT), _num(ev, FORWARD_FINAL))
-    dead = _num(ev, DEAD_FINAL)
-    findings = []  # (label, text) of every pathology the evidence shows
-    when = ("at init", "in the last epoch")
-    for v, w in zip(ratios, when):
-        if math.isfinite(v) and v > th.exploding_above:
-            findings.append(("exploding", f"first/last weight-gradient ratio {w} {_g(v)} > {_g(th.exploding_above)}"))
-            break
-    for v, w in zip(ratios, when):
-        if math.isfinite(v) and v < th.vanishing_below:
-            findings.append(("vanishing", f"first/last weight-gradient ratio {w} {_g(v)} < {_g(th.vanishing_below)}"))
-            break
-    for v, w in zip(forward, ("at init", "at the end")):
-        if math.isfinite(v) and v < th.collapse_below:
-            findings.append(("collapsed", f"forward spread last/first {w} {_g(v)} < {_g(th.collapse_below)}"))
-            break
-    if math.isfinite(dead) and dead >= th.dead_above:
-        findings.append(("dead", f"dead channels in the worst layer at the end {_g(dead)} >= {_g(th.dead_above)}"))
-
+    ratios, forward = (_num(ev, RATIO_INIT), _num(ev, RATIO_FINAL)), (_num(ev, FORWARD_INIT), _num(ev, FORWARD_FINAL))
+    findings = _findings(ev, th)
     if p >= th.progress_healthy:
         label = "healthy"
         head = f"{learned} >= {_g(th.progress_healthy)}"

@@ -25,11 +25,32 @@ def pick(values, preferred):
 
 
 def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float) -> dict[str, str]:
+    """Each figure's caption, with the numbers measured (none for a figure without data)."""
     c, done = s.cells, s.cells[s.cells[contract.OUTCOME].isin(contract.RAN)]
-    out = {}
-    best = []
     summ = stats.summary(c, extra=collect.extra_axes(c))
     several = bool((summ["n"] > 1).any())
+    out = _accuracy_captions(c, done, summ, several)
+    init = done[(done["depth"] == depth)].groupby("activation")[verdicts.RATIO_INIT].median()
+    out["gradient_profile"] = (
+        f"First/last RMS gradient ratio at initialisation, depth {depth}: "
+        + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items())
+        + "."
+    )
+    out["ratio_vs_depth"] = (
+        f"Shaded: ratios below {lo:g} (vanishing) and above {hi:g} (exploding); a ratio "
+        "decides the verdict only for a cell that did not learn. Verdicts: " + verdict_counts(c) + "."
+    )
+    out |= _diagnostic_captions(s, depth, optimizer)
+    out["gradient_heatmap"] = (
+        f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
+        "training is a vanishing gradient; bright bands that grow are exploding ones."
+    )
+    return out
+
+
+def _accuracy_captions(c: pd.DataFrame, done: pd.DataFrame, summ: pd.DataFrame, several: bool) -> dict[str, str]:
+    """The accuracy heatmap's (best cell per depth, odd outcomes) and accuracy against depth's."""
+    out, best = {}, []
     for d, sub in summ.groupby("depth"):
         ranked = sub[np.isfinite(sub["mean"])].sort_values("mean", ascending=False)
         if not len(ranked):
@@ -63,16 +84,12 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
         + (", ".join(trend) or "n/a")
         + (". Error bars: 95 % t interval over seeds." if several else ". One seed per cell: no error bars.")
     )
-    init = done[(done["depth"] == depth)].groupby("activation")[verdicts.RATIO_INIT].median()
-    out["gradient_profile"] = (
-        f"First/last RMS gradient ratio at initialisation, depth {depth}: "
-        + ", ".join(f"{a} {_fmt(v)}" for a, v in init.items())
-        + "."
-    )
-    out["ratio_vs_depth"] = (
-        f"Shaded: ratios below {lo:g} (vanishing) and above {hi:g} (exploding); a ratio "
-        "decides the verdict only for a cell that did not learn. Verdicts: " + verdict_counts(c) + "."
-    )
+    return out
+
+
+def _diagnostic_captions(s: collect.Sweep, depth: int, optimizer: str) -> dict[str, str]:
+    """The captions of the signal, loss, saturation and histogram figures at one depth and optimizer."""
+    out = {}
     sig = s.signal
     if len(sig):
         ends = []
@@ -118,10 +135,6 @@ def captions(s: collect.Sweep, depth: int, optimizer: str, lo: float, hi: float)
             )
             + "."
         )
-    out["gradient_heatmap"] = (
-        f"Depth {depth}, {optimizer}: a dark band at low layer indices that stays dark over "
-        "training is a vanishing gradient; bright bands that grow are exploding ones."
-    )
     return out
 
 
