@@ -72,9 +72,11 @@ smoke: $(STAMP) ## a 1-minute sweep on synthetic data (experiment=smoke), then i
 	$(MAKE) --no-print-directory sweep EXP=smoke
 
 test: data ## run the test suite (fast and slow tests), TEST_JOBS pytest workers (default 2), pytest options PYTEST_ARGS
+	@test -z "$(ARGS)" || { echo "error: ARGS holds Hydra overrides for make sweep; pytest options go in PYTEST_ARGS"; exit 2; }
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: data ## the tests without the `slow` marker (no sweeps, servers, launchers): the inner loop
+	@test -z "$(ARGS)" || { echo "error: ARGS holds Hydra overrides for make sweep; pytest options go in PYTEST_ARGS"; exit 2; }
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (configured in pyproject.toml): lint and format check

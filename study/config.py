@@ -51,13 +51,24 @@ def check(cfg: DictConfig) -> None:
     losses.check(cfg.train.loss)
     if o.name == "newton" and cfg.train.mixed_precision:
         raise ConfigError("optimizer=newton runs in float32: set train.mixed_precision=false")
-    check_curvature(cfg.diagnostics.get("curvature") or {})
+    optimizers.check_schedule(cfg.schedule.name, {k: v for k, v in _plain(cfg.schedule).items() if k != "name"})
+    check_curvature(_plain(cfg.diagnostics.get("curvature")))
     thresholds(cfg)
 
 
-def check_curvature(cc) -> None:
-    """`diagnostics.curvature.*` against each other (their types and ranges: `study.schema`)."""
-    if cc and cc.get("top_k") is not None and cc["top_k"] > cc["iterations"]:
+def check_curvature(cc: dict) -> None:
+    """`diagnostics.curvature.*`: every key of CurvatureSpec (none other), and against each other
+    (their types and ranges: `study.schema`). Empty or null: off."""
+    if not cc:
+        return
+    fields = list(CurvatureSpec.__dataclass_fields__)
+    extra, missing = sorted(set(cc) - set(fields)), [f for f in fields if f not in cc]
+    if extra or missing:
+        what = f"is not a curvature key ({extra[0]})" if extra else f"lacks {missing[0]}"
+        raise ConfigError(
+            f"diagnostics.curvature {what}; its keys: {', '.join(fields)} (conf/diagnostics/default.yaml)"
+        )
+    if cc["top_k"] > cc["iterations"]:
         raise ConfigError(
             f"diagnostics.curvature.top_k={cc.get('top_k')} must not exceed iterations={cc.get('iterations')}"
         )

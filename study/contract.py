@@ -1,7 +1,8 @@
-"""The contract between the runner (study/train.py, study/sweep.py, study/tracking.py) and the report
-(study/report/): tag keys and values, outcomes, artifact names, metric-name builders and the queries
-that find a sweep's runs. Both sides import these names; README "What is recorded" documents each
-(tests/test_imports.py checks that it does).
+"""The contract between the runner (study/train.py, study/sweep.py, study/tracking/) and the report
+(study/report/): tag keys and values, outcomes, table and artifact names, derived params, metric-name
+builders and the queries that find a sweep's runs. Both sides import these names; docs/recorded.md
+documents each (tests/test_imports.py checks that it does), and tests/test_contract.py fails on a tag
+key, table name, derived param or `tags.` query spelled outside this module.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ POOLS = {"max": keras.layers.MaxPooling2D, "average": keras.layers.AveragePoolin
 
 @dataclass
 class ModelSpec:
-    """Everything a builder needs; `train.py` fills it from the Hydra config."""
+    """Everything a builder needs; `config.model_spec` fills it from the Hydra config."""
 
     depth: int = 4
     width: int = 16

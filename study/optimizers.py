@@ -48,6 +48,25 @@ PARAMS = {
     },
 }
 SCHEDULES = ("constant", "exponential", "step", "cosine")
+SCHEDULE_KEYS = {  # each schedule's keys (besides `name`), all required: conf/schedule/<name>.yaml sets them
+    "constant": (),
+    "exponential": ("decay_rate", "decay_epochs"),
+    "step": ("decay_rate", "decay_epochs"),
+    "cosine": ("alpha",),
+}
+
+
+def check_schedule(name: str, keys: dict) -> None:
+    """The schedule's keys, before training: each it needs present, none it does not know."""
+    if name not in SCHEDULES:
+        raise unknown("schedule", name, SCHEDULES)
+    known = ("decay_rate", "decay_epochs", "alpha")
+    extra = sorted(set(keys) - set(known))
+    if extra:
+        raise ConfigError(f"schedule.{extra[0]} is not a schedule key; valid: {', '.join(known)}")
+    missing = [k for k in SCHEDULE_KEYS[name] if keys.get(k) is None]
+    if missing:
+        raise ConfigError(f"schedule {name!r} needs schedule.{missing[0]} (conf/schedule/{name}.yaml sets it)")
 
 
 def check(name: str, learning_rate: float, params: dict, schedule: str, clipnorm, clipvalue) -> None:

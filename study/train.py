@@ -1,8 +1,10 @@
 """Entry point: `python -m study.train` (Hydra) and the task function `train(cfg) -> dict`.
 
-One call of `train` is one grid cell: check the config, seed, load data, build model and optimizer,
-fit with the diagnostic train step, evaluate on the test set, record everything in one MLflow run.
-Only this module (and the factories it calls with plain arguments) reads the Hydra config.
+One call of `train` is one grid cell: plan it (`config.plan`: every check, each training value read
+once), seed, load data, build model and optimizer, fit with the diagnostic train step, evaluate on the
+test set, record everything in one MLflow run. The factories it calls take plain arguments; the
+config itself is read by `config.plan`, and for how the process runs (threads, determinism, precision,
+verbosity, the user's callbacks) by `runtime` and `callbacks.recorders`.
 """
 
 from __future__ import annotations

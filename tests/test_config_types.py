@@ -4,6 +4,7 @@ naming the key, the value given and what is expected; every preset as written st
 import copy
 import dataclasses
 import inspect
+import re
 from fnmatch import fnmatchcase
 
 import pytest
@@ -249,3 +250,21 @@ def test_the_plan_reads_each_value_once_and_resolves_batch_size_and_learning_rat
     assert p.data.train_size() == p.n_train
     with pytest.raises(ConfigError, match="train.batch_size=512 is larger than the training set"):
         plan(make_cfg("train.batch_size=512"))
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["schedule=step", "~schedule.decay_rate"], "schedule 'step' needs schedule.decay_rate"),
+        (["+schedule.staircase=true"], "schedule.staircase is not a schedule key; valid: decay_rate, decay_epochs"),
+        (["~diagnostics.curvature.top_k"], "diagnostics.curvature lacks top_k; its keys: every_n_steps, examples"),
+        (["optimizer=momentum", "~optimizer.params.momentum"], "optimizer 'momentum' needs optimizer.params.momentum"),
+    ],
+)
+def test_a_key_without_its_default_in_code_is_refused_before_training(make_cfg, overrides, words):
+    """Defaults live only in conf/: a schedule, curvature block or momentum optimizer that lacks a key
+    (or has one it does not know) is one ConfigError naming it, from the plan, before any training."""
+    from study.config import plan
+
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        plan(make_cfg(*overrides))

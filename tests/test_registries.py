@@ -152,3 +152,14 @@ def test_each_pooling_is_the_cnn_s_stage_pool_and_averages_or_takes_the_max(pool
     np.testing.assert_allclose(pool(x)[0, ..., 0], want.mean(-1) if pooling == "average" else want.max(-1))
     with pytest.raises(models.ConfigError, match="unknown model.pooling 'min'; valid choices: average, max"):
         models.check(models.ModelSpec(pooling="min"))
+
+
+def test_every_optimizer_has_its_yaml_and_every_yaml_its_optimizer():
+    """Adding an optimizer is its entry in OPTIMIZERS and conf/optimizer/<name>.yaml (its learning rate
+    and params: the one place they are set); this test fails when either is missing."""
+    import yaml
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "optimizer"
+    names = {p.stem: yaml.safe_load(p.read_text())["name"] for p in conf.glob("*.yaml")}
+    assert all(stem == name for stem, name in names.items()), names
+    assert set(names) == set(optimizers.OPTIMIZERS)

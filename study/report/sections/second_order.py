@@ -15,7 +15,7 @@ from study.report.md import md_table
 from study.report.sections.registry import Figure, register
 from study.report.style import palette
 
-# Fixed before the edge-of-stability preset was first run (README "Second order"): the median
+# Fixed before the edge-of-stability preset was first run (docs/second_order.md): the median
 # λ_max over the last third of training, divided by 2/η, should lie in this range (Cohen et al.
 # find it at or just above 1).
 EOS_TOLERANCE = (0.8, 1.3)
