@@ -10,7 +10,8 @@ EXP    ?= grid
 ARGS   ?=
 PYTEST_ARGS ?=
 REPORT_ARGS ?=
-JOBS   ?= 1
+# parallel jobs of make sweep: one per GPU that nvidia-smi lists (each job takes its own, study/devices.py), else 1
+JOBS   ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU '); [ "$${n:-0}" -gt 0 ] && echo $$n || echo 1)
 TEST_JOBS ?= 2
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
@@ -49,7 +50,7 @@ data: $(STAMP) ## make Fashion-MNIST available (download, else Debian's dataset-
 	    && $(PY) -m study.data; \
 	  else exit 1; fi; }
 
-sweep: data ## run preset EXP (default grid) into URI, JOBS in parallel, Hydra overrides ARGS; then the report
+sweep: data ## run preset EXP (default grid) into URI, JOBS in parallel (default: one per GPU, else 1), Hydra overrides ARGS; then the report
 	$(PY) -m study.train -m experiment=$(EXP) tracking.uri=$(URI) $(LAUNCH) $(ARGS); status=$$?; \
 	$(PY) scripts/make_report.py --tracking-uri $(URI) $(REPORT_ARGS) && exit $$status
 

@@ -15,6 +15,8 @@ import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from study import devices
+
 
 class _RetracingNoise(logging.Filter):
     """Every cell builds a new model, so Keras traces new functions and TensorFlow warns that they
@@ -66,7 +68,9 @@ def freeze_once() -> None:
 
 def setup_keras(cfg: DictConfig) -> None:
     """Fresh Keras state and seeds for every cell (launchers may reuse worker processes); thread
-    settings are fixed before TensorFlow starts and identical in every job of a sweep."""
+    settings are fixed before TensorFlow starts and identical in every job of a sweep; on a machine
+    with several GPUs each process takes its own (`study.devices.place`, once per process)."""
+    devices.place()
     n = threads(cfg)
     if n and tf.config.threading.get_intra_op_parallelism_threads() != n:
         tf.config.threading.set_intra_op_parallelism_threads(n)

@@ -10,7 +10,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from study import contract
+from study import contract, devices
 from study.tracking.store import REPO_ROOT
 
 NON_SEMANTIC = (
@@ -108,13 +108,12 @@ def environment_tags() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
     return {
         contract.GIT_COMMIT: git_commit(),
         contract.TF_VERSION: tf.__version__,
         contract.KERAS_VERSION: keras.__version__,
         contract.PYTHON_VERSION: platform.python_version(),
-        contract.DEVICE: f"GPU x{len(gpus)}" if gpus else f"CPU ({os.cpu_count()} cores)",
+        contract.DEVICE: devices.describe(),
         contract.CPU: cpu(),
         contract.HOST: platform.node(),
         contract.PID: str(os.getpid()),
