@@ -83,6 +83,8 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
     where = progress(ctx["index"], ctx.get("n_cells"), ctx.get("started"), ctx.get("costs"), time.time()) if ctx else ""
     if ctx:  # a sweep's cell waits out a lost tracking server instead of failing at once
         tracking.wait_for_store(t.uri, t.wait_s, where)
+        if ctx["index"] % tracking.PROGRESS_EVERY == 0:  # the UI shows how far the sweep is
+            _show_progress(c, ctx["parent_run_id"], where)
         tags |= {
             "mlflow.parentRunId": ctx["parent_run_id"],
             contract.SWEEP_ID: ctx[contract.SWEEP_ID],
@@ -148,6 +150,14 @@ def _record_setup(run, c, p: CellPlan, splits, flat: dict, resolved: dict, who: 
     except Exception as err:
         said = " ".join(tracking.redact(f"{type(err).__name__}: {err}").split())[:300]
         print(f"{who}: datasets not logged ({said}); training goes on", flush=True)
+
+
+def _show_progress(c, parent_run_id: str, where: str) -> None:
+    """The sweep's description (its parent run's) with this cell's `[cell i/N] (elapsed, ETA)`; a
+    convenience: a store that refuses it costs the cell nothing."""
+    with contextlib.suppress(Exception):
+        note = c.get_run(parent_run_id).data.tags.get(tracking.NOTE, "")
+        c.set_tag(parent_run_id, tracking.NOTE, tracking.sweep_progress(note, where))
 
 
 def _store(t, ctx: dict):

@@ -175,3 +175,32 @@ def test_cells_trained_one_after_another_leave_no_traced_graph_behind(make_cfg, 
     train(make_cfg("model.activation=tanh", "seed=1"))
     assert len(ops._gradient_registry._registry) == registry
     assert graphs() <= alive  # what a cell creates is still collected
+
+
+def test_a_sweep_cell_shows_the_sweeps_progress_in_its_parent_runs_description(make_cfg, store):
+    """Every PROGRESS_EVERY-th cell writes `[cell i/N] (elapsed, ETA)` into the running sweep's
+    description (the MLflow UI's), in place of its state line; the others leave it as it is."""
+    import re
+    import time
+
+    from omegaconf import OmegaConf
+
+    from study import contract, tracking
+
+    uri, client = store
+    exp_id = tracking.ensure_experiment(client, "activation-study", None)
+    config = OmegaConf.create({"hydra": {"sweeper": {"params": {"seed": "0,1"}}}, "question": "Why?"})
+    parent = client.create_run(exp_id, run_name="smoke-x", tags={contract.ROLE: contract.SWEEP}).info.run_id
+    client.set_tag(parent, tracking.NOTE, tracking.sweep_note(config, "smoke", [[]] * 8, "running"))
+    ctx = {"experiment_id": exp_id, "parent_run_id": parent, contract.SWEEP_ID: "x", "n_cells": 8}
+    ctx |= {"started": time.time() - 10, "costs": [1.0] * 8}
+    for index in (4, 5):  # the 5th cell (index 4) leaves it; the 6th (index 5, a multiple of 5) updates it
+        train(make_cfg(f"seed={index}"), context=ctx | {"index": index})
+        note = client.get_run(parent).data.tags[tracking.NOTE]
+        assert ("Sweep running\n" in note) == (index % tracking.PROGRESS_EVERY != 0), note
+    line = re.search(r"^Sweep running: .*$", note, re.M).group(0)
+    m = re.fullmatch(r"Sweep running: \[cell 6/8\] \((\d+):(\d\d) elapsed, ETA (\d+):(\d\d)\)", line)
+    assert m, line
+    elapsed, left = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    assert elapsed >= 10 and abs(left - elapsed * 3 / 5) <= 1, line  # 5 cells of cost 1 begun, 3 to go
+    assert note.startswith("**Sweep of preset `smoke`**: 8 cells") and "**Question.** Why?" in note

@@ -8,7 +8,7 @@ can be used in one process and tests point runs at a temporary SQLite file. One 
 `run_logger` (RunLogger), `notes` (the MLflow UI's descriptions). Their names are re-exported here.
 """
 
-from study.tracking.notes import EXPERIMENT_NOTE, NOTE, cell_note, sweep_note
+from study.tracking.notes import EXPERIMENT_NOTE, NOTE, PROGRESS_EVERY, cell_note, sweep_note, sweep_progress
 from study.tracking.provenance import (
     ADDED_KEYS,
     NON_SEMANTIC,
@@ -48,6 +48,7 @@ __all__ = [
     "NEW_STORE_BYTES",
     "NON_SEMANTIC",
     "NOTE",
+    "PROGRESS_EVERY",
     "PROBE_BYTES",
     "REPO_ROOT",
     "SQLITE_HEADER",
@@ -77,5 +78,6 @@ __all__ = [
     "source_tags",
     "sqlite_path",
     "sweep_note",
+    "sweep_progress",
     "wait_for_store",
 ]

@@ -3,6 +3,8 @@ parent run and of a cell."""
 
 from __future__ import annotations
 
+import re
+
 from study import contract, verdicts
 
 NOTE = "mlflow.note.content"  # MLflow's description of an experiment or run (shown in its UI)
@@ -44,6 +46,15 @@ def sweep_note(config, name: str, cells: list | None, state: str) -> str:
         "Its report (after `make report`): artifact `report/report.html` of this run (the whole report, "
         "figures included), beside `report/REPORT.md`, `report/figures/` and `report/tables/`."
     )
+
+
+PROGRESS_EVERY = 5  # a sweep's description shows its progress, updated as every 5th cell starts
+
+
+def sweep_progress(note: str, where: str) -> str:
+    """The running sweep's description with its progress (`[cell i/N] (elapsed, ETA)`) in place of
+    the state line that `sweep_note(..., "running")` wrote; unchanged if that line is not there."""
+    return re.sub(r"^Sweep running[^\n]*", lambda _: f"Sweep running: {where.strip()}", note, count=1, flags=re.M)
 
 
 def cell_note(cfg, result: dict, lr: float) -> str:
