@@ -42,8 +42,9 @@ def _batch(shape=(10, 10, 1), n=16, seed=0):
     return rng.random((n, *shape), dtype=np.float32), (np.arange(n) % 3).astype(np.int32)
 
 
-def _independent(model, x, y):
-    """Layer-by-layer forward pass with its own tape, loss from tf.nn, statistics in numpy."""
+def _tape(model, x, y):
+    """Layer-by-layer forward pass with its own tape and the loss from tf.nn: the activation outputs by
+    name, and the gradients of the trainable weights followed by those of the activation outputs."""
     acts = {}
     with tf.GradientTape() as tape:
         h = tf.convert_to_tensor(x)
@@ -53,7 +54,12 @@ def _independent(model, x, y):
                 tape.watch(h)
                 acts[layer.name.removeprefix("act_")] = h
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
-    grads = tape.gradient(loss, list(model.trainable_weights) + list(acts.values()))
+    return acts, tape.gradient(loss, list(model.trainable_weights) + list(acts.values()))
+
+
+def _independent(model, x, y):
+    """Layer-by-layer forward pass with its own tape, loss from tf.nn, statistics in numpy."""
+    acts, grads = _tape(model, x, y)
     wg = dict(zip([id(v) for v in model.trainable_weights], grads))
     out = {
         "grad/global_norm": np.sqrt(
@@ -422,16 +428,7 @@ def test_every_recorded_statistic_equals_its_oracle(activation):
     x, y = _batch()
     x = x * np.float32(30.0)  # large inputs: saturated and dead units occur, so those fractions are tested
     ours = diag.batch_statistics(m, x, y)
-    acts = {}
-    with tf.GradientTape() as tape:
-        h = tf.convert_to_tensor(x)
-        for layer in m.layers[1:]:
-            h = layer(h)
-            if layer.name.startswith("act_"):
-                tape.watch(h)
-                acts[layer.name.removeprefix("act_")] = h
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
-    grads = tape.gradient(loss, list(m.trainable_weights) + list(acts.values()))
+    acts, grads = _tape(m, x, y)
     as64 = lambda t: t.numpy().astype(np.float64)  # noqa: E731
     wg = {id(v): as64(g) for v, g in zip(m.trainable_weights, grads)}
     out = {

@@ -9,17 +9,12 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from study import contract, outputs, tracking, verdicts
 from study.report import baseline as base_cells
 from study.report import collect, from_store, sections, stats, style
-from study.report.md import md_table
-
-
-def _fmt(v, digits=3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}g}"
+from study.report.md import fmt, md_table
 
 
 def _when(ms) -> str:
@@ -32,7 +27,7 @@ def summary_table(summ: pd.DataFrame) -> str:
     rows = []
     for _, r in summ.iterrows():
         ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["n"] > 1 else "n/a (one seed)"
-        rows.append((*(r[k] for k in keys), r["runs"], r["n"], _fmt(r["mean"]), ci))
+        rows.append((*(r[k] for k in keys), r["runs"], r["n"], fmt(r["mean"]), ci))
     return md_table([*keys, "runs", "n", "mean test accuracy", "95 % t interval"], rows)
 
 
@@ -51,7 +46,7 @@ def _paired_section(pairs: pd.DataFrame) -> list[str]:
     for r in pairs.itertuples():
         resolved = "yes" if r.p_paired_t < 0.05 else "no" if r.p_paired_t == r.p_paired_t else "n/a"
         rows.append(
-            (r.activation, r.depth, r.new, r.baseline, r.differences, f"{r.above} / {r.below}", _fmt(r.p_paired_t, 2))
+            (r.activation, r.depth, r.new, r.baseline, r.differences, f"{r.above} / {r.below}", fmt(r.p_paired_t, 2))
             + (resolved,)
         )
     header = ["arm", "depth", "new", "baseline", "differences", "above / below", "paired t p", "resolved"]
@@ -229,7 +224,7 @@ def _metadata(s: collect.Sweep, sec) -> list[str]:
     meta = [
         f"- {what}, experiment `{i['experiment']}`, store `{i['tracking_uri']}`",
         f"- started {_when(i.get('start_time'))}, ended {_when(i.get('end_time'))}, wall time "
-        f"{_fmt(i.get('sweep/wall_time_s'), 4)} s",
+        f"{fmt(i.get('sweep/wall_time_s'), 4)} s",
         f"- git commit `{i.get(contract.GIT_COMMIT, '?')}`; TensorFlow {i.get(contract.TF_VERSION, '?')}, "
         f"Keras {i.get(contract.KERAS_VERSION, '?')}, Python {i.get(contract.PYTHON_VERSION, '?')}; "
         f"device {i.get(contract.DEVICE, '?')}" + (f", {i[contract.CPU]}" if i.get(contract.CPU) else ""),
