@@ -201,11 +201,6 @@ def _g(v: float) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:.2g}" if abs(v) < 0.01 or abs(v) >= 1000 else f"{v:.3g}"
 
 
-def _pick(values, test) -> float | None:
-    """The first known value of (init, final) that passes `test`."""
-    return next((v for v in values if math.isfinite(v) and test(v)), None)
-
-
 def _learned(ev: Mapping) -> tuple[float, float, float, str, str]:
     """Progress P (the larger of the loss's and the accuracy's), the loss judged, the loss of chance,
     its unit and the words that say how much was learned."""
