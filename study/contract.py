@@ -17,6 +17,7 @@ FINGERPRINT = "fingerprint"
 OUTCOME = "outcome"
 VERDICT = "gradient_verdict"
 VERDICT_REASON = "verdict_reason"
+INIT_FINDING = "init_finding"  # what was wrong at initialisation: none, vanishing, collapsed, exploding
 ERROR = "error"
 GIT_COMMIT = "git_commit"
 REUSED = "reused_in"  # `reused_in.<sweep id>` = 1 on a FINISHED run a later sweep skipped as done
@@ -39,6 +40,7 @@ TAGS = (
     OUTCOME,
     VERDICT,
     VERDICT_REASON,
+    INIT_FINDING,
     ERROR,
     GIT_COMMIT,
     REUSED,

@@ -116,6 +116,7 @@ def train(cfg: DictConfig, context: dict | None = None) -> dict:
                 contract.OUTCOME: result[contract.OUTCOME],
                 contract.VERDICT: result[contract.VERDICT],
                 contract.VERDICT_REASON: result[contract.VERDICT_REASON],
+                contract.INIT_FINDING: result[contract.INIT_FINDING],
                 tracking.NOTE: tracking.cell_note(cfg, result, p.optimizer.learning_rate),
             }
         )
@@ -284,15 +285,25 @@ def _judged(p: CellPlan, rec: callbacks.Recorders, splits) -> dict:
     result[verdicts.PROGRESS] = verdicts.progress(loss, splits.num_classes, p.loss)
     y_eval = splits.y_val if len(splits.y_val) else splits.y_train  # the labels of the accuracy judged
     result[verdicts.CHANCE_ACCURACY] = float(np.bincount(y_eval).max() / len(y_eval))
+    epochs = rec.epochs.table()
+    by_epoch = epochs.pivot_table(index="epoch", columns="metric", values="value") if len(epochs) else epochs
+    result[verdicts.PROGRESS_PEAK] = verdicts.peak_progress(
+        by_epoch.to_dict("records"), splits.num_classes, p.loss, result[verdicts.CHANCE_ACCURACY]
+    )
     return result | _verdict(p, rec, final, result, splits)
 
 
 def _verdict(p: CellPlan, rec: callbacks.Recorders, final: dict, result: dict, splits) -> dict:
     if rec.diagnostics is None:
-        return {contract.VERDICT: "unknown", contract.VERDICT_REASON: "diagnostics off"}
+        return {
+            contract.VERDICT: "unknown",
+            contract.VERDICT_REASON: "diagnostics off",
+            contract.INIT_FINDING: "unknown",
+        }
     evidence = {**final, **result, "num_classes": splits.num_classes, "loss_fn": p.loss}
     label, reason = verdicts.decide(evidence, p.diagnostics.thresholds)
-    return {contract.VERDICT: label, contract.VERDICT_REASON: reason}
+    init = verdicts.init_finding(evidence, p.diagnostics.thresholds)
+    return {contract.VERDICT: label, contract.VERDICT_REASON: reason, contract.INIT_FINDING: init}
 
 
 def log_cell_figures(cfg, tables: dict, steps_per_epoch: int, result: dict, run, tmp: Path) -> None:

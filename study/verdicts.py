@@ -8,25 +8,34 @@ Evidence, in order of weight (DESIGN.md): did the network learn? Progress P is t
 1 - final validation loss / ln K and the accuracy's (accuracy - c) / (1 - c), c the majority class's
 share of the validation set (`diag/chance_accuracy`, else 1/K); 0 = chance, 1 = perfect. (Loss
 alone called a net at 0.55 accuracy "stalled": after 3 epochs its loss can stay near ln K while it
-classifies half the examples right.) Did the forward signal survive depth (the spread of each unit
-across examples, last hidden layer over first)? Do weight gradients shrink or grow geometrically with
-depth (first/last RMS ratio)? The rules, first match wins:
+classifies half the examples right.) Then, in time order, what was wrong at initialisation and what
+developed in training.
 
+The initial finding (`init_finding`: none, vanishing, collapsed, exploding) uses initialisation
+evidence only (the weight-gradient ratio at step 0 and the forward spread of the signal probe at
+init), so cells with the same initial weights carry the same finding whatever their optimizer.
+When several match, the forward signal comes first (`collapsed`: the deep layers' output does not
+depend on the input, so no gradient can train them), then the gradient ratio (`vanishing`,
+`exploding`); every match is in the reason. The order is fixed, not a comparison of margins.
+
+The verdict, in this order:
 1. `diverged`  the loss turned non-finite (training stopped at that step).
 2. `exploding` non-finite gradient entries, the global gradient norm grew more than `growth_above`
                times its value at step 0, or the final validation loss exceeds `blowup_above` ln K.
-3. `healthy`   P >= `progress_healthy`; a pathology seen at initialisation is named in the reason
-               ("trained despite ...").
+3. `healthy`   P >= `progress_healthy`; any pathology seen is named in the reason ("trained despite").
 4. `slow`      `progress_min` <= P < `progress_healthy`; pathologies named in the reason.
-   No progress (P < `progress_min`): the first pathology that explains it:
-5. `exploding` a first/last weight-gradient ratio (at init or in the last epoch) above `exploding_above`.
-6. `vanishing` a first/last weight-gradient ratio below `vanishing_below`.
-7. `collapsed` forward spread last/first (at init or at the end) below `collapse_below`: the deep
-               layers' output no longer depends on the input, whatever the gradient ratio says.
-8. `dead`      in the worst layer at least `dead_above` of the channels are inactive for every probe
-               example (ReLU family; at the end of training).
-9. `stalled`   none of these: no progress and no gradient pathology.
+   No progress (P < `progress_min`):
+5. a bad start: the initial finding (`vanishing`, `collapsed` or `exploding`), when there is one and
+   the net never progressed (its best epoch's P, `diag/progress_peak`, below `progress_min`);
+6. `died`      no pathology at init (or progress first), and at the end of training a pathology:
+               weight-gradient ratio outside [vanishing_below, exploding_above] in the last epoch,
+               forward spread collapsed, at least `dead_above` of the worst layer's channels dead, or
+               updates frozen (median update/weight ratio below `frozen_below`); the reason gives
+               the step where it turned (the global gradient norm's peak) when recorded;
+7. `stalled`   none of these: no progress and no gradient pathology.
 `unknown`: no loss recorded (diagnostics off and no validation data, or a failed run).
+Every rule that matched is in `verdict_reason`, and a value within `near_factor` of its threshold
+(on either side) is said to be near it.
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ import numpy as np
 
 from study import contract
 
-LABELS = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled", "slow", "healthy", "unknown")
-PATHOLOGIES = ("diverged", "exploding", "vanishing", "collapsed", "dead", "stalled")
+LABELS = ("diverged", "exploding", "vanishing", "collapsed", "died", "stalled", "slow", "healthy", "unknown")
+PATHOLOGIES = ("diverged", "exploding", "vanishing", "collapsed", "died", "stalled")
+INIT_FINDINGS = ("none", "vanishing", "collapsed", "exploding")  # tag `init_finding`
 
 # Evidence keys (MLflow metric names of each run's summary)
 PROGRESS = "diag/progress"
@@ -54,6 +64,8 @@ UPDATE_RATIO = "diag/update_ratio_final"
 CHANCE_ACCURACY = "diag/chance_accuracy"
 FIRST_NONFINITE = "diag/first_nonfinite_step"  # when there was one
 GRAD_NOISE = "diag/grad_norm_noise"  # a description of the run, not used by the rules
+PROGRESS_PEAK = "diag/progress_peak"  # the best epoch's progress P (loss or accuracy)
+GROWTH_STEP = "diag/grad_peak_step"  # the step of the global gradient norm's largest value
 EVIDENCE = (
     PROGRESS,
     RATIO_INIT,
@@ -68,6 +80,8 @@ EVIDENCE = (
     NONFINITE,
     UPDATE_RATIO,
     CHANCE_ACCURACY,
+    PROGRESS_PEAK,
+    GROWTH_STEP,
 )
 
 
@@ -83,6 +97,7 @@ def step_evidence(table: np.ndarray, keys: list[str], ratio_keys: tuple[str, str
         r_init = float(table[0, first] / table[0, last])
         r_final = float(np.mean(last_epoch[:, first]) / np.mean(last_epoch[:, last]))
         growth = float(np.nanmax(norms_all) / norms_all[0]) if np.isfinite(norms_all).any() else float("nan")
+    peak = int(np.nanargmax(norms_all)) if np.isfinite(norms_all).any() else float("nan")
     norms = norms_all[-max(steps_per_epoch, min(10, len(table))) :]
     with np.errstate(divide="ignore", invalid="ignore"):  # step-to-step jitter of log ||g||, blind to slow drift
         jumps = np.diff(np.log(norms))
@@ -94,6 +109,7 @@ def step_evidence(table: np.ndarray, keys: list[str], ratio_keys: tuple[str, str
         NONFINITE: float(np.nansum(table[:, keys.index(contract.NONFINITE_GRADS)])),
         GRAD_NOISE: noise,
         GROWTH: growth,
+        GROWTH_STEP: peak,
         UPDATE_RATIO: float(np.median(np.mean(last_epoch[:, updates], axis=0))),
     }
 
@@ -132,6 +148,8 @@ class Thresholds:
     dead_above: float = 0.5  # fraction of dead channels in the worst layer
     growth_above: float = 1e3  # global gradient norm, largest over training / at step 0
     blowup_above: float = 1.5  # final validation loss in units of ln K
+    frozen_below: float = 1e-5  # median over layers of |update| / |weight| in the last epoch
+    near_factor: float = 1.5  # a value within this factor of a threshold is reported as near it
 
     @classmethod
     def from_mapping(cls, values: Mapping | None) -> Thresholds:
@@ -228,28 +246,105 @@ def _learned(ev: Mapping) -> tuple[float, float, float, str, str]:
     return p, loss, ln_k, unit, learned
 
 
-def _findings(ev: Mapping, th: Thresholds) -> list[tuple[str, str]]:
-    """(label, text) of every pathology the evidence shows, in the rules' order."""
-    ratios = (_num(ev, RATIO_INIT), _num(ev, RATIO_FINAL))
-    forward = (_num(ev, FORWARD_INIT), _num(ev, FORWARD_FINAL))
+def peak_progress(epochs: list[Mapping], num_classes, loss_fn=None, chance=None) -> float:
+    """The best epoch's progress P: the larger of the loss's and the accuracy's progress at each
+    epoch (`val/loss`, `val/accuracy`, else the training ones), the largest over epochs."""
+    best = float("nan")
+    for e in epochs:
+        ps = []
+        for split in ("val", "train"):
+            loss, acc = _num(e, f"{split}/loss"), _num(e, f"{split}/accuracy")
+            if math.isfinite(loss) or math.isfinite(acc):
+                ps = [progress(loss, num_classes, loss_fn), accuracy_progress(acc, num_classes, chance)]
+                break
+        ps = [p for p in ps if math.isfinite(p)]
+        if ps and not max(ps) <= best:
+            best = max(ps)
+    return best
+
+
+def learned(ev: Mapping) -> float:
+    """Progress P of a run (the larger of the loss's and the accuracy's), as the rules judge it."""
+    return _learned(ev)[0]
+
+
+def _near(v: float, threshold: float, th: Thresholds) -> str:
+    """' (near the threshold)' when v is within th.near_factor of it, on either side."""
+    if threshold > 0 and v > 0 and 1 / th.near_factor <= v / threshold <= th.near_factor:
+        return " (near the threshold)"
+    return ""
+
+
+def _ratio_findings(v: float, when: str, th: Thresholds) -> list[tuple[str, str]]:
+    """(label, text) for a first/last weight-gradient ratio past a threshold."""
+    if not math.isfinite(v) or v <= 0:
+        return []
+    if v > th.exploding_above:
+        text = f"first/last weight-gradient ratio {when} {_g(v)} > {_g(th.exploding_above)}"
+        return [("exploding", text + _near(v, th.exploding_above, th))]
+    if v < th.vanishing_below:
+        text = f"first/last weight-gradient ratio {when} {_g(v)} < {_g(th.vanishing_below)}"
+        return [("vanishing", text + _near(v, th.vanishing_below, th))]
+    return []
+
+
+def _forward_findings(v: float, when: str, th: Thresholds) -> list[tuple[str, str]]:
+    if not math.isfinite(v) or v <= 0 or v >= th.collapse_below:
+        return []
+    text = f"forward spread last/first {when} {_g(v)} < {_g(th.collapse_below)}"
+    return [("collapsed", text + _near(v, th.collapse_below, th))]
+
+
+def _near_misses(ev: Mapping, th: Thresholds) -> list[str]:
+    """Initialisation values on the safe side of a threshold but within th.near_factor of it: said
+    in the reason, since a seed just across the line gets another label."""
+    out = []
+    checks = (  # key, threshold, which side is safe, what
+        (RATIO_INIT, th.vanishing_below, 1, "first/last weight-gradient ratio at init"),
+        (RATIO_INIT, th.exploding_above, -1, "first/last weight-gradient ratio at init"),
+        (FORWARD_INIT, th.collapse_below, 1, "forward spread last/first at init"),
+    )
+    for key, threshold, side, what in checks:
+        v = _num(ev, key)
+        if math.isfinite(v) and v > 0 and side * (v - threshold) >= 0 and _near(v, threshold, th):
+            out.append(f"{what} {_g(v)} is near the threshold {_g(threshold)}")
+    return out
+
+
+def init_findings(ev: Mapping, th: Thresholds | None = None) -> list[tuple[str, str]]:
+    """(label, text) of every pathology at initialisation, the forward collapse first: from
+    the step-0 weight-gradient ratio and the forward spread of the init probe only."""
+    th = th or Thresholds()
+    return _forward_findings(_num(ev, FORWARD_INIT), "at init", th) + _ratio_findings(
+        _num(ev, RATIO_INIT), "at init", th
+    )
+
+
+def init_finding(ev: Mapping, th: Thresholds | None = None) -> str:
+    """The tag `init_finding`: the strongest pathology at initialisation, or `none`."""
+    found = init_findings(ev, th)
+    return found[0][0] if found else "none"
+
+
+def training_findings(ev: Mapping, th: Thresholds) -> list[tuple[str, str]]:
+    """(label, text) of every pathology at the end of training (last epoch, end probe)."""
+    found = list(_ratio_findings(_num(ev, RATIO_FINAL), "in the last epoch", th))
+    found += _forward_findings(_num(ev, FORWARD_FINAL), "at the end", th)
     dead = _num(ev, DEAD_FINAL)
-    findings = []
-    when = ("at init", "in the last epoch")
-    for v, w in zip(ratios, when):
-        if math.isfinite(v) and v > th.exploding_above:
-            findings.append(("exploding", f"first/last weight-gradient ratio {w} {_g(v)} > {_g(th.exploding_above)}"))
-            break
-    for v, w in zip(ratios, when):
-        if math.isfinite(v) and v < th.vanishing_below:
-            findings.append(("vanishing", f"first/last weight-gradient ratio {w} {_g(v)} < {_g(th.vanishing_below)}"))
-            break
-    for v, w in zip(forward, ("at init", "at the end")):
-        if math.isfinite(v) and v < th.collapse_below:
-            findings.append(("collapsed", f"forward spread last/first {w} {_g(v)} < {_g(th.collapse_below)}"))
-            break
     if math.isfinite(dead) and dead >= th.dead_above:
-        findings.append(("dead", f"dead channels in the worst layer at the end {_g(dead)} >= {_g(th.dead_above)}"))
-    return findings
+        found.append(("dead", f"dead channels in the worst layer at the end {_g(dead)} >= {_g(th.dead_above)}"))
+    upd = _num(ev, UPDATE_RATIO)
+    if math.isfinite(upd) and upd < th.frozen_below:
+        found.append(("frozen", f"update/weight in the last epoch {_g(upd)} < {_g(th.frozen_below)}"))
+    return found
+
+
+def _turned(ev: Mapping) -> str:
+    """Where a net that died turned: the step of the global gradient norm's peak, when recorded."""
+    step, growth = _num(ev, GROWTH_STEP), _num(ev, GROWTH)
+    if not math.isfinite(step) or not math.isfinite(growth) or growth <= 1:
+        return ""
+    return f"turned near step {int(step)}, where the global gradient norm peaked at {_g(growth)}x its step-0 value"
 
 
 def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
@@ -273,25 +368,40 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
     if not math.isfinite(p):
         return "unknown", "no loss recorded"
 
-    ratios, forward = (_num(ev, RATIO_INIT), _num(ev, RATIO_FINAL)), (_num(ev, FORWARD_INIT), _num(ev, FORWARD_FINAL))
-    findings = _findings(ev, th)
-    if p >= th.progress_healthy:
-        label = "healthy"
-        head = f"{learned} >= {_g(th.progress_healthy)}"
-    elif p >= th.progress_min:
-        label = "slow"
-        head = f"{learned}, between {_g(th.progress_min)} and {_g(th.progress_healthy)}"
-    else:
-        head = f"no progress: {learned} < {_g(th.progress_min)}"
-        if findings:
-            label, text = findings[0]
-            return label, f"{head}; {text}"
-        known = [f"weight-gradient ratio at init {_g(ratios[0])}"]
-        if any(map(math.isfinite, forward)):
-            known.append(f"forward spread last/first at init {_g(forward[0])}")
+    at_init = init_findings(ev, th)
+    in_training = training_findings(ev, th)
+    near = "".join(f"; {n}" for n in _near_misses(ev, th))
+    if p >= th.progress_min:
+        if p >= th.progress_healthy:
+            label, head = "healthy", f"{learned} >= {_g(th.progress_healthy)}"
         else:
-            known.append("forward signal not recorded")
-        return "stalled", f"{head}; no gradient pathology ({', '.join(known)})"
-    if findings:
-        head += "; trained despite " + "; ".join(text for _, text in findings)
-    return label, head
+            label, head = "slow", f"{learned}, between {_g(th.progress_min)} and {_g(th.progress_healthy)}"
+        seen = [text for _, text in at_init] + [text for _, text in in_training]
+        return label, head + ("; trained despite " + "; ".join(seen) if seen else "") + near
+    head = f"no progress: {learned} < {_g(th.progress_min)}"
+    peak = _num(ev, PROGRESS_PEAK)
+    progressed = math.isfinite(peak) and peak >= th.progress_min
+    if progressed:
+        head += f"; progress {_g(peak)} at its best epoch"
+    start = "at init: " + "; ".join(f"{lab} ({t})" for lab, t in at_init) if at_init else "at init no pathology"
+    if at_init and not progressed:
+        return at_init[0][0], "; ".join([head, start, *_rest(in_training, ev)]) + near
+    if in_training:
+        return "died", "; ".join([head, start, *_rest(in_training, ev, turned=True)]) + near
+    if progressed:
+        return "died", f"{head}; {start}; then lost it (no pathology recorded at the end){near}"
+    known = [f"weight-gradient ratio at init {_g(_num(ev, RATIO_INIT))}"]
+    if any(map(math.isfinite, (_num(ev, FORWARD_INIT), _num(ev, FORWARD_FINAL)))):
+        known.append(f"forward spread last/first at init {_g(_num(ev, FORWARD_INIT))}")
+    else:
+        known.append("forward signal not recorded")
+    return "stalled", f"{head}; no gradient pathology ({', '.join(known)}){near}"
+
+
+def _rest(in_training: list[tuple[str, str]], ev: Mapping, turned: bool = False) -> list[str]:
+    """The reason's parts after the initial finding: what the end of training showed, and where
+    the net turned."""
+    parts = ["in training: " + "; ".join(f"{lab} ({t})" for lab, t in in_training)] if in_training else []
+    if turned and _turned(ev):
+        parts.append(_turned(ev))
+    return parts

@@ -106,8 +106,21 @@ def test_epoch_curves_with_seeds_draw_the_mean_its_t_interval_and_each_seed():
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     # widest at the last epoch, where the seeds are furthest apart
     _, _, lo, hi = stats.t_interval([1.0 - 0.1 * 3 * k for k in (1, 2, 3)])
-    assert np.isclose(band.min(), lo) and np.isclose(band.max(), hi)
+    assert lo < 0 and band.min() == 0 and np.isclose(band.max(), hi)  # clipped at zero loss (stats rule 2)
     assert "95 % t interval" in fig.legends[0].get_title().get_text()
+
+
+def test_epoch_curves_draw_seeds_that_trained_apart_from_those_that_did_not():
+    e = _epochs(3)
+    trained = pd.Series({"he_normal-0": False, "he_normal-1": True, "he_normal-2": True})
+    fig = P.curves_vs(e, "init", "depth", [("train/loss", "training loss")], trained=trained)
+    lines = {l.get_label(): l for l in fig.axes[0].get_lines() if not l.get_label().startswith("_")}
+    assert set(lines) == {"he_normal", "he_normal, not trained", "lecun_normal"}
+    # the trained seeds' mean (seeds 1 and 2: 0.1*epoch*(2+3)/2 below 1) and the other seed alone, dashed
+    np.testing.assert_allclose(lines["he_normal"].get_ydata(), [1.0, 0.75, 0.5, 0.25])
+    np.testing.assert_allclose(lines["he_normal, not trained"].get_ydata(), [1.0, 0.9, 0.8, 0.7])
+    assert lines["he_normal, not trained"].get_linestyle() == "--"
+    assert "did not train" in fig.legends[0].get_title().get_text()
 
 
 def test_epoch_curves_of_one_seed_have_no_band():
@@ -129,3 +142,21 @@ def test_heatmap_of_several_seeds_carries_the_t_half_width():
     assert f"0.84\n±{(hi - lo) / 2:.2f}" in texts
     assert "0.50" in texts  # one seed: no interval
     assert "95 % t interval" in fig.get_supxlabel()
+
+
+def test_heatmap_of_seeds_that_split_prints_k_of_n_and_never_a_mean_with_an_interval():
+    cells = pd.DataFrame(
+        dict(
+            activation="relu",
+            init="he",
+            depth=8,
+            outcome="finished",
+            trained=[True, False, False],
+            **{"test/accuracy": [0.434, 0.105, 0.101]},
+        )
+    )
+    texts = [t.get_text() for t in P.axis_heatmap(cells, "init").axes[0].texts]
+    assert texts == ["1/3\n(0.43)"]
+    agree = cells.assign(trained=True, **{"test/accuracy": [0.99, 0.90, 0.999]})  # interval meets 1: clipped
+    (text,) = [t.get_text() for t in P.axis_heatmap(agree, "init").axes[0].texts]
+    assert text.startswith("0.96\n[") and text.endswith(", 1.00]")

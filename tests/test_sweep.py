@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.commands import ROOT, run_main, run_script
-from helpers.mlflow_queries import assert_no_healthy_at_chance, runs
+from helpers.mlflow_queries import assert_no_healthy_at_chance, assert_one_initial_finding_per_initial_weights, runs
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,8 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     assert cells == {(a, o, d) for a in ("sigmoid", "relu") for o in ("sgd", "adam") for d in ("2", "4")}
     assert "[cell 8/8]" in proc.stdout and "8 finished" in proc.stdout
     assert assert_no_healthy_at_chance(f"sqlite:///{tmp_path}/mlflow.db") == 8
+    # sgd and adam of one activation and depth start from the same weights: one initial finding each
+    assert assert_one_initial_finding_per_initial_weights(all_runs) == 4
     # descriptions for the MLflow UI: experiment, parent, every cell
     exp = client.get_experiment_by_name("activation-study")
     assert "gradient verdict" in exp.tags["mlflow.note.content"].lower()
@@ -70,7 +72,7 @@ def test_smoke_multirun_one_parent_and_eight_finished_children(smoke_store):
     link = run_script("ui_link.py", ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], tmp_path)
     assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in link.stdout
     for r in children:
-        assert r.data.tags["gradient_verdict"] in {"healthy", "slow", "stalled", "vanishing", "collapsed", "dead"}
+        assert r.data.tags["gradient_verdict"] in {"healthy", "slow", "stalled", "vanishing", "collapsed", "died"}
         assert r.data.tags["verdict_reason"]
     # launched most expensive first: the four depth-4 cells, then the depth-2 ones, each in written order
     starts = re.findall(r"\[cell (\d)/8\] \([^)]*\) (\w+)-(\w+)-d(\d)-s0 start:", proc.stdout)

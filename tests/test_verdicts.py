@@ -1,4 +1,5 @@
-"""The verdict rules on constructed evidence: each label, its order, and the reason's numbers."""
+"""The verdict rules on constructed evidence: each label, the time order of its evidence, and the
+reason's numbers."""
 
 import math
 
@@ -10,7 +11,7 @@ from study.errors import ConfigError
 LN10 = math.log(10)
 
 
-def ev(val_loss, **kw):
+def ev(val_loss=LN10, **kw):
     """Evidence of a finished 10-class run with the given final validation loss."""
     base = {
         "num_classes": 10,
@@ -37,17 +38,56 @@ def ev(val_loss, **kw):
         (ev(1.0, **{"diag/grad_growth": 5e3}), "exploding", ["grew 5e+03x"]),
         (ev(9.0), "exploding", ["above 1.5 ln K"]),
         (ev(LN10, **{"diag/ratio_first_last_init": 300}), "exploding", ["no progress", "300 > 100"]),
-        (
+        (ev(LN10, **{"diag/ratio_first_last_init": 3e-10}), "vanishing", ["no progress", "3e-10 < 0.01"]),
+        (  # both at init: the forward signal first, and every match in the reason
             ev(LN10, **{"diag/ratio_first_last_init": 3e-10, "diag/forward_ratio_init": 1e-9}),
-            "vanishing",
-            ["no progress", "3e-10 < 0.01"],
+            "collapsed",
+            ["at init: collapsed (forward spread last/first at init 1e-09 < 0.05); vanishing (", "3e-10 < 0.01"],
         ),
         (
             ev(LN10, **{"diag/ratio_first_last_init": 5.9, "diag/forward_ratio_init": 4e-4}),
             "collapsed",
             ["val loss 2.3 = 1 ln K", "forward spread last/first at init 0.0004 < 0.05"],
         ),
-        (ev(LN10, **{"diag/dead_frac_final": 0.8}), "dead", ["0.8 >= 0.5"]),
+        (ev(LN10, **{"diag/dead_frac_final": 0.8}), "died", ["at init no pathology", "0.8 >= 0.5"]),
+        (  # started well, then the gradient norm spiked and the top layers went dead and froze
+            ev(
+                LN10,
+                **{
+                    "diag/dead_frac_final": 0.9,
+                    "diag/update_ratio_final": 2e-8,
+                    "diag/forward_ratio_final": 1e-3,
+                    "diag/grad_growth": 104.0,
+                    "diag/grad_peak_step": 169,
+                },
+            ),
+            "died",
+            [
+                "in training: collapsed (",
+                "dead (",
+                "frozen (update/weight in the last epoch 2e-08 < 1e-05)",
+                "near step 169",
+                "104x",
+            ],
+        ),
+        (  # progressed first (its best epoch), then lost it
+            ev(LN10, **{"diag/progress_peak": 0.2}),
+            "died",
+            ["progress 0.2 at its best epoch", "then lost it"],
+        ),
+        (  # a bad start that progressed first is a death in training, its start named
+            ev(LN10, **{"diag/progress_peak": 0.2, "diag/ratio_first_last_init": 3e-3, "diag/dead_frac_final": 0.7}),
+            "died",
+            ["at init: vanishing (first/last weight-gradient ratio at init 0.003 < 0.01)", "dead channels"],
+        ),
+        (  # a bad start that never progressed keeps its initial finding whatever training showed
+            ev(LN10, **{"diag/forward_ratio_init": 1e-3, "diag/ratio_first_last_final": 7.7e-7}),
+            "collapsed",
+            [
+                "at init: collapsed (forward spread",
+                "in training: vanishing (first/last weight-gradient ratio in the last",
+            ],
+        ),
         (ev(LN10 * 0.99), "stalled", ["no gradient pathology"]),
         (ev(LN10 * 0.97, **{"val/accuracy": 0.55}), "healthy", ["val accuracy 0.55, progress 0.5"]),
         (ev(LN10 * 0.97, **{"val/accuracy": 0.2}), "slow", ["progress 0.111"]),
@@ -59,7 +99,7 @@ def ev(val_loss, **kw):
         ),
     ],
 )
-def test_rules_first_match_wins(evidence, label, words):
+def test_rules(evidence, label, words):
     got, reason = verdicts.decide(evidence)
     assert got == label, reason
     assert all(w in reason for w in words), reason
@@ -114,3 +154,30 @@ def test_progress():
     assert verdicts.progress(LN10, 10) == pytest.approx(0)
     assert verdicts.progress(0.0, 4) == 1
     assert math.isnan(verdicts.progress(float("inf"), 10))
+
+
+def test_the_initial_finding_uses_initialisation_evidence_only():
+    """Cells with the same initial weights share it whatever training did (optimizer, progress)."""
+    start = {"diag/ratio_first_last_init": 5.7, "diag/forward_ratio_init": 9e-4}
+    ends = [
+        {"val/loss": LN10, "diag/ratio_first_last_final": 7.7e-7},  # what Adam left: vanishing at the end
+        {"val/loss": LN10, "diag/forward_ratio_final": 1e-4},
+        {"val/loss": 0.8},  # trained
+    ]
+    found = {verdicts.init_finding(ev(**start, **end)) for end in ends}
+    assert found == {"collapsed"}
+    assert verdicts.init_finding(ev(0.8)) == "none"
+    assert verdicts.init_finding(ev(0.8, **{"diag/ratio_first_last_init": 300})) == "exploding"
+    assert set(verdicts.INIT_FINDINGS) >= found
+
+
+@pytest.mark.parametrize("ratio, near", [(0.0117, True), (0.0071, True), (0.02, False), (0.004, False)])
+def test_a_value_near_its_threshold_is_said_to_be(ratio, near):
+    _, reason = verdicts.decide(ev(LN10, **{"diag/ratio_first_last_init": ratio}))
+    assert ("near the threshold" in reason) == near, reason
+
+
+def test_peak_progress_is_the_best_epoch():
+    epochs = [{"val/loss": LN10, "val/accuracy": 0.1}, {"val/loss": 1.2, "val/accuracy": 0.6}, {"val/loss": LN10}]
+    assert verdicts.peak_progress(epochs, 10) == pytest.approx(max(1 - 1.2 / LN10, (0.6 - 0.1) / 0.9))
+    assert math.isnan(verdicts.peak_progress([], 10))

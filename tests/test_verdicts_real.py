@@ -23,8 +23,8 @@ LEARNS = [
 @pytest.mark.parametrize(
     "overrides, allowed",
     [
-        (["model.activation=relu", "model.depth=16", "optimizer=sgd", "train.epochs=2"], {"collapsed", "dead"}),
-        (["model.activation=sigmoid", "model.depth=12", "optimizer=sgd", "train.epochs=2"], {"vanishing"}),
+        (["model.activation=relu", "model.depth=16", "optimizer=sgd", "train.epochs=2"], {"collapsed", "died"}),
+        (["model.activation=sigmoid", "model.depth=12", "optimizer=sgd", "train.epochs=2"], {"collapsed", "vanishing"}),
         (["model.activation=sigmoid", "model.depth=2", "optimizer=sgd", "train.epochs=2"], {"stalled"}),
         (["optimizer=sgd", "optimizer.learning_rate=1e4", "model.activation=leaky_relu"], {"diverged", "exploding"}),
         ([*LEARNS, "model.activation=relu", "model.depth=12", "mitigation=batch_norm"], {"healthy"}),
@@ -41,6 +41,9 @@ def test_verdict_of_a_real_run(make_cfg, store, overrides, allowed):
         "verdict_reason"
     ]
     assert tags["verdict_reason"] == result["verdict_reason"] and any(ch.isdigit() for ch in tags["verdict_reason"])
+    assert tags["init_finding"] == result["init_finding"] in ("none", "vanishing", "collapsed", "exploding")
+    if tags["gradient_verdict"] in ("vanishing", "collapsed"):  # a bad start: found at initialisation
+        assert tags["init_finding"] == tags["gradient_verdict"]
     if tags["outcome"] == "finished":  # the evidence is recorded as metrics, once
         assert {"diag/progress", "diag/forward_ratio_init", "diag/backprop_ratio_init", "diag/grad_growth"} <= set(m)
         assert m["diag/progress"] == pytest.approx(1 - m["val/loss"] / math.log(4))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from study import contract, outputs, tracking, verdicts
@@ -21,14 +22,21 @@ def _when(ms) -> str:
     return "n/a" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+SUMMARY_COLUMNS = (
+    "runs", "n", "k", "k_low", "k_high", "split", "mean", "sd", "ci_low", "ci_high",
+    "mean_trained", "trained_ci_low", "trained_ci_high",
+)  # fmt: skip
+
+
 def summary_table(summ: pd.DataFrame) -> str:
-    """Markdown: one row per cell, mean test accuracy and its 95 % t interval over seeds."""
-    keys = [k for k in summ.columns if k not in ("runs", "n", "mean", "sd", "ci_low", "ci_high")]
+    """Markdown: one row per cell, its seeds' test accuracy by stats.py's rules: mean and 95 % t
+    interval where the seeds agree, `k/n trained` with the Clopper-Pearson interval where they split."""
+    keys = [k for k in summ.columns if k not in SUMMARY_COLUMNS]
     rows = []
     for _, r in summ.iterrows():
-        ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["n"] > 1 else "n/a (one seed)"
-        rows.append((*(r[k] for k in keys), r["runs"], r["n"], fmt(r["mean"]), ci))
-    return md_table([*keys, "runs", "n", "mean test accuracy", "95 % t interval"], rows)
+        trained = f"{int(r['k'])}/{r['n']}" if np.isfinite(r["k"]) else "n/a"
+        rows.append((*(r[k] for k in keys), r["runs"], trained, stats.fmt(r)))
+    return md_table([*keys, "runs", "trained", "test accuracy (stats.py rules 1-2)"], rows)
 
 
 def _paired_section(pairs: pd.DataFrame) -> list[str]:
@@ -174,6 +182,9 @@ def _write_tables(s: collect.Sweep, out_dir: Path) -> tuple[pd.DataFrame, pd.Dat
     s.cells.to_csv(tables / "cells.csv", index=False)  # every digit: the folder alone rebuilds the same report
     summ = stats.summary(s.cells, extra=collect.extra_axes(s.cells))
     summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
+    if s.cells["optimizer"].astype(str).nunique() > 1:  # optimizers of one arm share each seed's weights
+        contrasts = stats.contrasts(s.cells, extra=collect.extra_axes(s.cells))
+        contrasts.drop(columns="text").to_csv(tables / "contrasts.csv", index=False, float_format="%.6g")
     for name, df in s.tables().items():
         if name != contract.CURVATURE or not df.empty:  # curvature.parquet when diagnostics.curvature was on
             df.to_parquet(tables / contract.parquet(contract.REPORT_TABLES[name]), index=False)
@@ -290,9 +301,13 @@ def _markdown(s: collect.Sweep, sec, th, summ: pd.DataFrame, pairs, parts: list[
                 [
                     "## Mean over seeds",
                     "",
-                    "Test accuracy per cell: mean over its seeds that finished or diverged (n) and the 95 % "
-                    "Student-t interval of that mean (`tables/summary.csv`; `stats.py` says why t, not a bootstrap). "
-                    "A difference is called resolved only where two intervals do not overlap.",
+                    "Test accuracy per cell over its seeds that finished or diverged (n): where every seed "
+                    "trained, or none did, the mean and the 95 % Student-t interval of that mean, clipped to "
+                    "[0, 1]; where the seeds split, `k/n trained` with the exact (Clopper-Pearson) 95 % interval "
+                    "of that fraction and the mean of the seeds that trained (`tables/summary.csv`; "
+                    "`study/report/stats.py` gives the rules and why t, not a bootstrap). Cells that share their "
+                    "seeds' initial weights are compared paired by seed; other cells are called apart only "
+                    "where their two intervals do not overlap.",
                     "",
                     summary_table(summ),
                     "",

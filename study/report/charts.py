@@ -5,6 +5,8 @@ back-propagated gradients by layer. They share the style and helpers of `figures
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -28,11 +30,20 @@ from study.report.style import (
 
 
 def curves_vs(
-    epochs: pd.DataFrame, hue: str, facet: str, metrics: list[tuple[str, str]], hue_order=None, x: str = "epoch"
+    epochs: pd.DataFrame,
+    hue: str,
+    facet: str,
+    metrics: list[tuple[str, str]],
+    hue_order=None,
+    x: str = "epoch",
+    trained: pd.Series | None = None,
 ) -> plt.Figure | None:
     """Per-epoch curves: a row per (metric, label), a column per value of `facet`, a line per
     value of `hue`: the mean over seeds, and with several seeds each seed as a thin line and the
-    95 % t interval of the mean as a band. `x` is `epoch` or `time/elapsed_s` (wall time)."""
+    95 % t interval of the mean as a band (clipped to the metric's range). With `trained` (run_id →
+    whether the seed trained) a line whose seeds split is drawn as two: the seeds that trained
+    (solid) and those that did not (dashed), each with its own mean and band, never one mean across
+    both. `x` is `epoch` or `time/elapsed_s` (wall time)."""
     e = epochs[np.isfinite(epochs["value"])].copy()
     facets = sorted(e[facet].dropna().unique(), key=str)
     if e.empty or not facets:
@@ -50,7 +61,9 @@ def curves_vs(
     )
     wide = e.pivot_table(index=["run_id", hue, facet, "epoch"], columns="metric", values="value").reset_index()
     wide["epoch"] = wide["epoch"] + 1
-    several = False
+    wide["_trained"] = wide["run_id"].map(trained) if trained is not None else True
+    wide["_trained"] = wide["_trained"].fillna(True).astype(bool)
+    several = split_any = False
     for r, (metric, label) in enumerate(metrics):
         for c, f in enumerate(facets):
             ax = axes[r, c]
@@ -60,21 +73,25 @@ def curves_vs(
                 continue
             cols = [metric, x] if x != "epoch" else [metric]
             runs = sub.dropna(subset=[metric])
-            mean = runs.groupby([hue, "epoch"], as_index=False)[cols].mean()
-            band = runs.groupby([hue, "epoch"])[metric].agg(stats.errorbar).rename("band")
-            mean = mean.join(band, on=[hue, "epoch"])
             for h in order:
-                m = mean[mean[hue] == h]
-                if not len(m):
-                    continue
-                ax.plot(m[x], m[metric], "-o", ms=3, color=pal[h], label=h)
                 seeds = runs[runs[hue] == h]
-                if seeds["run_id"].nunique() > 1:
-                    several = True
-                    for _, one in seeds.groupby("run_id"):
-                        ax.plot(one[x], one[metric], "-", lw=0.6, alpha=0.45, color=pal[h])
-                    lo, hi = zip(*m["band"])
-                    ax.fill_between(m[x], lo, hi, color=pal[h], alpha=0.15, lw=0)
+                groups = [(t, g) for t, g in seeds.groupby("_trained")]
+                split = len(groups) > 1
+                split_any |= split
+                for t, g in groups:
+                    m = g.groupby("epoch", as_index=False)[cols].mean()
+                    style = "-o" if t or not split else "--x"
+                    name = h if t or not split else f"{h}, not trained"
+                    ax.plot(m[x], m[metric], style, ms=3, color=pal[h], label=name)
+                    if g["run_id"].nunique() > 1:
+                        several = True
+                        for _, one in g.groupby("run_id"):
+                            ax.plot(
+                                one[x], one[metric], "-" if t or not split else "--", lw=0.6, alpha=0.45, color=pal[h]
+                            )
+                        band = g.groupby("epoch")[metric].agg(stats.errorbar, metric=metric)
+                        lo, hi = zip(*band)
+                        ax.fill_between(m[x], lo, hi, color=pal[h], alpha=0.15, lw=0)
             if metric == "train/learning_rate":
                 ax.set_yscale("log")
             ax.set(
@@ -84,19 +101,22 @@ def curves_vs(
             )
             if x == "epoch":
                 integer_x(ax)
-    seeds_note = "\n(markers: mean over seeds;\nband: its 95 % t interval;\nthin: each seed)"
-    legend(fig, list(axes.flat), hue + (seeds_note if several else ""))
+    seeds_note = "\n(markers: mean over seeds;\nband: its 95 % t interval;\nthin: each seed)" if several else ""
+    split_note = "\n(dashed: seeds that did not train)" if split_any else ""
+    legend(fig, list(axes.flat), hue + seeds_note + split_note)
     fig.suptitle(f"Per-epoch curves by {hue}")
     return fig
 
 
-def _heatmap_text(v: float, half: float, log: bool) -> str:
-    """A heatmap cell's value, with the half-width of its 95 % t interval under it when known."""
+def _heatmap_text(runs: pd.DataFrame, value: str, log: bool) -> str:
+    """A heatmap cell's text: stats.cell_text (k/n where seeds split, else the mean and its interval)
+    on two lines; on a log colour scale the mean alone."""
+    v = runs[value].astype(float).mean() if len(runs) else math.nan
     if not np.isfinite(v):
         return "n/a"
     if log:
         return f"{v:.2g}"
-    return f"{v:.2f}" + (f"\n±{half:.2f}" if np.isfinite(half) else "")
+    return stats.cell_text(runs, value, sep="\n")
 
 
 def axis_heatmap(
@@ -115,17 +135,18 @@ def axis_heatmap(
     data = cells.assign(**{col: cells[col].astype(str)})
     several = False
     for ax, d in zip(axes, depths):
-        values = data[data["depth"] == d].groupby(["activation", col])[value]
-        m = values.mean().unstack().reindex(index=acts, columns=cols)
-        half = values.agg(stats.half_width).unstack().reindex(index=acts, columns=cols)  # NaN with one seed
-        several |= bool(np.isfinite(half.values).any())
+        at = data[data["depth"] == d]
+        m = at.groupby(["activation", col])[value].mean().unstack().reindex(index=acts, columns=cols)
+        several |= bool((at.groupby(["activation", col]).size() > 1).any())
         shown = np.log10(m.clip(lower=1e-30)) if log else m
+        runs = {k: g for k, g in at.groupby(["activation", col])}
+        empty = at.iloc[:0]
         sns.heatmap(
             shown,
             ax=ax,
             cmap="viridis",
             annot=pd.DataFrame(
-                [[_heatmap_text(v, h, log) for v, h in zip(mr, hr)] for mr, hr in zip(m.values, half.values)],
+                [[_heatmap_text(runs.get((a, c), empty), value, log) for c in cols] for a in acts],
                 index=m.index,
                 columns=m.columns,
             ),
@@ -140,7 +161,10 @@ def axis_heatmap(
         ax.tick_params(axis="y", rotation=0)
     fig.suptitle(f"{label[0].upper() + label[1:]} by activation and {col}")
     if several and not log:
-        fig.supxlabel("mean over seeds; ±: half-width of its 95 % t interval", fontsize=8)
+        fig.supxlabel(
+            "mean over seeds ± half-width of its 95 % t interval; k/n (m): k of n seeds trained, m their mean",
+            fontsize=8,
+        )
     return fig
 
 

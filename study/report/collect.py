@@ -85,6 +85,7 @@ TEXT = (  # columns of the cells table that are always text ("nan" where not rec
     contract.OUTCOME,
     "verdict",
     "verdict_at_training",
+    contract.INIT_FINDING,
     "status",
     "batch_size",
     "init",
@@ -150,16 +151,57 @@ def by_arm(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) -> pd.DataFrame:
-    """The verdict and its reason recomputed from each run's recorded evidence (study/verdicts.py);
-    `verdict_at_training` keeps what the rules said when the cell trained. Cells that did not run
-    (failed, running, missing) or ran without diagnostics keep `unknown`."""
-    labels, reasons = [], []
+    """The verdict, its reason and the initial finding recomputed from each run's recorded evidence
+    (study/verdicts.py), and whether it trained (progress P >= progress_min); `verdict_at_training`
+    keeps what the rules said when the cell trained. Cells that did not run (failed, running,
+    missing) or ran without diagnostics keep `unknown`."""
+    th = thresholds or verdicts.Thresholds()
+    labels, reasons, init, trained = [], [], [], []
     for row in cells.to_dict("records"):
-        ran = row[contract.OUTCOME] in contract.RAN and str(row.get("diagnostics")) not in ("off", "None", "nan")
-        label, reason = verdicts.decide(row, thresholds) if ran else ("unknown", f"cell {row[contract.OUTCOME]}")
+        ran = row[contract.OUTCOME] in contract.RAN
+        diagnosed = ran and str(row.get("diagnostics")) not in ("off", "None", "nan")
+        label, reason = verdicts.decide(row, th) if diagnosed else ("unknown", f"cell {row[contract.OUTCOME]}")
         labels.append(label)
         reasons.append(reason)
-    return cells.assign(verdict=labels, verdict_reason=reasons)
+        init.append(verdicts.init_finding(row, th) if diagnosed else "unknown")
+        p = verdicts.learned(row) if ran else float("nan")
+        trained.append(bool(p >= th.progress_min) if np.isfinite(p) else pd.NA)
+    return cells.assign(
+        verdict=labels,
+        verdict_reason=reasons,
+        **{contract.INIT_FINDING: init},
+        trained=pd.array(trained, dtype="boolean"),
+    )
+
+
+def backfill(cells: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """Evidence that runs recorded before it existed get from the report's own tables: the best
+    epoch's progress (`diag/progress_peak`, from the epoch metrics) and the step of the global
+    gradient norm's peak (`diag/grad_peak_step`, from the subsampled step table: approximate)."""
+    cells = cells.copy()
+    for key in (verdicts.PROGRESS_PEAK, verdicts.GROWTH_STEP):
+        if key not in cells:
+            cells[key] = np.nan
+    lacking = cells[verdicts.PROGRESS_PEAK].isna()
+    if lacking.any() and not epochs.empty:
+        by_run = {
+            rid: e.pivot_table(index="epoch", columns="metric", values="value") for rid, e in epochs.groupby("run_id")
+        }
+        for i in cells.index[lacking]:
+            e = by_run.get(cells.at[i, "run_id"])
+            if e is None:
+                continue
+            row = cells.loc[i]
+            chance = pd.to_numeric(row.get(verdicts.CHANCE_ACCURACY), errors="coerce")
+            cells.at[i, verdicts.PROGRESS_PEAK] = verdicts.peak_progress(
+                e.to_dict("records"), row["num_classes"], row.get("loss_fn"), chance if np.isfinite(chance) else None
+            )
+    lacking = cells[verdicts.GROWTH_STEP].isna()
+    if lacking.any() and not steps.empty:
+        norm = steps[(steps["group"] == "global") & (steps["stat"] == "global_norm") & np.isfinite(steps["value"])]
+        peak = norm.loc[norm.groupby("run_id")["value"].idxmax(), ["run_id", "step"]].set_index("run_id")["step"]
+        cells.loc[lacking, verdicts.GROWTH_STEP] = cells.loc[lacking, "run_id"].map(peak)
+    return cells
 
 
 def column(key: str) -> str:
@@ -188,7 +230,10 @@ def from_folder(folder: str | Path, thresholds: verdicts.Thresholds | None = Non
     present = lambda cols: [col for col in cols if col in cells]  # noqa: E731 (older folders lack some)
     for col in present(NUMERIC):
         cells[col] = pd.to_numeric(cells[col], errors="coerce")
-    cells = judge(cells, thresholds)
+    cells = judge(
+        backfill(cells, read.get(contract.EPOCHS, pd.DataFrame()), read.get(contract.DIAGNOSTICS, pd.DataFrame())),
+        thresholds,
+    )
     for col in present(INTEGER):
         cells[col] = cells[col].astype("Int64")
     for col in present(TEXT):

@@ -63,13 +63,8 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
                 outcomes = set(cell[contract.OUTCOME])
                 mark = next((MARK[k] for k in MARK if k in outcomes), None)
                 v = acc.loc[a, o]
-                half = stats.half_width(cell[cell[contract.OUTCOME].isin(contract.RAN)]["test/accuracy"])
-                spread = f"±{half:.2f}" if np.isfinite(half) else ""  # half-width of the 95 % t interval
-                text = (
-                    mark
-                    if mark and not np.isfinite(v)
-                    else (f"{v:.2f}{spread}" + ("*" if mark else "") if np.isfinite(v) else "")
-                )
+                shown = stats.cell_text(cell, sep=" ")  # k/n where seeds split, else mean ± t half-width
+                text = mark if mark and not np.isfinite(v) else (shown + ("*" if mark else "") if shown else "")
                 label = cell["verdict"].mode() if "verdict" in cell and len(cell) else pd.Series(dtype=str)
                 if len(label) and label.iloc[0] in VERDICT_MARK and text:
                     text += "\n" + VERDICT_MARK[label.iloc[0]]
@@ -89,7 +84,8 @@ def accuracy_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
         ax.tick_params(axis="y", rotation=0)
     fig.suptitle("Final test accuracy and gradient verdict")
     fig.supxlabel(
-        "* diverged or not all seeds finished. Verdict under the value: "
+        "k/n (m): k of n seeds trained, m their mean; else mean ± half-width of its 95 % t interval. "
+        "* diverged or not all seeds finished.\nVerdict under the value: "
         + ", ".join(f"{m} {v}" for v, m in VERDICT_MARK.items())
         + "; none: healthy",
         fontsize=8,
@@ -185,10 +181,17 @@ def ratio_vs_depth(cells: pd.DataFrame, vanishing_below: float, exploding_above:
     return fig
 
 
-def loss_curves(epochs: pd.DataFrame, depth: int) -> plt.Figure | None:
+def loss_curves(epochs: pd.DataFrame, depth: int, trained: pd.Series | None = None) -> plt.Figure | None:
     """(e) Training loss per epoch (cross-entropy, linear axis: it spans less than a decade here), a line per
-    activation, a panel per optimizer, at one depth."""
+    activation (the mean over its seeds), a panel per optimizer, at one depth. With `trained` (run_id →
+    whether the seed trained) the seeds that trained and those that did not are averaged apart: solid
+    and dashed lines."""
     e = epochs[(epochs["metric"] == "train/loss") & (epochs["depth"] == depth)].copy()
+    e["seeds"] = (
+        e["run_id"].map(trained).fillna(True).map({True: "trained", False: "not trained"})
+        if trained is not None
+        else "trained"
+    )
     opts = sorted(e["optimizer"].unique())
     if not opts:
         return None
@@ -197,10 +200,21 @@ def loss_curves(epochs: pd.DataFrame, depth: int) -> plt.Figure | None:
     e["epoch"] = e["epoch"] + 1
     for ax, o in zip(axes, opts):
         sub = e[(e["optimizer"] == o) & np.isfinite(e["value"])]
-        sns.lineplot(sub, x="epoch", y="value", hue="activation", palette=pal, marker="o", ax=ax, errorbar=None)
+        sns.lineplot(
+            sub,
+            x="epoch",
+            y="value",
+            hue="activation",
+            style="seeds",
+            style_order=["trained", "not trained"],
+            palette=pal,
+            marker="o",
+            ax=ax,
+            errorbar=None,
+        )
         ax.set(title=o, xlabel="epoch", ylabel="training loss")
         integer_x(ax)
-    legend(fig, axes, "activation")
+    legend(fig, axes, "")  # seaborn's entries carry the subtitles "activation" and "seeds"
     fig.suptitle(f"Training loss at depth {depth}")
     return fig
 

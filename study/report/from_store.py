@@ -34,6 +34,7 @@ from study.report.collect import (
     STEP_POINTS,
     TEXT,
     Sweep,
+    backfill,
     by_arm,
     judge,
 )
@@ -132,7 +133,10 @@ def load(
     tables = _read_tables(c, uri, cells, artifact_uris, problems)
     keys = cells[["run_id", *AXES.values(), *extra]]  # every table carries every axis of its cell
     info = _info(uri, experiment, sid, parent, planned, runs, run_ids)
-    return Sweep.of(info, cells, {name: _tidy(tables, keys, name, sort) for name, sort in SORT.items()})
+    tidy = {name: _tidy(tables, keys, name, sort) for name, sort in SORT.items()}
+    cells = judge(backfill(cells, tidy[contract.EPOCHS], tidy[contract.DIAGNOSTICS]), thresholds)
+    cells[contract.INIT_FINDING] = cells[contract.INIT_FINDING].astype(str)
+    return Sweep.of(info, cells, tidy)
 
 
 def _find(c: MlflowClient, experiment: str, sweep_id, run_ids, single):

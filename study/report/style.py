@@ -24,7 +24,7 @@ VERDICT_COLORS = {
     "healthy": "#009E73",
     "unknown": "#999999",
     "collapsed": "#CC79A7",
-    "dead": "#000000",
+    "died": "#000000",
     "stalled": "#E69F00",
     "slow": "#56B4E9",
     "diverged": "#D55E00",
@@ -35,7 +35,7 @@ VERDICT_MARK = {
     "exploding": "exp",
     "vanishing": "van",
     "collapsed": "col",
-    "dead": "dead",
+    "died": "died",
     "stalled": "stall",
     "slow": "slow",
 }  # healthy and unknown carry no mark

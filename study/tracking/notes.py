@@ -21,14 +21,14 @@ and `signal.png`. A sweep's report (after `make report`) is its parent run's art
 In the runs table: expand a sweep (the ⊞ beside its name) to list its cells; "Columns" adds params and
 metrics; in the chart view, choose "Show all runs" (charts show the first 10 by default).
 
-Verdicts (first match wins; progress P = the larger of 1 - final val loss / ln K and
-(val accuracy - c) / (1 - c), c the majority class's share of the validation set): `diverged`
-(loss non-finite), `exploding` (non-finite or fast-growing gradients, or loss above
-{t.blowup_above:g} ln K), `healthy` (P >= {t.progress_healthy:g}), `slow`
-({t.progress_min:g} <= P < {t.progress_healthy:g}), and for nets that did not learn: `exploding`
-(first/last weight-gradient ratio > {t.exploding_above:g}), `vanishing` (ratio <
-{t.vanishing_below:g}), `collapsed` (forward signal last/first layer < {t.collapse_below:g}),
-`dead` (>= {t.dead_above:g} of the channels of a layer dead), `stalled` (none of these).
+Verdicts (progress P = the larger of 1 - final val loss / ln K and (val accuracy - c) / (1 - c),
+c the majority class's share of the validation set): `diverged` (loss non-finite), `exploding`
+(non-finite or fast-growing gradients, or loss above {t.blowup_above:g} ln K), `healthy`
+(P >= {t.progress_healthy:g}), `slow` ({t.progress_min:g} <= P < {t.progress_healthy:g}), and for
+nets that did not learn, a bad start named by the tag `init_finding` (at initialisation: `collapsed`,
+forward signal last/first layer < {t.collapse_below:g}; `vanishing`, first/last weight-gradient
+ratio < {t.vanishing_below:g}; `exploding`, ratio > {t.exploding_above:g}), `died` (no pathology at
+init, or progress first, then collapsed, vanishing, dead or frozen by the end), `stalled` (none).
 
 Filters: ``metrics.`test/accuracy` > 0.5``, `params.model.depth = '16'`, `tags.gradient_verdict = 'collapsed'`.
 """.format(t=verdicts.Thresholds())  # the numbers are the verdict defaults, not a copy

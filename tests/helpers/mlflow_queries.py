@@ -31,4 +31,28 @@ def assert_no_healthy_at_chance(uri: str) -> int:
         if r.data.tags.get("outcome") == "finished" and (acc - chance) / (1 - chance) >= 0.25:
             assert r.data.tags["gradient_verdict"] in ("healthy", "exploding"), said
         checked += 1
+    assert_one_initial_finding_per_initial_weights(runs(client))
     return checked
+
+
+# params that decide a cell's initial weights and its first batch: cells that agree on all of them
+# start from the same weights (they differ only in optimizer, schedule, epochs or tracking)
+_SAME_START = ("model.", "data.", "arm", "seed", "train.batch_size", "train.loss", "regularization.")
+_SAME_START += ("mitigation.", "diagnostics.")
+
+
+def assert_one_initial_finding_per_initial_weights(all_runs) -> int:
+    """The verdicts' time-order property: cells with the same initial weights (the same params that
+    decide the start, _SAME_START) carry the same `init_finding` whatever their optimizer. Returns the
+    number of groups of two or more cells checked."""
+    groups: dict[tuple, list] = {}
+    for r in all_runs:
+        finding = r.data.tags.get("init_finding")
+        if r.data.tags.get("role") != "cell" or finding in (None, "unknown"):
+            continue
+        key = tuple(sorted((k, v) for k, v in r.data.params.items() if k.startswith(_SAME_START)))
+        groups.setdefault(key, []).append((r.info.run_name, finding, r.data.tags.get("verdict_reason")))
+    shared = [g for g in groups.values() if len(g) > 1]
+    for g in shared:
+        assert len({finding for _, finding, _ in g}) == 1, g
+    return len(shared)

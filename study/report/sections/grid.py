@@ -61,14 +61,21 @@ def _accuracy_captions(c: pd.DataFrame, done: pd.DataFrame, summ: pd.DataFrame, 
         )
         if len(ranked) > 1 and several:
             nxt = ranked.iloc[1]
-            text += f", ahead of {nxt['activation']} + {nxt['optimizer']} by {stats.compare(top, nxt)}"
+            extra = collect.extra_axes(c)
+            if stats.shares_weights(c, top, nxt, extra):  # same seeds' weights: paired by seed (rule 3)
+                pair = stats.paired(stats.runs_of(c, top, extra), stats.runs_of(c, nxt, extra))
+                by = f"{top['mean'] - nxt['mean']:+.3f} paired by seed ({pair.text()})"
+            else:
+                by = stats.compare(top, nxt)
+            text += f", ahead of {nxt['activation']} + {nxt['optimizer']} by {by}"
         best.append(text)
     odd = c[~c[contract.OUTCOME].isin(["finished"])]
     odd_text = "; ".join(f"{r.run_name} {r.outcome}" for r in odd.itertuples()) or "none"
     out["accuracy_heatmap"] = (
         f"Best cell per depth: {'; '.join(best) or 'none'}. "
         + (
-            "Values: mean over seeds ± the half-width of its 95 % t interval. "
+            "Values: mean over seeds ± the half-width of its 95 % t interval where every seed trained or "
+            "none did; k/n (m) where k of n seeds trained, m their mean (stats.py rules 1-2). "
             if several
             else "One seed per cell: no interval, and no difference here is resolved. "
         )
@@ -151,6 +158,39 @@ def reason_table(cells: pd.DataFrame) -> str:
     return md_table(["cell", "verdict", "reason", "test accuracy"], rows)
 
 
+def contrast_table(cells: pd.DataFrame) -> str:
+    """Optimizer against optimizer within each arm and depth, paired by seed (stats.py rule 3), with
+    a first line that counts them."""
+    t = stats.contrasts(cells, extra=collect.extra_axes(cells))
+    if t.empty:
+        return ""
+    keys = [
+        k
+        for k in t.columns
+        if k not in ("a", "b", "seeds", "mean_difference", "above", "below", "test", "p", "resolved", "text")
+    ]
+    rows = [(*(r[k] for k in keys), f"{r['a']} − {r['b']}", r["text"]) for _, r in t.iterrows()]
+    ahead = t[t["resolved"]]
+    tests = ", ".join(f"{k} {v}" for k, v in t["test"].value_counts().sort_index().items())
+    head = (
+        "Optimizer contrasts paired by seed (cells of one arm and depth start from the same weights; "
+        f"`tables/contrasts.csv`): {len(ahead)} of {len(t)} differences resolved at p < {stats.ALPHA:g} "
+        f"(tests: {tests}; on 3 seeds the sign test, used where a cell's seeds split, cannot reach it). "
+        + (
+            "Resolved: "
+            + "; ".join(
+                (f"{r['a']} > {r['b']}" if r["mean_difference"] > 0 else f"{r['b']} > {r['a']}")
+                + f" ({', '.join(str(r[k]) for k in keys)})"
+                for _, r in ahead.iterrows()
+            )
+            + "."
+            if len(ahead)
+            else ""
+        )
+    )
+    return head + "\n\n" + md_table([*keys, "contrast", "test accuracy, per seed and test"], rows)
+
+
 def verdict_table(cells: pd.DataFrame) -> str:
     depths = sorted(cells["depth"].dropna().unique())
     rows = []
@@ -188,7 +228,12 @@ def grid(s: collect.Sweep, view: View) -> Section:
             not s.signal.empty,
             lambda: F.forward_signal(s.signal, th.collapse_below),
         ),
-        ("loss_curves", "Training-loss curves", not s.epochs.empty, lambda: F.loss_curves(s.epochs, depth)),
+        (
+            "loss_curves",
+            "Training-loss curves",
+            not s.epochs.empty,
+            lambda: F.loss_curves(s.epochs, depth, c.set_index("run_id")["trained"]),
+        ),
         ("saturation", "Saturation and dead units", has_act, lambda: F.saturation(s.steps, depth, optimizer)),
         (
             "backprop_histograms",
@@ -210,4 +255,6 @@ def grid(s: collect.Sweep, view: View) -> Section:
     notes = [
         f"- figures (c), (e)–(h) show depth {depth} and optimizer `{optimizer}` (`--depth`, `--optimizer` to change)"
     ]
-    return Section(figures, tables=[verdict_table(c), reason_table(c)], notes=notes)
+    several = bool((c.groupby(stats.cell_axes(c, collect.extra_axes(c)))["seed"].nunique() > 1).any())
+    tables = [contrast_table(c)] if several and c["optimizer"].astype(str).nunique() > 1 else []
+    return Section(figures, tables=[*tables, verdict_table(c), reason_table(c)], notes=notes)

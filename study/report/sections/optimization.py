@@ -189,7 +189,9 @@ def lr_schedules(s, view):
         Figure(
             "schedule_curves",
             "Learning rate, loss and accuracy per epoch",
-            lambda: charts.curves_vs(s.epochs, "schedule", "optimizer", metrics),
+            lambda: charts.curves_vs(
+                s.epochs, "schedule", "optimizer", metrics, trained=s.cells.set_index("run_id")["trained"]
+            ),
             "Test accuracy by schedule: " + "; ".join(parts) + ".",
         )
     ]

@@ -27,16 +27,22 @@ def _claims(rows: list[tuple[str, str, str, bool | None]]) -> str:
     return md_table(header, [(claim, criterion, measured, said(ok)) for claim, criterion, measured, ok in rows])
 
 
-def _acc(c: pd.DataFrame, **where) -> pd.Series:
+def _interval(runs: pd.DataFrame) -> str:
+    """One cell's test accuracy by stats.py's rules: mean and t interval where its seeds agree,
+    `k/n trained` and the trained seeds' mean where they split."""
+    return stats.fmt(stats.summary(runs).iloc[0]) if len(runs) else "n/a"
+
+
+def _trained(c: pd.DataFrame) -> pd.Series | None:
+    """run_id → whether the seed trained (collect.judge), for curves that draw the two apart."""
+    return c.set_index("run_id")["trained"] if "trained" in c else None
+
+
+def _runs(c: pd.DataFrame, **where) -> pd.DataFrame:
     sel = np.ones(len(c), bool)
     for k, v in where.items():
         sel &= (c[k].astype(str) == str(v)).to_numpy()
-    return c[sel]["test/accuracy"]
-
-
-def _interval(v: pd.Series) -> str:
-    n, mean, lo, hi = stats.t_interval(v)
-    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}] (n={n})" if np.isfinite(lo) else f"{mean:.3f} (n={n})"
+    return c[sel]
 
 
 def _top_layer_means(steps: pd.DataFrame) -> pd.DataFrame:
@@ -68,15 +74,12 @@ def glorot_bengio_2010(s, view):
     means = collect.backprop_layer_means(s.histograms, ["activation", "init"])
     spread = {k: float(m.iloc[-1] - m.iloc[0]) for k, m in means.items()}  # decades, top minus bottom layer
     std, norm = spread.get(("tanh", "standard_uniform")), spread.get(("tanh", "glorot_uniform"))
-    a_std, a_norm = (
-        _acc(c, activation="tanh", init="standard_uniform"),
-        _acc(c, activation="tanh", init="glorot_uniform"),
-    )
-    resolved = None
-    if len(a_std) and len(a_norm):
-        row = lambda v: pd.Series(dict(zip(["n", "mean", "ci_low", "ci_high"], stats.t_interval(v))))  # noqa: E731
-        verdict = stats.compare(row(a_norm), row(a_std))
-        resolved = "intervals separate" in verdict and a_norm.mean() > a_std.mean()
+    table1 = {  # normalized minus standard init, paired by seed (stats.py rule 3)
+        a: stats.paired(_runs(c, activation=a, init="glorot_uniform"), _runs(c, activation=a, init="standard_uniform"))
+        for a in ("tanh", "softsign")
+        if len(_runs(c, activation=a, init="glorot_uniform")) and len(_runs(c, activation=a, init="standard_uniform"))
+    }
+    resolved = all(p.resolved and p.mean > 0 for p in table1.values()) if table1 else None
     claims = _claims(
         [
             (
@@ -94,14 +97,16 @@ def glorot_bengio_2010(s, view):
                 None if std is None or norm is None else std > norm,
             ),
             (
-                "Table 1: normalized init lowers tanh's test error",
-                "tanh test accuracy, normalized above standard with separated 95 % t intervals over seeds",
-                f"normalized {_interval(a_norm)}, standard {_interval(a_std)}" if len(a_std) and len(a_norm) else "n/a",
+                "Table 1: normalized init lowers the test error of tanh and softsign",
+                "test accuracy, normalized minus standard init paired by seed (each seed's two nets share its "
+                "draw): above zero with p < 0.05 for each activation (stats.py rule 3: paired t, or the sign "
+                "test where seeds split)",
+                "; ".join(f"{a}: {p.text()}" for a, p in table1.items()) or "n/a",
                 resolved,
             ),
         ]
     )
-    acc = [f"{a}/{i} {_interval(g['test/accuracy'])}" for (a, i), g in c.groupby(["activation", "init"])]
+    acc = [f"{a}/{i} {_interval(g)}" for (a, i), g in c.groupby(["activation", "init"])]
     return [
         Figure(
             "activations_over_training",
@@ -127,7 +132,8 @@ def glorot_bengio_2010(s, view):
             "glorot_accuracy",
             "Test accuracy",
             lambda: charts.axis_heatmap(c, "init"),
-            "Test accuracy, mean and 95 % t interval over seeds: " + "; ".join(acc) + ".",
+            "Test accuracy per activation/init (stats.py rules: mean and 95 % t interval where the seeds agree, "
+            "k/n trained where they split): " + "; ".join(acc) + ".",
         ),
     ]
 
@@ -152,7 +158,8 @@ def he_2015(s, view):
         for init, gi in g.groupby("init"):
             parts.append(
                 f"depth {depth} {init}: loss {gi['first'].mean():.3f} → {gi['last'].mean():.3f}, "
-                f"{int(gi['trains'].sum())} of {len(gi)} seeds train, test accuracy {_interval(gi['test/accuracy'])}"
+                f"{int(gi['trains'].sum())} of {len(gi)} seeds train (last loss ≤ {STALLS_ABOVE} × first), "
+                f"test accuracy {_interval(gi)} (trained there: progress P ≥ the verdict's progress_min)"
             )
         he, xa = g[g["init"] == "he_normal"], g[g["init"] == xavier]
         if depth == 22 and len(he) and len(xa):
@@ -179,7 +186,7 @@ def he_2015(s, view):
         Figure(
             "he_curves",
             "Training curves by initialisation (their Figs. 2–3: 22 and 30 layers)",
-            lambda: charts.curves_vs(e, "init", "depth", metrics),
+            lambda: charts.curves_vs(e, "init", "depth", metrics, trained=_trained(s.cells)),
             (_claims(rows) + "\n\n" if rows else "")
             + "Per depth and init (mean over seeds): "
             + "; ".join(parts)
