@@ -40,7 +40,7 @@ def curves_vs(
 ) -> plt.Figure | None:
     """Per-epoch curves: a row per (metric, label), a column per value of `facet`, a line per
     value of `hue`: the mean over seeds, and with several seeds each seed as a thin line and the
-    95 % t interval of the mean as a band (clipped to the metric's range). With `trained` (run_id →
+    95 % t interval of the mean as a band (3 or more seeds; clipped to the metric's range). With `trained` (run_id →
     whether the seed trained) a line whose seeds split is drawn as two: the seeds that trained
     (solid) and those that did not (dashed), each with its own mean and band, never one mean across
     both. `x` is `epoch` or `time/elapsed_s` (wall time)."""
@@ -89,9 +89,10 @@ def curves_vs(
                             ax.plot(
                                 one[x], one[metric], "-" if t or not split else "--", lw=0.6, alpha=0.45, color=pal[h]
                             )
-                        band = g.groupby("epoch")[metric].agg(stats.errorbar, metric=metric)
-                        lo, hi = zip(*band)
-                        ax.fill_between(m[x], lo, hi, color=pal[h], alpha=0.15, lw=0)
+                        if g["run_id"].nunique() >= 3:  # with 2 seeds t(0.975, 1) = 12.7: a band says nothing
+                            band = g.groupby("epoch")[metric].agg(stats.errorbar, metric=metric)
+                            lo, hi = zip(*band)
+                            ax.fill_between(m[x], lo, hi, color=pal[h], alpha=0.15, lw=0)
             if metric == "train/learning_rate":
                 ax.set_yscale("log")
             ax.set(
@@ -101,7 +102,11 @@ def curves_vs(
             )
             if x == "epoch":
                 integer_x(ax)
-    seeds_note = "\n(markers: mean over seeds;\nband: its 95 % t interval;\nthin: each seed)" if several else ""
+    seeds_note = (
+        "\n(markers: mean over seeds;\nband: its 95 % t interval\n(3 or more seeds); thin: each seed)"
+        if several
+        else ""
+    )
     split_note = "\n(dashed: seeds that did not train)" if split_any else ""
     legend(fig, list(axes.flat), hue + seeds_note + split_note)
     fig.suptitle(f"Per-epoch curves by {hue}")
