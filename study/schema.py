@@ -140,8 +140,10 @@ SCHEMA: dict[str, Spec] = {
     "regularization": STR,
     "mitigation": STR,
     "size": STR,
-    "tuned_lr_scale": MAP,  # a preset's multiples of each optimizer's learning rate (experiment=grid)
-    "tuned_lr_scale.*": number(gt=0),
+    "tuned_lr_scale": MAP,  # the grid's multiple of the learning rate per arm, optimizer, depth (d8 ...)
+    "tuned_lr_scale.*": MAP,
+    "tuned_lr_scale.*.*": MAP,
+    "tuned_lr_scale.*.*.*": number(gt=0),
     "data": MAP,
     "data.name": STR,
     "data.val_fraction": FRACTION,

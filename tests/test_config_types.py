@@ -118,11 +118,15 @@ def test_every_key_of_every_optimizer_refuses_a_wrong_type_naming_that_key(make_
 
 
 def test_a_wrong_value_is_named_where_it_is_set_not_where_it_is_interpolated(make_cfg):
-    """experiment=grid: optimizer.lr_scale is ${oc.select:tuned_lr_scale.${optimizer.name},1} (an
+    """experiment=grid: optimizer.lr_scale is the pilot's multiple for the cell's arm, optimizer and
+    depth (tuned_lr_scale.<arm>.<optimizer>.d<depth>), else its depth-8 multiple, else 1 (an arm or
     optimizer the pilot did not tune runs at its default rate)."""
-    assert refused(make_cfg("experiment=grid", "tuned_lr_scale.adam=fast")).startswith(
-        "tuned_lr_scale.adam='fast' must be a finite number > 0 (got str)"
+    assert refused(make_cfg("experiment=grid", "tuned_lr_scale.relu_he.adam.d8=fast")).startswith(
+        "tuned_lr_scale.relu_he.adam.d8='fast' must be a finite number > 0 (got str)"
     )
+    cell = lambda *o: make_cfg("experiment=grid", "arm=relu_he", "optimizer=sgd", *o).optimizer.lr_scale  # noqa: E731
+    table = ("tuned_lr_scale.relu_he.sgd.d8=7", "tuned_lr_scale.relu_he.sgd.d16=0.5")
+    assert (cell("model.depth=16", *table), cell("model.depth=8", *table), cell("model.depth=4", *table)) == (0.5, 7, 7)
     assert make_cfg("experiment=grid", "optimizer=lion").optimizer.lr_scale == 1
     assert refused(make_cfg("experiment=grid", "optimizer.lr_scale=${nowhere.x}")) == (
         "optimizer.lr_scale cannot be resolved: Interpolation key 'nowhere.x' not found"

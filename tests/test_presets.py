@@ -31,7 +31,7 @@ PRESETS = {  # preset: the axis overrides of its tiny run (its figures: its regi
     "width": ["model.width=4,8", "model.activation=relu"],
     "second_order": ["optimizer=newton,sgd"],
     "edge_of_stability": ["optimizer.learning_rate=0.5,2.0"],
-    "grid_pilot": ["arm=relu_he", "optimizer=sgd", "optimizer.lr_scale=1,30"],
+    "grid_pilot": ["arm=relu_he", "optimizer=sgd", "optimizer.lr_scale=1,30", "model.depth=8", "seed=100"],
     "signal_propagation": ["train.epochs=0", "model=mlp", "model.init_scale=1.0,2.0", "seed=0"],
 }
 

@@ -1,85 +1,139 @@
-"""Report section of the `grid_pilot` preset: the learning rate of each optimizer of the default grid,
-chosen on validation loss. For each optimizer, the `optimizer.lr_scale` (a multiple of its default
-learning rate) whose final validation loss, averaged over the pilot's arms, is lowest; a run that
-diverged or failed counts as worse than any finite loss. The chosen scales are what
-conf/experiment/grid.yaml commits as `tuned_lr_scale` (the caption prints the block to paste).
+"""Report section of the `grid_pilot` preset: the learning rate of each arm × optimizer × depth of the
+default grid, chosen on validation loss, on seeds the grid does not use.
+
+The rule, fixed before running: per arm, optimizer and depth, the `optimizer.lr_scale` (a multiple of
+the optimizer's default learning rate) whose final validation loss, averaged over the pilot's seeds,
+is lowest; a seed that diverged or failed makes that multiple worse than any finite one. A choice at
+the smallest or largest multiple tried is *at the edge*: the range must be widened (rerun with more
+multiples; done cells are reused) until every choice is interior. Where no multiple trains (the best
+mean loss above `FLAT_ABOVE` × the loss of chance, ln K) the losses carry no information about the
+rate: the default ×1 is kept and the table says so. The chosen multiples are what
+conf/experiment/grid.yaml commits as `tuned_lr_scale` (the caption prints the block;
+tests/test_pilot_rates.py checks the two agree).
 """
 
 from __future__ import annotations
+
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from study import contract
-from study.report.sections.registry import Figure, register
+from study.report.md import md_table
+from study.report.sections.registry import Figure, Section, cells_table, register
 from study.report.style import colors
+
+KEYS = ["activation", "optimizer", "depth"]
+FLAT_ABOVE = 0.97  # best mean validation loss above this × ln K: no multiple trains
 
 
 def choose(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per optimizer and scale: the mean over arms of the final validation loss (inf where any arm
-    diverged, failed or is missing), the effective learning rate, and whether it is the chosen one."""
+    """Per arm, optimizer, depth and scale: the mean over seeds of the final validation loss (inf
+    where a seed diverged, failed or is missing), the seeds, the effective learning rate; per arm,
+    optimizer and depth which scale is chosen and why (`note`: interior, edge, or flat)."""
     c = cells.assign(loss=np.where(cells[contract.OUTCOME] == contract.FINISHED, cells["val/loss"], np.inf))
     c["loss"] = c["loss"].fillna(np.inf)
-    g = c.groupby(["optimizer", "lr_scale"], as_index=False).agg(loss=("loss", "mean"), lr=("lr", "first"))
-    g["chosen"] = False
-    for _, sub in g.groupby("optimizer"):
+    g = c.groupby([*KEYS, "lr_scale"], as_index=False).agg(
+        loss=("loss", "mean"), seeds=("seed", "nunique"), lr=("lr", "first"), classes=("num_classes", "first")
+    )
+    g["chosen"], g["note"] = False, ""
+    for _, sub in g.groupby(KEYS):
         finite = sub[np.isfinite(sub["loss"])]
-        if len(finite):
-            g.loc[finite["loss"].idxmin(), "chosen"] = True
-    return g.sort_values(["optimizer", "lr_scale"]).reset_index(drop=True)
+        if not len(finite):
+            continue
+        best = finite["loss"].idxmin()
+        chance = math.log(float(sub["classes"].iloc[0])) if np.isfinite(sub["classes"].iloc[0]) else math.log(10)
+        if g.at[best, "loss"] > FLAT_ABOVE * chance:
+            ones = sub.index[sub["lr_scale"] == 1]
+            pick, note = (ones[0] if len(ones) else best), "flat: no multiple trains, ×1 kept"
+        else:
+            edge = g.at[best, "lr_scale"] in (sub["lr_scale"].min(), sub["lr_scale"].max())
+            pick, note = best, "edge: widen the range" if edge else "interior"
+        g.loc[pick, "chosen"], g.loc[pick, "note"] = True, note
+    return g.sort_values([*KEYS, "lr_scale"]).reset_index(drop=True)
 
 
-def figure(cells: pd.DataFrame, chosen: pd.DataFrame) -> plt.Figure | None:
-    """Final validation loss against the learning-rate scale, a panel per optimizer, a line per arm;
-    the chosen scale starred."""
-    if cells.empty:
-        return None
-    opts = sorted(cells["optimizer"].unique())
-    arms = sorted(cells["activation"].unique())
-    pal = colors(arms)
-    fig, axes = plt.subplots(1, len(opts), figsize=(3.8 * len(opts), 3.4), squeeze=False, layout="constrained")
-    for ax, opt in zip(axes[0], opts):
-        sub = cells[cells["optimizer"] == opt]
-        for arm, g in sub.groupby("activation"):
-            g = g.sort_values("lr_scale")
-            ax.plot(g["lr_scale"], g["val/loss"], "o-", ms=4, color=pal[arm], label=arm)
-        best = chosen[(chosen["optimizer"] == opt) & chosen["chosen"]]
-        for r in best.itertuples():
-            ax.plot([r.lr_scale], [r.loss], "*", ms=16, color="k", label=f"chosen ×{r.lr_scale:g} (lr {r.lr:.3g})")
-        ax.set(xscale="log", title=opt, xlabel="optimizer.lr_scale (× default learning rate)")
-        ax.legend(fontsize=7)
-    axes[0, 0].set_ylabel("final validation loss (diverged: not drawn)")
-    return fig
+def table(chosen: pd.DataFrame) -> dict:
+    """arm → optimizer → `d<depth>` → chosen multiple: the block conf/experiment/grid.yaml commits."""
+    out: dict = {}
+    for r in chosen[chosen["chosen"]].itertuples():
+        out.setdefault(r.activation, {}).setdefault(r.optimizer, {})[f"d{int(r.depth)}"] = float(r.lr_scale)
+    return out
 
 
 def snippet(chosen: pd.DataFrame) -> str:
-    picks = chosen[chosen["chosen"]]
-    return "tuned_lr_scale: {" + ", ".join(f"{r.optimizer}: {r.lr_scale:g}" for r in picks.itertuples()) + "}"
+    """`tuned_lr_scale:` as YAML, one line per arm."""
+    fmt = lambda v: f"{v:g}"  # noqa: E731
+    lines = ["tuned_lr_scale:"]
+    for arm, opts in sorted(table(chosen).items()):
+        inner = ", ".join(
+            f"{o}: {{" + ", ".join(f"{d}: {fmt(v)}" for d, v in sorted(ds.items(), key=lambda kv: int(kv[0][1:]))) + "}"
+            for o, ds in sorted(opts.items())
+        )
+        lines.append(f"  {arm}: {{{inner}}}")
+    return "\n".join(lines)
+
+
+def figure(cells: pd.DataFrame, chosen: pd.DataFrame) -> plt.Figure | None:
+    """Final validation loss against the learning-rate multiple: a row per depth, a column per
+    optimizer, a line per arm (the mean over seeds; each seed a dot); the chosen multiple starred."""
+    if cells.empty:
+        return None
+    opts, depths = sorted(cells["optimizer"].unique()), sorted(cells["depth"].unique())
+    pal = colors(sorted(cells["activation"].unique()))
+    fig, axes = plt.subplots(
+        len(depths), len(opts), figsize=(3.8 * len(opts), 3.0 * len(depths)), squeeze=False, layout="constrained"
+    )
+    for i, d in enumerate(depths):
+        for j, opt in enumerate(opts):
+            ax = axes[i, j]
+            sub = cells[(cells["optimizer"] == opt) & (cells["depth"] == d)]
+            for arm, g in sub.groupby("activation"):
+                m = g.groupby("lr_scale")["val/loss"].mean()
+                ax.plot(m.index, m.values, "-", color=pal[arm], label=arm)
+                ax.plot(g["lr_scale"], g["val/loss"], "o", ms=3, color=pal[arm])
+            best = chosen[(chosen["optimizer"] == opt) & (chosen["depth"] == d) & chosen["chosen"]]
+            ax.plot(best["lr_scale"], best["loss"].where(np.isfinite(best["loss"])), "*", ms=13, color="k")
+            ax.set(
+                xscale="log", title=f"{opt}, depth {d}", xlabel="lr_scale (× default)" if i == len(depths) - 1 else ""
+            )
+            if j == 0:
+                ax.set_ylabel("final validation loss")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", title="arm (★ chosen)", frameon=False)
+    return fig
 
 
 @register("grid_pilot")
 def grid_pilot(s, view):
     c = s.cells
     chosen = choose(c)
-    scales = sorted(chosen["lr_scale"].unique())
-    parts = []
-    for opt, sub in chosen.groupby("optimizer"):
+    rows = []
+    for key, sub in chosen.groupby(KEYS):
         pick = sub[sub["chosen"]]
-        losses = ", ".join(f"×{r.lr_scale:g} {r.loss:.4g}" for r in sub.itertuples())
+        losses = ", ".join(f"×{r.lr_scale:g} {r.loss:.3f}" for r in sub.itertuples())
         if pick.empty:
-            parts.append(f"{opt}: no scale trained without diverging ({losses})")
+            rows.append((*key, "none", "n/a", "every multiple diverged", losses))
             continue
         p = pick.iloc[0]
-        edge = " — at the edge of the tried range: extend it" if p["lr_scale"] in (scales[0], scales[-1]) else ""
-        parts.append(f"{opt}: ×{p['lr_scale']:g} = learning rate {p['lr']:.3g}{edge} (mean validation loss: {losses})")
-    return [
+        rows.append((*key, f"×{p['lr_scale']:g}", f"{p['lr']:.3g}", p["note"], losses))
+    edges = sum(r[5].startswith("edge") for r in rows)
+    flat = sum(r[5].startswith("flat") for r in rows)
+    seeds = sorted(c["seed"].unique())
+    figures = [
         Figure(
             "pilot_val_loss",
-            "Final validation loss against the learning rate, per optimizer",
+            "Final validation loss against the learning rate, per optimizer and depth",
             lambda: figure(c, chosen),
-            "Chosen per optimizer (lowest mean final validation loss over the arms; inf = an arm diverged): "
-            + "; ".join(parts)
-            + f".\n\nconf/experiment/grid.yaml commits: `{snippet(chosen)}`. One seed per cell.",
+            f"Chosen per arm, optimizer and depth on seeds {', '.join(map(str, seeds))} (lowest mean final "
+            f"validation loss; inf = a seed diverged): {len(rows)} choices, {len(rows) - edges - flat} interior, "
+            f"{edges} at the edge of the tried range, {flat} where no multiple trains (×1 kept). "
+            "conf/experiment/grid.yaml commits:\n\n```yaml\n" + snippet(chosen) + "\n```",
         )
     ]
+    choices = md_table(
+        ["arm", "optimizer", "depth", "chosen", "learning rate", "note", "mean val loss per multiple"], rows
+    )
+    return Section(figures, tables=[choices, cells_table(c)])
