@@ -110,10 +110,13 @@ class DiagnosticsLogger(keras.callbacks.Callback):
         """Fetch the rows written since the last read; log every `log_every`-th; stop on divergence."""
         block = self.model.diag_read(self._read_to)
         keys = [s.key for s in self.model.diag_stats]
+        scheduled = self.model.diag_activation_steps(np.arange(self._read_to, self._read_to + len(block)))
+        per_step = [s.group not in (contract.ACT, contract.BACKPROP) for s in self.model.diag_stats]
         for i, vec in enumerate(block, start=self._read_to):
             self.rows.append(vec)
-            if i % self.log_every == 0:
-                self.run.metrics(dict(zip(keys, vec.tolist())), step=i)
+            if i % self.log_every == 0:  # activation statistics only where the schedule computed them
+                keep = per_step if not scheduled[i - self._read_to] else [True] * len(keys)
+                self.run.metrics({k: v for k, v, ok in zip(keys, vec.tolist(), keep) if ok}, step=i)
         self._read_to += len(block)
         diverged = self.model.diag_diverged_step()
         if diverged >= 0 and self.diverged_at is None:
@@ -155,6 +158,11 @@ class DiagnosticsLogger(keras.callbacks.Callback):
         stats = self.model.diag_stats
         values = np.vstack(self.rows) if self.rows else np.zeros((0, len(stats)))
         steps = np.repeat(np.arange(len(values)), len(stats))
+        # activation statistics only at the steps the schedule computed them (every step for the rest)
+        every_step = np.array([s.group not in (contract.ACT, contract.BACKPROP) for s in stats])
+        keep = np.tile(every_step, len(values)) | np.repeat(
+            self.model.diag_activation_steps(np.arange(len(values))), len(stats)
+        )
         return pd.DataFrame(
             {
                 "step": steps.astype("int64"),
@@ -165,7 +173,7 @@ class DiagnosticsLogger(keras.callbacks.Callback):
                 "stat": np.tile([s.stat for s in stats], len(values)),
                 "value": values.reshape(-1).astype("float64"),
             }
-        )
+        )[keep].reset_index(drop=True)
 
     def signal_table(self) -> pd.DataFrame:
         """phase (init / end), layer, layer_index, stat, value: the signal probe, long format."""

@@ -174,6 +174,7 @@ class DiagnosticsSpec:
 
     level: str
     log_every_n_steps: int | str  # an integer, or "auto"
+    activation_every_n_steps: int | str  # full level's activation statistics: an integer, or "log"
     small_grad_threshold: float
     histogram_epochs: tuple[int, ...] | None
     thresholds: verdicts.Thresholds
@@ -182,6 +183,12 @@ class DiagnosticsSpec:
     def log_every(self, total_steps: int) -> int:
         """Steps between MLflow points: `auto` gives about 50 points a run."""
         return max(1, total_steps // 50) if self.log_every_n_steps == "auto" else int(self.log_every_n_steps)
+
+    def activation_every(self, total_steps: int) -> int:
+        """Steps between the full level's activation statistics (also at step 0 and the last step):
+        `log` computes them at the logged steps."""
+        every = self.activation_every_n_steps
+        return self.log_every(total_steps) if every == "log" else int(every)
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,7 @@ def plan(cfg: DictConfig) -> CellPlan:
         diagnostics=DiagnosticsSpec(
             level=dc.level,
             log_every_n_steps=dc.log_every_n_steps,
+            activation_every_n_steps=dc.get("activation_every_n_steps", "log"),
             small_grad_threshold=float(dc.small_grad_threshold),
             histogram_epochs=tuple(dc.histogram_epochs) if dc.histogram_epochs is not None else None,
             thresholds=thresholds(cfg),

@@ -99,12 +99,22 @@ def _compute(model, x, y, acts_on: bool, training: bool):
         loss = model._compute_loss(x=x, y=y, y_pred=y_pred, training=training)
         scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
     grads = tape.gradient(scaled, list(model.trainable_weights) + list(acts))
-    inv = 1.0
+    n = len(model.trainable_weights)
+    return loss, y_pred, grads[:n], grads[n:], acts, _loss_scale_inverse(model)
+
+
+def _loss_scale_inverse(model):
+    """The factor that undoes loss scaling: the number 1.0 without a LossScaleOptimizer."""
     if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
         opt = model.optimizer  # scale_loss uses the initial scale until the optimizer is built
-        inv = 1.0 / tf.cast(opt.dynamic_scale if opt.built else opt.initial_scale, tf.float32)
-    n = len(model.trainable_weights)
-    return loss, y_pred, grads[:n], grads[n:], acts, inv
+        return 1.0 / tf.cast(opt.dynamic_scale if opt.built else opt.initial_scale, tf.float32)
+    return 1.0
+
+
+def _tuple_with(out, inv):
+    """(loss, y_pred, grads, act_vec) -> (loss, y_pred, grads, inv, act_vec)."""
+    loss, y_pred, grads, act_vec = out
+    return loss, y_pred, list(grads), inv, act_vec
 
 
 def _unscale(t: tf.Tensor, inv) -> tf.Tensor:
@@ -123,7 +133,13 @@ class DiagnosticModel(keras.Model):
         small_grad_threshold: float = 1e-8,
         activation_params: dict | None = None,
         block_steps: int = BLOCK_STEPS,
+        activation_every: int = 1,
+        last_step: int = -1,
     ):
+        """`activation_every`, `last_step`: the full level's activation statistics (back-propagated
+        norms, mean, std, spread, saturation, zero and dead fractions) are computed at step 0, every
+        `activation_every` steps and from `last_step` on; at other steps they are NaN (and left out
+        of the step table) and the train step runs the plain model's forward pass. 1: every step."""
         if level not in LEVELS:
             from study.errors import unknown
 
@@ -149,6 +165,8 @@ class DiagnosticModel(keras.Model):
         holder.steps = tf.Variable(0, dtype=tf.int64, trainable=False)  # train steps taken
         holder.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
         holder.diverged_step = tf.Variable(-1, dtype=tf.int64, trainable=False)  # first non-finite loss
+        holder.act_last = tf.Variable(int(last_step), dtype=tf.int64, trainable=False)
+        self._diag_act_every = max(1, int(activation_every))  # a constant of the traced step
         object.__setattr__(self, "_diag_vars", holder)
 
     @property
@@ -187,8 +205,28 @@ class DiagnosticModel(keras.Model):
             )
         return rows[np.arange(start, end) % self.diag_block_steps]
 
-    def diag_vector(self, grads, grads_h, acts, inv, before) -> tf.Tensor:
-        """The statistics vector in `layout` order (`before`: kernels before the update)."""
+    def diag_activation_steps(self, steps: np.ndarray) -> np.ndarray:
+        """Which of `steps` carry the activation statistics (the schedule of `enable_diagnostics`)."""
+        steps = np.asarray(steps)
+        if not getattr(self, "_diag_acts_on", False):
+            return np.zeros(steps.shape, bool)
+        last = int(self._diag_vars.act_last.numpy())
+        return (steps % self._diag_act_every == 0) | ((last >= 0) & (steps >= last))
+
+    def _act_vector(self, grads_h, acts, inv) -> tf.Tensor:
+        """The activation part of the statistics vector: per activation output, the back-propagated
+        norm and the activation's statistics."""
+        names = activation_stat_names(self._diag_activation)
+        values = []
+        for h, gh in zip(acts, grads_h):
+            values.append(tf.norm(_unscale(tf.cast(gh, tf.float32), inv)))
+            st = activation_stats(h, self._diag_activation, self._diag_act_params)
+            values += [st[n] for n in names]
+        return tf.stack(values) if values else tf.zeros((0,))
+
+    def diag_vector(self, grads, grads_h, acts, inv, before, act_vec=None) -> tf.Tensor:
+        """The statistics vector in `layout` order (`before`: kernels before the update; `act_vec`:
+        the activation part when computed already)."""
         grads = [None if g is None else _unscale(tf.cast(g, tf.float32), inv) for g in grads]
         finite = [g for g in grads if g is not None]
         values = [fn(finite) for fn in MODEL_STATS.values()]
@@ -202,12 +240,8 @@ class DiagnosticModel(keras.Model):
             values += [fn(w, after, norm) for fn in KERNEL_STATS.values()]
         if optimizer_stats(self):
             values += tf.unstack(self.optimizer.diag_values())
-        names = activation_stat_names(self._diag_activation)
-        for h, gh in zip(acts, grads_h):
-            values.append(tf.norm(_unscale(tf.cast(gh, tf.float32), inv)))
-            st = activation_stats(h, self._diag_activation, self._diag_act_params)
-            values += [st[n] for n in names]
-        return tf.stack(values)
+        act = self._act_vector(grads_h, acts, inv) if act_vec is None else act_vec
+        return tf.concat([tf.stack(values), act], axis=0)
 
     def _apply(self, x, y, grads, loss):
         """The update: the optimizer's own batch step where it needs the loss itself (Newton), else
@@ -231,14 +265,39 @@ class DiagnosticModel(keras.Model):
         # steps must change nothing
         return tf.cond(self._diag_vars.diverged_step < 0, lambda: self._diag_train_step(data), self.get_metrics_result)
 
+    def _forward_backward(self, x, y):
+        """loss, y_pred, weight gradients, the factor undoing loss scaling and the activation part
+        of the statistics vector: computed with the activation outputs at the scheduled steps, else
+        by the plain model (the activation part NaN). The weight gradients are the same either way."""
+        v = self._diag_vars
+        n_act = len([s for s in self.diag_stats if s.group in (contract.ACT, contract.BACKPROP)])
+        inv = _loss_scale_inverse(self)
+
+        def with_acts():
+            loss, y_pred, grads, grads_h, acts, _ = _compute(self, x, y, True, training=True)
+            return loss, y_pred, grads, self._act_vector(grads_h, acts, inv)
+
+        def without():
+            loss, y_pred, grads, _, _, _ = _compute(self, x, y, False, training=True)
+            return loss, y_pred, grads, tf.fill((n_act,), float("nan"))
+
+        if not self._diag_acts_on:
+            loss, y_pred, grads, _ = without()
+            return loss, y_pred, grads, inv, tf.zeros((0,))
+        if self._diag_act_every <= 1:  # every step: no branch to trace
+            return _tuple_with(with_acts(), inv)
+        step = v.steps.value()
+        scheduled = tf.equal(step % self._diag_act_every, 0) | ((v.act_last >= 0) & (step >= v.act_last))
+        return _tuple_with(tf.cond(scheduled, with_acts, without), inv)
+
     def _diag_train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         kernels = [l.kernel for l in self._diag_layers]
-        loss, y_pred, grads, grads_h, acts, inv = _compute(self, x, y, self._diag_acts_on, training=True)
+        loss, y_pred, grads, inv, act_vec = self._forward_backward(x, y)
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
         before = [tf.identity(k.value) for k in kernels]
         self._apply(x, y, grads, loss)
-        vec = self.diag_vector(grads, grads_h, acts, inv, before)
+        vec = self.diag_vector(grads, None, None, inv, before, act_vec=act_vec)
         v = self._diag_vars
         step = v.steps.value()
         v.latest.assign(vec)

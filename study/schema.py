@@ -204,6 +204,7 @@ SCHEMA: dict[str, Spec] = {
     "diagnostics": MAP,
     "diagnostics.level": STR,
     "diagnostics.log_every_n_steps": integer(1).or_("auto"),
+    "diagnostics.activation_every_n_steps": integer(1).or_("log"),
     "diagnostics.small_grad_threshold": number(0),
     "diagnostics.probe_size": integer(1),
     "diagnostics.histogram_epochs": listof(integer(1)).or_(None),  # 1-based; step 0 is always drawn

@@ -216,7 +216,15 @@ def _compiled_model(p: CellPlan, splits) -> diag.DiagnosticModel:
         steps_per_execution=p.steps_per_execution,
     )
     dc = p.diagnostics
-    model.enable_diagnostics(dc.level, p.model.activation, dc.small_grad_threshold, p.model.activation_params)
+    total = p.steps_per_epoch * p.epochs
+    model.enable_diagnostics(
+        dc.level,
+        p.model.activation,
+        dc.small_grad_threshold,
+        p.model.activation_params,
+        activation_every=dc.activation_every(total),
+        last_step=total - 1,
+    )
     runtime.build_state(model, splits.x_train[: p.batch_size], splits.y_train[: p.batch_size])
     return model
 

@@ -464,3 +464,34 @@ def test_every_recorded_statistic_equals_its_oracle(activation):
         for s, value in signal[r["layer"]].items():
             assert r[s] == pytest.approx(value, rel=1e-5, abs=1e-9), (r["layer"], s)
         assert set(r) - {"layer", "layer_index"} == set(signal[r["layer"]])
+
+
+def test_activation_statistics_on_a_schedule_keep_every_value_where_computed_and_the_rest_every_step():
+    """diagnostics.activation_every_n_steps: the activation part at step 0, every N steps and from
+    the last step on, with the same values as computed at every step; weight-gradient, weight and
+    update statistics at every step, unchanged; the step table leaves the other steps' activation
+    rows out and says which steps carry them."""
+    x, y = _batch(n=44)  # 11 steps of 4 per epoch, 22 in all
+    ref_model = _model("relu")
+    ref_log = _logger(ref_model)
+    ref_model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[ref_log])
+    m = _model("relu")  # the same seed: the same initial weights
+    m.enable_diagnostics("full", "relu", small_grad_threshold=1e-3, activation_every=4, last_step=21)
+    log = _logger(m)
+    m.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[log])
+    ref, got = np.vstack(ref_log.rows), np.vstack(log.rows)
+    act = np.array([s.group in ("act", "backprop") for s in m.diag_stats])
+    scheduled = m.diag_activation_steps(np.arange(22))
+    assert list(np.flatnonzero(scheduled)) == [0, 4, 8, 12, 16, 20, 21]
+    np.testing.assert_allclose(got[:, ~act], ref[:, ~act], rtol=1e-6, atol=1e-9)  # every step, unchanged
+    np.testing.assert_allclose(got[scheduled][:, act], ref[scheduled][:, act], rtol=1e-6, atol=1e-9)
+    assert np.isnan(got[~scheduled][:, act]).all() and np.isfinite(ref[:, act]).all()
+    table = log.table()
+    act_steps = sorted(table[table["group"].isin(["act", "backprop"])]["step"].unique())
+    assert act_steps == [0, 4, 8, 12, 16, 20, 21] and sorted(table[table["group"] == "grad"]["step"].unique()) == list(
+        range(22)
+    )
+    assert table["value"][table["group"].isin(["act", "backprop"])].notna().all()
+    # MLflow points (every 5 steps): activation metrics only where computed (steps 0 and 20)
+    logged_act = {s for s, d in log.run.logged.items() if any(k.startswith("act/") for k in d)}
+    assert sorted(log.run.logged) == [0, 5, 10, 15, 20] and logged_act == {0, 20}
