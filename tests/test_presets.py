@@ -32,6 +32,7 @@ PRESETS = {  # preset: the axis overrides of its tiny run (its figures: its regi
     "second_order": ["optimizer=newton,sgd"],
     "edge_of_stability": ["optimizer.learning_rate=0.5,2.0"],
     "grid_pilot": ["arm=relu_he", "optimizer=sgd", "optimizer.lr_scale=1,30", "model.depth=8", "seed=100"],
+    "grid_reference": ["arm=relu_he,tanh_glorot", "optimizer=adam", "train.epochs=7"],
     "signal_propagation": ["train.epochs=0", "model=mlp", "model.init_scale=1.0,2.0", "seed=0"],
 }
 
