@@ -191,6 +191,63 @@ def contrast_table(cells: pd.DataFrame) -> str:
     return head + "\n\n" + md_table([*keys, "contrast", "test accuracy, per seed and test"], rows)
 
 
+LOSS_REACHED = 0.75  # "steps to a loss": the first epoch end with training loss <= this × ln K
+
+
+def budget_table(cells: pd.DataFrame, epochs: pd.DataFrame) -> str:
+    """What the fixed budget measured, per cell: test accuracy (stats.py rules), training loss at the
+    end of the budget (mean over seeds), and the steps each seed took to bring its training loss to
+    LOSS_REACHED × ln K (epoch resolution; how many seeds got there)."""
+    if epochs.empty or "steps_per_epoch" not in cells:
+        return ""
+    extra = collect.extra_axes(cells)
+    summ = stats.summary(cells, extra=extra)
+    loss = epochs[epochs["metric"] == "train/loss"]
+    rows = []
+    for _, row in summ.iterrows():
+        runs = stats.runs_of(cells, row, extra)
+        finals, reached = [], []
+        for _, r in runs.iterrows():
+            e = loss[loss["run_id"] == r["run_id"]].sort_values("epoch")
+            if e.empty:
+                continue
+            finals.append(float(e["value"].iloc[-1]))
+            k = float(r.get("num_classes", 10)) if np.isfinite(r.get("num_classes", np.nan)) else 10.0
+            hit = e[e["value"] <= LOSS_REACHED * np.log(k)]
+            if len(hit):
+                reached.append(int((hit["epoch"].iloc[0] + 1) * r["steps_per_epoch"]))
+        steps = (
+            f"{int(np.median(reached))} ({len(reached)}/{len(finals)})"
+            if reached
+            else f"not in budget (0/{len(finals)})"
+        )
+        rows.append(
+            (
+                *(row[k] for k in ("activation", "optimizer", "depth")),
+                stats.fmt(row),
+                _fmt(float(np.mean(finals))) if finals else "n/a",
+                steps,
+            )
+        )
+    return (
+        "What the fixed budget measures (trainability and early speed at the pilot's learning rates, not "
+        f"a converged ranking; `grid_reference` trains the same cells longer): test accuracy, training loss "
+        f"at the end (mean over seeds), and the median steps to a training loss of {LOSS_REACHED:g} ln K "
+        "(epoch resolution; in brackets how many seeds got there).\n\n"
+        + md_table(
+            [
+                "activation",
+                "optimizer",
+                "depth",
+                "test accuracy",
+                "final training loss",
+                f"steps to {LOSS_REACHED:g} ln K",
+            ],
+            rows,
+        )
+    )
+
+
 def verdict_table(cells: pd.DataFrame) -> str:
     depths = sorted(cells["depth"].dropna().unique())
     rows = []
@@ -257,4 +314,7 @@ def grid(s: collect.Sweep, view: View) -> Section:
     ]
     several = bool((c.groupby(stats.cell_axes(c, collect.extra_axes(c)))["seed"].nunique() > 1).any())
     tables = [contrast_table(c)] if several and c["optimizer"].astype(str).nunique() > 1 else []
-    return Section(figures, tables=[*tables, verdict_table(c), reason_table(c)], notes=notes)
+    budget = budget_table(c, s.epochs)
+    return Section(
+        figures, tables=[*([budget] if budget else []), *tables, verdict_table(c), reason_table(c)], notes=notes
+    )
