@@ -267,10 +267,11 @@ def second_order(s, view):
         parts.append(f"**{kind}** — " + "; ".join(per) + ".")
     kinds = sorted({k for k, o in step_cost if o == "newton"} & {k for k, o in step_cost if o == "sgd"})
     cost = (
-        " A Newton step costs "
+        " A Newton epoch takes "
         + ", ".join(f"{k} {step_cost[k, 'newton'] / step_cost[k, 'sgd']:.3g}×" for k in kinds)
-        + " an SGD step (wall time per epoch after the first: one full-batch step and the epoch's validation"
-        " pass, curvature measurements excluded; scripts/bench_curvature.py times the steps alone)."
+        + " the wall time of an SGD epoch (after the first; an epoch is one full-batch step and its validation"
+        " pass, curvature measurements excluded): an epoch-time ratio, not the cost of the step alone, which"
+        " scripts/bench_curvature.py measures (reports/benchmarks/curvature.json)."
         if kinds
         else ""
     )
