@@ -130,7 +130,8 @@ def grid_pilot(s, view):
             f"Chosen per arm, optimizer and depth on seeds {', '.join(map(str, seeds))} (lowest mean final "
             f"validation loss; inf = a seed diverged): {len(rows)} choices, {len(rows) - edges - flat} interior, "
             f"{edges} at the edge of the tried range, {flat} where no multiple trains (×1 kept). "
-            "conf/experiment/grid.yaml commits:\n\n```yaml\n" + snippet(chosen) + "\n```",
+            "The `tuned_lr_scale` table this pilot gives (conf/experiment/grid.yaml commits that of the "
+            "pilot it names):\n\n```yaml\n" + snippet(chosen) + "\n```",
         )
     ]
     choices = md_table(
