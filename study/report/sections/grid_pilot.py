@@ -96,6 +96,13 @@ def figure(cells: pd.DataFrame, chosen: pd.DataFrame) -> plt.Figure | None:
                 ax.plot(g["lr_scale"], g["val/loss"], "o", ms=3, color=pal[arm])
             best = chosen[(chosen["optimizer"] == opt) & (chosen["depth"] == d) & chosen["chosen"]]
             ax.plot(best["lr_scale"], best["loss"].where(np.isfinite(best["loss"])), "*", ms=13, color="k")
+            top = 1.5 * math.log(float(np.nanmax(cells["num_classes"]))) if cells["num_classes"].notna().any() else 3.5
+            finite = sub["val/loss"][np.isfinite(sub["val/loss"])]
+            if len(finite) and finite.max() > top:  # a blown-up loss would squash the rest: cut at 1.5 ln K
+                ax.set_ylim(min(0.0, finite.min()), top)
+                ax.text(
+                    0.02, 0.97, f"losses above {top:.2f} off the axis", transform=ax.transAxes, fontsize=7, va="top"
+                )
             ax.set(
                 xscale="log", title=f"{opt}, depth {d}", xlabel="lr_scale (× default)" if i == len(depths) - 1 else ""
             )
