@@ -46,7 +46,7 @@ def test_tanh_and_relu_he_sgd_and_the_collapsed_ratio_range(grid):
 def test_glorot_bengio_table_1_is_the_paired_test_of_the_committed_cells():
     c = collect.from_folder(_folder("glorot_bengio_2010")).cells
     for act in ("tanh", "softsign"):
-        run = lambda init: c[(c["activation"] == act) & (c["init"] == init)]  # noqa: E731
+        run = lambda init, a=act: c[(c["activation"] == a) & (c["init"] == init)]  # noqa: E731
         p = stats.paired(run("glorot_uniform"), run("standard_uniform"))
         diffs = ", ".join(f"{d:+.3f}" for d in p.differences)
         assert f"{act} {diffs}," in TEXT and f"p = {p.p:.2g}" in TEXT and p.resolved
