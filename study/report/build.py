@@ -184,7 +184,8 @@ def _write_tables(s: collect.Sweep, out_dir: Path) -> tuple[pd.DataFrame, pd.Dat
     summ.to_csv(tables / "summary.csv", index=False, float_format="%.6g")
     if s.cells["optimizer"].astype(str).nunique() > 1:  # optimizers of one arm share each seed's weights
         contrasts = stats.contrasts(s.cells, extra=collect.extra_axes(s.cells))
-        contrasts.drop(columns="text").to_csv(tables / "contrasts.csv", index=False, float_format="%.6g")
+        if not contrasts.empty:  # one seed each, or no cell shares another's weights: nothing to pair
+            contrasts.drop(columns="text").to_csv(tables / "contrasts.csv", index=False, float_format="%.6g")
     for name, df in s.tables().items():
         if name != contract.CURVATURE or not df.empty:  # curvature.parquet when diagnostics.curvature was on
             df.to_parquet(tables / contract.parquet(contract.REPORT_TABLES[name]), index=False)
