@@ -82,12 +82,6 @@ def t_interval(values, level: float = LEVEL) -> tuple[int, float, float, float]:
     return n, mean, mean - half, mean + half
 
 
-def half_width(values) -> float:
-    """Half-width of the 95 % t interval of the mean; NaN with fewer than 2 values."""
-    _, _, lo, hi = t_interval(values)
-    return (hi - lo) / 2
-
-
 def errorbar(values, metric: str = "") -> tuple[float, float]:
     """For seaborn's `errorbar=` and curve bands: the t interval of one group's values, clipped to
     `metric`'s range (rule 2)."""
