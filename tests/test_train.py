@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -188,7 +189,8 @@ def test_a_sweep_cell_shows_the_sweeps_progress_in_its_parent_runs_description(m
     from study import contract, tracking
 
     uri, client = store
-    exp_id = tracking.ensure_experiment(client, "activation-study", None)
+    artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"  # not ./mlruns of the checkout
+    exp_id = tracking.ensure_experiment(client, "activation-study", artifacts.as_uri())
     config = OmegaConf.create({"hydra": {"sweeper": {"params": {"seed": "0,1"}}}, "question": "Why?"})
     parent = client.create_run(exp_id, run_name="smoke-x", tags={contract.ROLE: contract.SWEEP}).info.run_id
     client.set_tag(parent, tracking.NOTE, tracking.sweep_note(config, "smoke", [[]] * 8, "running"))
