@@ -13,6 +13,7 @@ SWEEP_ID = "sweep_id"
 CELL_INDEX = "cell_index"
 PRESET = "preset"
 QUESTION = "question"  # on the parent run: the preset's question, from its YAML
+CRITERIA = "criteria"  # on the parent run: the preset's decision rules (JSON), fixed before running
 FINGERPRINT = "fingerprint"
 OUTCOME = "outcome"
 VERDICT = "gradient_verdict"
@@ -36,6 +37,7 @@ TAGS = (
     CELL_INDEX,
     PRESET,
     QUESTION,
+    CRITERIA,
     FINGERPRINT,
     OUTCOME,
     VERDICT,

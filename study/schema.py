@@ -136,6 +136,10 @@ SCHEMA: dict[str, Spec] = {
     "seed": integer(0, 2**32 - 1),  # NumPy's seed range
     "experiment_name": STR.or_(None),
     "question": STR.or_(None),
+    "criteria": MAP.or_(None),  # the preset's decision rules (its report checks them against its defaults)
+    "criteria.reach": number(gt=0, le=1),  # edge_of_stability: at the edge from reach · 2/η
+    "criteria.band": listof(number(gt=0)),  # edge_of_stability: [low, high] × 2/η
+    "criteria.controls": listof(number(gt=0)),  # edge_of_stability: step sizes that must not reach the edge
     "arm": STR,
     "regularization": STR,
     "mitigation": STR,

@@ -86,6 +86,11 @@ def stopped(config) -> None:
     raise SystemExit(stops.exit_code()) from None
 
 
+def _criteria(config) -> str:
+    """The preset's `criteria` block as JSON: its decision rules, recorded before any cell runs."""
+    return json.dumps(OmegaConf.to_container(config.criteria, resolve=True), sort_keys=True)
+
+
 class MlflowSweepCallback(Callback):
     """Hydra callback: before any job, checks every cell's config, creates the store, the
     experiment and the sweep's parent run; at the end, closes the parent run with a summary."""
@@ -127,6 +132,7 @@ class MlflowSweepCallback(Callback):
                 contract.ROLE: contract.SWEEP,
                 contract.PRESET: str(name),
                 **({contract.QUESTION: str(config.question)} if config.get("question") else {}),
+                **({contract.CRITERIA: _criteria(config)} if config.get("criteria") else {}),
                 contract.OVERRIDES: tracking.redact(json.dumps(list(config.hydra.overrides.task))),
                 contract.LAUNCH: tracking.redact(json.dumps(list(config.hydra.overrides.hydra))),
                 **tracking.environment_tags(),

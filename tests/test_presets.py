@@ -6,6 +6,7 @@ the thirteen run in a few minutes; every preset-specific axis keeps at least two
 (helpers.commands.run_main, run_report): the same code as the commands, without their imports.
 """
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import yaml
 from helpers.commands import ROOT, run_main, run_report
 from helpers.mlflow_queries import assert_no_healthy_at_chance
 
-from study import verdicts
+from study import contract, verdicts
 from study.report import collect, sections
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ PRESETS = {  # preset: the axis overrides of its tiny run (its figures: its regi
     "he_2015": ["model.depth=4", "seed=0"],
     "width": ["model.width=4,8", "model.activation=relu"],
     "second_order": ["optimizer=newton,sgd"],
-    "edge_of_stability": ["optimizer.learning_rate=0.5,2.0"],
+    "edge_of_stability": ["optimizer.learning_rate=0.5,2.0", "seed=0,1"],
     "grid_pilot": ["arm=relu_he", "optimizer=sgd", "optimizer.lr_scale=1,30", "model.depth=8", "seed=100"],
     "grid_reference": ["arm=relu_he,tanh_glorot", "optimizer=adam", "train.epochs=7"],
     "signal_propagation": ["train.epochs=0", "model=mlp", "model.init_scale=1.0,2.0", "seed=0"],
@@ -78,7 +79,11 @@ def test_preset_at_tiny_size_sweeps_and_reports(preset, tmp_path, store):
     assert assert_no_healthy_at_chance(store[0]) >= 2
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert len(cells) >= 2 and set(cells["outcome"]) == {"finished"}
-    swept = yaml.safe_load((ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    plan = yaml.safe_load((ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())
+    if plan.get("criteria"):  # the decision rules reach the report through the parent run, as written
+        assert json.loads(sweep.info[contract.CRITERIA]) == plan["criteria"]
+        assert "Rules from the preset's `criteria`" in (out / "REPORT.md").read_text()
+    swept = plan["hydra"]["sweeper"]["params"]
     kept = [
         k for k in swept if "," in str(swept[k]) and not any(o.startswith(f"{k}=") and "," not in o for o in overrides)
     ]

@@ -22,6 +22,7 @@ NON_SEMANTIC = (
     "train.steps_per_execution",  # the same steps, several per call into TensorFlow
     "diagnostics.verdict",
     "question",  # the preset's question, a description
+    "criteria",  # the preset's decision rules, read by its report
 )
 # key -> the value that trains exactly as before the key existed (Keras's own default)
 ADDED_KEYS = {

@@ -4,6 +4,7 @@ preset without one the generic report (`grid`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ import pandas as pd
 import yaml
 
 from study import contract, tracking, verdicts
+from study.errors import ConfigError
 from study.report.md import md_table
 
 SECTIONS: dict[str, Callable] = {}  # preset name -> its section; other presets get the generic one
@@ -41,6 +43,28 @@ def question(info: dict) -> str | None:
     if not path.is_file():
         return None
     return (yaml.safe_load(path.read_text()) or {}).get("question")
+
+
+def criteria(info: dict, defaults: dict) -> tuple[dict, str]:
+    """The preset's decision rules: tag `criteria` of its parent run (JSON of the YAML's `criteria`
+    block, fixed before running), each missing key from `defaults`; and where they came from, for
+    the caption. A key `defaults` does not name, or a value of another kind, is an error naming it."""
+    raw = info.get(contract.CRITERIA)
+    try:
+        given = (json.loads(raw) if isinstance(raw, str) else raw) if raw else {}
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"tag {contract.CRITERIA}={raw!r} of the sweep's parent run is not JSON: {err}") from None
+    for key, value in given.items():
+        if key not in defaults:
+            raise ConfigError(f"criteria.{key}: unknown rule of this preset's report; valid: {sorted(defaults)}")
+        want = defaults[key]
+        number = isinstance(want, (int, float)) and not isinstance(want, bool)
+        if (number and not isinstance(value, (int, float))) or (isinstance(want, list) and not isinstance(value, list)):
+            raise ConfigError(f"criteria.{key}={value!r} must be {type(want).__name__} like the default {want!r}")
+    said = "the preset's `criteria`, recorded on the sweep's parent run before its first cell"
+    if not given:
+        said = "the report's defaults (this sweep predates the preset's `criteria` tag)"
+    return {**defaults, **given}, said
 
 
 @dataclass

@@ -12,13 +12,16 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from study import contract
 from study.report.md import md_table
-from study.report.sections.registry import Figure, register
+from study.report.sections.registry import Figure, criteria, register
 from study.report.style import palette
 
-# Fixed before the edge-of-stability preset was first run (docs/second_order.md): the median
-# λ_max over the last third of training, divided by 2/η, should lie in this range (Cohen et al.
-# find it at or just above 1).
-EOS_TOLERANCE = (0.8, 1.3)
+# The edge-of-stability rules when a sweep's parent run carries no `criteria` tag (sweeps before
+# it existed); the preset's YAML fixes them before running (conf/experiment/edge_of_stability.yaml).
+EOS_DEFAULTS = {
+    "reach": 0.95,  # at the edge from the first measured step with λ_max >= reach·2/η (from below)
+    "band": [0.8, 1.3],  # then the median λ_max from that step on, over 2/η, lies in this band
+    "controls": [],  # step sizes predicted never to reach reach·2/η in the budget, λ_max still rising
+}
 
 
 def _done(c: pd.DataFrame) -> pd.DataFrame:
@@ -93,9 +96,7 @@ def loss_vs_steps_and_time(w: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def sharpness_over_training(
-    curv: pd.DataFrame, hue: str, facet: str | None, two_over_lr: bool, log: bool = True
-) -> plt.Figure | None:
+def sharpness_over_training(curv: pd.DataFrame, hue: str, facet: str | None, two_over_lr: bool) -> plt.Figure | None:
     """λ_max of the training loss against steps, a line per value of `hue`; with `two_over_lr`,
     dashed lines at each run's 2/η in the same colour (the stability threshold of gradient descent)."""
     lam = curv[curv["stat"] == "lambda_max"]
@@ -113,47 +114,126 @@ def sharpness_over_training(
             thr = curv[(curv["stat"] == "two_over_lr") & curv["run_id"].isin(g["run_id"])]["value"]
             if two_over_lr and len(thr):
                 ax.axhline(float(thr.median()), color=pal[h], ls="--", lw=1.2, label=f"2/η = {thr.median():.3g}")
-        ax.set(xlabel="train steps", ylabel="λ_max of the training loss" + (" (log scale)" if log else ""))
+        ax.set(xlabel="train steps", ylabel="λ_max of the training loss (log scale)")
         ax.set_title(f or "")
-        if log:
-            _plain_log(ax)
+        _plain_log(ax)
         ax.legend(fontsize=7)
     return fig
 
 
-def eos_table(cells: pd.DataFrame, curv: pd.DataFrame, w: pd.DataFrame) -> pd.DataFrame:
-    """Per run: η, 2/η, the median λ_max over the last third of its steps, their ratio, whether it is
-    within EOS_TOLERANCE, the training loss at the start of the last third and at the end, and how
-    many steps of the last third raised the loss (non-monotone descent)."""
+def eos_regime(lam0: float, two_over_lr: float, lr: float, rules: dict) -> str:
+    """The class a run is in before its first update, from λ_max at step 0 against 2/η: `control`
+    (a step size the rules predict never reaches the edge in the budget), `sharpening` (λ_max(0) below
+    2/η: progressive sharpening should carry it up to 2/η) or `catapult` (already above 2/η: the first
+    steps are unstable and should throw it down to 2/η)."""
+    if any(np.isclose(lr, c) for c in rules["controls"]):
+        return "control"
+    if not (np.isfinite(lam0) and np.isfinite(two_over_lr)):
+        return "undetermined"  # no finite λ_max at step 0: the class cannot be told before training
+    return "sharpening" if lam0 < two_over_lr else "catapult"
+
+
+def eos_table(cells: pd.DataFrame, curv: pd.DataFrame, w: pd.DataFrame, rules: dict) -> pd.DataFrame:
+    """Per run: η, seed, 2/η, λ_max at step 0, its class before training (eos_regime), the step at which
+    it reached the edge (sharpening: first λ_max >= reach·2/η; catapult: first λ_max <= 2/η/reach;
+    control: never expected), the median λ_max from that step on over 2/η, the training loss at that
+    step and at the end, how many steps after it raised the loss, λ_max at the end against λ_max two
+    thirds in (still rising?), and whether the run met its class's criterion:
+    sharpening and catapult: reached the edge, the median is within `band` and the loss fell after it;
+    control: max λ_max stays below reach·2/η and λ_max at the end is above both λ_max(0) and λ_max two
+    thirds of the way in."""
     rows = []
-    lo, hi = EOS_TOLERANCE
+    lo, hi = rules["band"]
+    reach = float(rules["reach"])
     for r in cells.itertuples():
         lam = curv[(curv["run_id"] == r.run_id) & (curv["stat"] == "lambda_max")].sort_values("step")
+        lam = lam[np.isfinite(lam["value"].astype(float))]
         thr = curv[(curv["run_id"] == r.run_id) & (curv["stat"] == "two_over_lr")]["value"]
         loss = w[w["run_id"] == r.run_id].sort_values("step")
         if lam.empty or not len(thr) or loss.empty:
             continue
-        end = lam["step"].max()
-        tail = lam[lam["step"] >= 2 * end / 3]["value"]
-        last = loss[loss["step"] >= 2 * loss["step"].max() / 3]["loss"]
-        ratio = float(tail.median() / thr.median())
+        edge, end = float(thr.median()), int(lam["step"].max())
+        lam0 = float(lam["value"].iloc[0]) if lam["step"].iloc[0] == 0 else np.nan
+        regime = eos_regime(lam0, edge, float(r.lr), rules)
+        at = lam["value"] <= edge / reach if regime == "catapult" else lam["value"] >= reach * edge
+        # a control's entry is shown (it should have none) but not judged from
+        entry = int(lam["step"][at].iloc[0]) if at.any() and regime != "undetermined" else None
+        after = lam[lam["step"] >= entry]["value"] if entry is not None else pd.Series(dtype=float)
+        ratio = float(after.median() / edge) if len(after) else np.nan
+        tail = loss[loss["step"] >= entry] if entry is not None else loss.iloc[0:0]
+        two_thirds = float(lam[lam["step"] <= 2 * end / 3]["value"].iloc[-1])
+        lam_end = float(lam["value"].iloc[-1])
+        fell = bool(len(tail) > 1 and tail["loss"].iloc[-1] < tail["loss"].iloc[0])
+        if regime == "control":
+            met = bool(lam["value"].max() < reach * edge and lam_end > lam0 and lam_end > two_thirds)
+        elif regime == "undetermined":
+            met = False
+        else:
+            met = bool(entry is not None and lo <= ratio <= hi and fell)
         rows.append(
             {
                 "run": r.run_name,
                 "lr": float(r.lr),
-                "two_over_lr": float(thr.median()),
-                "lambda_max_init": float(lam["value"].iloc[0]),
-                "lambda_max_last_third": float(tail.median()),
-                "ratio": ratio,
-                "within_tolerance": bool(lo <= ratio <= hi),
-                "loss_start_last_third": float(last.iloc[0]),
-                "loss_end": float(last.iloc[-1]),
-                "loss_fell": bool(last.iloc[-1] < last.iloc[0]),
-                "loss_rises_in_last_third": int((np.diff(last.to_numpy()) > 0).sum()),
-                "steps": int(end),
+                "seed": int(r.seed),
+                "two_over_lr": edge,
+                "lambda_max_init": lam0,
+                "regime": regime,
+                "entry_step": entry,
+                "ratio_after_entry": ratio,
+                "max_ratio": float(lam["value"].max() / edge),
+                "loss_at_entry": float(tail["loss"].iloc[0]) if len(tail) else np.nan,
+                "loss_end": float(loss["loss"].iloc[-1]),
+                "loss_fell": fell,
+                "loss_rises_after_entry": int((np.diff(tail["loss"].to_numpy()) > 0).sum()) if len(tail) else None,
+                "lambda_max_two_thirds": two_thirds,
+                "lambda_max_end": lam_end,
+                "met": met,
+                "steps": end,
             }
         )
     return pd.DataFrame(rows)
+
+
+_EOS_CLAIMS = {
+    "sharpening": "λ_max(0) below 2/η: progressive sharpening carries λ_max up to 2/η, where it hovers while "
+    "the loss keeps falling (Cohen et al. 2021, Fig. 1)",
+    "catapult": "λ_max(0) above 2/η: the first steps are unstable and throw λ_max down to 2/η, where it hovers "
+    "while the loss keeps falling (the catapult regime; Lewkowycz et al. 2020)",
+    "control": "a step size small enough that 2/η is out of reach: λ_max keeps rising, never reaches 2/η",
+    "undetermined": "no finite λ_max at step 0: the run cannot be classed before training",
+}
+
+
+def _eos_criterion(regime: str, rules: dict) -> str:
+    lo, hi = rules["band"]
+    if regime == "control":
+        return f"max λ_max < {rules['reach']:g}·2/η, and λ_max at the end above λ_max(0) and above λ_max two thirds in"
+    if regime == "undetermined":
+        return "none: counted as not met"
+    entry = f"≥ {rules['reach']:g}·2/η" if regime == "sharpening" else f"≤ 2/η / {rules['reach']:g}"
+    return (
+        f"reaches λ_max {entry}; the median λ_max from that step on within {lo:g}–{hi:g} × 2/η; "
+        "the training loss lower at the end than at that step; in every seed"
+    )
+
+
+def _eos_claims(t: pd.DataFrame, rules: dict) -> str:
+    rows = []
+    for regime in ("sharpening", "catapult", "control", "undetermined"):
+        g = t[t["regime"] == regime]
+        if g.empty:
+            continue
+        etas = ", ".join(f"{v:g}" for v in sorted(g["lr"].unique()))
+        k, seeds = int(g["met"].sum()), g["seed"].nunique()
+        measured = f"{k} of {len(g)} runs (η {etas}; {seeds} seed{'s' if seeds != 1 else ''}, one initialisation each)"
+        rows.append((_EOS_CLAIMS[regime], _eos_criterion(regime, rules), measured, k == len(g)))
+    header = [
+        "claim (class decided before training: by λ_max(0) against 2/η, or a control η listed in the rules)",
+        "criterion",
+        "measured",
+        "reproduced",
+    ]
+    return md_table(header, [(a, b, c, "yes" if ok else "no") for a, b, c, ok in rows])
 
 
 def _md(t: pd.DataFrame) -> str:
@@ -162,58 +242,88 @@ def _md(t: pd.DataFrame) -> str:
         "η",
         "2/η",
         "λ_max at step 0",
-        "median λ_max, last third",
-        "ratio to 2/η",
-        f"within {EOS_TOLERANCE[0]}–{EOS_TOLERANCE[1]}",
-        "training loss, start of last third → end",
+        "class",
+        "step at the edge",
+        "median λ_max after it / (2/η)",
+        "max λ_max / (2/η)",
+        "λ_max two thirds in → end",
+        "training loss at the edge → end",
         "steps raising the loss",
+        "met",
     ]
+    f = lambda v, d=3: "—" if v is None or not np.isfinite(v) else f"{v:.{d}g}"  # noqa: E731
     rows = [
         (
             r.run,
             f"{r.lr:.3g}",
             f"{r.two_over_lr:.3g}",
             f"{r.lambda_max_init:.3g}",
-            f"{r.lambda_max_last_third:.3g}",
-            f"{r.ratio:.3f}",
-            "yes" if r.within_tolerance else "no",
-            f"{r.loss_start_last_third:.4g} → {r.loss_end:.4g} ({'fell' if r.loss_fell else 'did not fall'})",
-            r.loss_rises_in_last_third,
+            r.regime,
+            "never" if r.entry_step is None or not np.isfinite(r.entry_step) else int(r.entry_step),
+            f(r.ratio_after_entry),
+            f(r.max_ratio),
+            f"{r.lambda_max_two_thirds:.3g} → {r.lambda_max_end:.3g}",
+            f"{f(r.loss_at_entry, 4)} → {r.loss_end:.4g}",
+            "—"
+            if r.loss_rises_after_entry is None or not np.isfinite(r.loss_rises_after_entry)
+            else int(r.loss_rises_after_entry),
+            "yes" if r.met else "no",
         )
-        for r in t.itertuples()
+        for r in t.sort_values(["lr", "seed"]).itertuples()
     ]
     return md_table(header, rows)
 
 
 @register("edge_of_stability")
 def edge_of_stability(s, view):
+    rules, said = criteria(s.info, EOS_DEFAULTS)
     c = _done(s.cells)
     w = loss_by_step(s.epochs, s.curvature)
-    t = eos_table(c, s.curvature, w)
-    n_in = int(t["within_tolerance"].sum()) if len(t) else 0
-    summary = (
-        f"{n_in} of {len(t)} step sizes have a median λ_max over the last third of training within "
-        f"{EOS_TOLERANCE[0]}–{EOS_TOLERANCE[1]} × 2/η (the tolerance fixed before the first run); the training "
-        f"loss still fell over that third in {int(t['loss_fell'].sum()) if len(t) else 0} of {len(t)}."
+    t = eos_table(c, s.curvature, w, rules)
+    summary = ((_eos_claims(t, rules) + "\n\n" + _md(t)) if len(t) else "No run recorded λ_max and 2/η.") + (
+        f"\n\nRules from {said}. λ_max: top eigenvalue of the Hessian of the training loss on the whole "
+        "training set (Lanczos on Hessian-vector products, `curv/lambda_max`), measured every "
+        "`diagnostics.curvature.every_n_steps` steps; 2/η: where gradient descent on a quadratic turns unstable "
+        "(`curv/two_over_lr`). A seed draws the initial weights and the training examples; the step sizes of "
+        "one seed share both."
     )
-    lossfig = lambda: _eos_loss(w)  # noqa: E731
     return [
         Figure(
             "eos_sharpness",
             "Sharpness λ_max against steps, with 2/η (Cohen et al. 2021, Fig. 1)",
-            lambda: sharpness_over_training(s.curvature, "lr", None, True, log=False),
-            summary + "\n\n" + (_md(t) if len(t) else "No run recorded λ_max and 2/η.") + "\n\n"
-            "λ_max: top eigenvalue of the Hessian of the training loss on the whole training set "
-            "(Lanczos on Hessian-vector products, `curv/lambda_max`); 2/η: where gradient descent on a "
-            "quadratic turns unstable (`curv/two_over_lr`). One seed per step size.",
+            lambda: _eos_sharpness(s.curvature, c),
+            summary,
         ),
         Figure(
             "eos_loss",
             "Training loss against steps",
-            lossfig,
-            "Full-batch loss per step (log scale); at the edge of stability it keeps falling, not monotonically.",
+            lambda: _eos_loss(w),
+            "Full-batch loss per step (log scale), a line per seed; at the edge of stability it keeps falling, "
+            "not monotonically.",
         ),
     ]
+
+
+def _eos_sharpness(curv: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure | None:
+    """λ_max against steps (log scale), a line per run coloured by η, with each η's 2/η dashed."""
+    lam = curv[curv["stat"] == "lambda_max"]
+    if lam.empty:
+        return None
+    if "lr" not in lam:  # the curvature table carries each run's axes; else the cells table's
+        lam = lam.assign(lr=lam["run_id"].map(cells.set_index("run_id")["lr"].astype(float)))
+    pal = palette(lam["lr"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for eta, g in lam.groupby(lam["lr"].astype(str)):
+        for i, (_, run) in enumerate(g.groupby("run_id")):
+            run = run.sort_values("step")
+            ax.plot(run["step"], run["value"], color=pal[eta], lw=1.2, label=f"η {eta}" if i == 0 else None)
+        thr = curv[(curv["stat"] == "two_over_lr") & curv["run_id"].isin(g["run_id"])]["value"]
+        if len(thr):
+            ax.axhline(float(thr.median()), color=pal[eta], ls="--", lw=1.0, label=f"2/η = {thr.median():.3g}")
+    ax.set(xlabel="train steps", ylabel="λ_max of the training loss (log scale)")
+    _plain_log(ax)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
 
 
 def _eos_loss(w: pd.DataFrame) -> plt.Figure | None:
@@ -222,8 +332,9 @@ def _eos_loss(w: pd.DataFrame) -> plt.Figure | None:
     pal = palette(w["lr"])
     fig, ax = plt.subplots(figsize=(6.0, 3.6), layout="constrained")
     for lr, g in w.groupby(w["lr"].astype(str)):
-        g = g.sort_values("step")
-        ax.plot(g["step"], g["loss"], color=pal[lr], label=f"η {lr}")
+        for i, (_, run) in enumerate(g.groupby("run_id")):
+            run = run.sort_values("step")
+            ax.plot(run["step"], run["loss"], color=pal[lr], lw=1.0, label=f"η {lr}" if i == 0 else None)
     ax.set(xlabel="train steps", ylabel="training loss (log scale)")
     _plain_log(ax)
     ax.legend(fontsize=8)
