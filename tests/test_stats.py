@@ -113,6 +113,17 @@ def test_paired_differences_use_the_paired_t_test_where_no_cell_splits():
     assert stats.paired(a.iloc[:1], b.iloc[:1]).text().endswith("one seed: no test")
 
 
+def test_two_cells_at_chance_in_every_seed_are_not_compared():
+    """The new grid's sigmoid + Adam against sigmoid + momentum at depth 16: 3 of 3 above zero on
+    chance-level accuracies, paired t p = 0.043, neither cell trained: no test, not resolved."""
+    a = pd.DataFrame({"seed": [0, 1, 2], "outcome": "finished", "test/accuracy": [0.1046, 0.1062, 0.1030]})
+    b = a.assign(**{"test/accuracy": [0.0958, 0.1000, 0.0960]})
+    assert stats.paired(a, b).resolved  # without the `trained` column: the paired t sees a consistent lead
+    p = stats.paired(a.assign(trained=False), b.assign(trained=False))
+    assert p.test == stats.UNTRAINED and not p.resolved and p.text().endswith("no test")
+    assert stats.paired(a.assign(trained=[True, False, False]), b.assign(trained=False)).test == "sign test"
+
+
 def st_t_p(d):
     """Two-sided p of the one-sample t statistic of the differences, from its formula."""
     from scipy import stats as st

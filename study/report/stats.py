@@ -17,7 +17,10 @@ difference resolved. The rules:
    differences: the differences, how many are above and below zero, and a two-sided test, the
    paired t test where neither cell splits, else the exact sign test (ties dropped; with 3 seeds its
    smallest p is 0.25, so a split cell's difference is never resolved on 3 seeds). A difference is
-   resolved when p < 0.05.
+   resolved when p < 0.05. Where neither cell trained in any seed, both sit at chance and there is
+   no training outcome to compare: no test is run (`both untrained`), however consistent the
+   differences in chance-level accuracy (a paired t once called sigmoid + Adam ahead of sigmoid +
+   momentum at depth 16 with p = 0.043 on accuracies of 0.105 and 0.098).
 4. **Unpaired.** Cells that share nothing (different arms or depths) keep the interval view: resolved
    only where their two 95 % t intervals do not overlap (for n = 3 roughly p < 0.005: conservative).
 
@@ -38,6 +41,7 @@ from scipy import stats as st
 from study import contract
 
 LEVEL = 0.95
+UNTRAINED = "both untrained"  # the test of two cells that both stayed at chance in every seed: none
 # the axes that can make two runs different cells (the seed never does)
 CELL_AXES = (
     "activation",
@@ -239,7 +243,7 @@ class Paired:
     differences: list[float]
     above: int
     below: int
-    test: str  # "paired t", "sign test" or "none"
+    test: str  # "paired t", "sign test", "both untrained" or "none"
     p: float
 
     @property
@@ -258,6 +262,8 @@ class Paired:
         head = f"{diffs} ({self.above} above, {self.below} below zero)"
         if self.test == "none":
             return f"{head}; one seed: no test"
+        if self.test == UNTRAINED:
+            return f"{head}; neither cell trained in any seed: no test"
         said = "resolved" if self.resolved else "not resolved"
         return f"{head}; {self.test} p = {self.p:.2g}: {said} at {ALPHA:g}"
 
@@ -270,8 +276,11 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test/accuracy") -> P
     d = (m[f"{metric}_a"] - m[f"{metric}_b"]).to_numpy(dtype=float)
     above, below = int((d > 0).sum()), int((d < 0).sum())
     split = any(col in m and 0 < m[col].fillna(False).astype(bool).sum() < len(m) for col in ("trained_a", "trained_b"))
+    untrained = all(col in m and not m[col].fillna(False).astype(bool).any() for col in ("trained_a", "trained_b"))
     if len(d) < 2:
         test, p = "none", math.nan
+    elif untrained:
+        test, p = UNTRAINED, math.nan
     elif split or np.std(d) == 0:
         test = "sign test"
         p = float(st.binomtest(above, above + below).pvalue) if above + below else 1.0
