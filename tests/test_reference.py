@@ -28,3 +28,16 @@ def test_the_budget_row_is_the_epoch_ending_at_step_96_and_ranks_and_levelling_f
     assert (t.loc["relu_he", "val_acc_96"], t.loc["tanh_glorot", "val_acc_96"]) == (0.6, 0.3)
     assert (t.loc["relu_he", "rank_96"], t.loc["relu_he", "rank_end"]) == (1, 2)  # the early leader falls behind
     assert bool(t.loc["relu_he", "levelled"]) and not bool(t.loc["tanh_glorot", "levelled"])
+
+
+def test_optimizer_orders_say_per_arm_whether_the_budget_order_holds_at_the_end():
+    t = pd.DataFrame(
+        {
+            "activation": ["tanh", "tanh", "relu", "relu"],
+            "optimizer": ["adam", "sgd", "adam", "sgd"],
+            "val_acc_96": [0.7, 0.5, 0.6, 0.4],
+            "val_acc_end": [0.8, 0.85, 0.9, 0.7],
+        }
+    )
+    said = reference.optimizer_orders(t)
+    assert "tanh: adam > sgd → sgd > adam." in said and "relu: adam > sgd → adam > sgd (same)" in said

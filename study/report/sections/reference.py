@@ -57,6 +57,17 @@ def at_budget_and_end(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame
     return t.sort_values("rank_end").reset_index(drop=True)
 
 
+def optimizer_orders(t: pd.DataFrame) -> str:
+    """Per arm, its optimizers ordered by validation accuracy after the budget and at the end (the
+    grid's optimizer claims are claims about the first order; this says whether the second agrees)."""
+    parts = []
+    for arm, g in t.groupby("activation"):
+        order = lambda col, g=g: " > ".join(g.sort_values(col, ascending=False, kind="stable")["optimizer"])  # noqa: E731
+        a, b = order("val_acc_96"), order("val_acc_end")
+        parts.append(f"{arm}: {a} → {b}" + (" (same)" if a == b else ""))
+    return "Optimizers per arm by validation accuracy, at the budget → at the end: " + "; ".join(parts) + "."
+
+
 def figure(epochs: pd.DataFrame, spe: int) -> plt.Figure | None:
     """Validation accuracy against training steps, a panel per optimizer, a line per arm; the grid's
     budget marked."""
@@ -99,7 +110,8 @@ def grid_reference(s, view):
             "; ".join(f"{r.activation} + {r.optimizer} {r.rank_96} → {r.rank_end}" for r in moved.itertuples())
             or "none"
         )
-        + "."
+        + ".\n\n"
+        + optimizer_orders(t)
     )
     rows = [
         (
