@@ -8,7 +8,7 @@ import pytest
 from helpers.commands import run_report
 
 from study.errors import ConfigError
-from study.report import baseline, collect
+from study.report import baseline, collect, stats
 
 
 def sweep(optimizer, accs, overrides=(), batch_size="128", epochs=3, seeds=(0, 1, 2)):
@@ -47,7 +47,13 @@ def test_a_new_optimizer_is_drawn_beside_the_baseline_and_compared_paired_by_see
     (row,) = baseline.paired(merged.cells).itertuples()
     assert (row.new, row.baseline, row.seeds, row.above, row.below) == ("lion", "adam", 3, 3, 0)
     t = 0.05 / (0.01 / 3**0.5)  # mean and sd of the differences over sqrt(n); two-sided, 2 degrees of freedom
-    assert row.differences == "+0.050 +0.040 +0.060" and row.p_paired_t == pytest.approx(1 - t / (t * t + 2) ** 0.5)
+    assert row.differences == "+0.050 +0.040 +0.060" and row.p == pytest.approx(1 - t / (t * t + 2) ** 0.5)
+    assert row.test == "paired t" and row.resolved
+    # rule 3 as everywhere else: a split cell gets the sign test, two untrained cells no test
+    split = merged.cells.assign(trained=merged.cells["seed"] != 1)
+    assert baseline.paired(split).iloc[0]["test"] == "sign test"
+    (none,) = baseline.paired(merged.cells.assign(trained=False)).itertuples()
+    assert none.test == stats.UNTRAINED and not none.resolved
 
 
 def test_a_key_no_label_shows_marks_the_new_cells_and_only_matching_baseline_cells_are_kept():

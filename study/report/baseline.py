@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
-from scipy import stats as st
 
 from study import contract
 from study.errors import ConfigError
-from study.report import collect
+from study.report import collect, stats
 
 SETTINGS = ("dataset", "batch_size", "steps_per_epoch", "width", "model", "num_classes", "loss_fn")
 PAIRED = ("activation", "depth", "seed")  # the same values: the same initial weights
@@ -90,28 +88,29 @@ def merge(new: collect.Sweep, base: collect.Sweep, where: str) -> collect.Sweep:
 
 def paired(cells: pd.DataFrame) -> pd.DataFrame:
     """Every new optimizer label against every baseline optimizer at the same arm and depth, paired
-    by seed (same initial weights): seeds, per-seed differences of test accuracy (new − baseline),
-    how many are above / below zero, and the two-sided paired t test's p (n ≥ 2)."""
+    by seed (same initial weights) by stats.py's rule 3: seeds, per-seed differences of test accuracy
+    (new − baseline), how many are above / below zero, the test (paired t; the sign test where a
+    cell's seeds split; none where neither trained in any seed), its p and whether it is resolved."""
     ran = _ran(cells)
     rows = []
     new, old = ran[ran["source"] == "new"], ran[ran["source"] == "baseline"]
     for (arm, depth, opt_new), a in new.groupby(["activation", "depth", "optimizer"]):
         for opt_old, b in old[(old["activation"] == arm) & (old["depth"] == depth)].groupby("optimizer"):
-            m = a.merge(b, on="seed", suffixes=("_n", "_b"))
-            d = (m["test/accuracy_n"] - m["test/accuracy_b"]).to_numpy()
-            p = float(st.ttest_rel(m["test/accuracy_n"], m["test/accuracy_b"]).pvalue) if len(d) > 1 else np.nan
+            p = stats.paired(a, b)
             rows.append(
                 {
                     "activation": arm,
                     "depth": depth,
                     "new": opt_new,
                     "baseline": opt_old,
-                    "seeds": len(d),
-                    "differences": " ".join(f"{x:+.3f}" for x in d),
-                    "mean_difference": float(d.mean()) if len(d) else np.nan,
-                    "above": int((d > 0).sum()),
-                    "below": int((d < 0).sum()),
-                    "p_paired_t": p,
+                    "seeds": len(p.differences),
+                    "differences": " ".join(f"{x:+.3f}" for x in p.differences),
+                    "mean_difference": p.mean,
+                    "above": p.above,
+                    "below": p.below,
+                    "test": p.test,
+                    "p": p.p,
+                    "resolved": p.resolved,
                 }
             )
     return pd.DataFrame(rows)

@@ -46,18 +46,17 @@ def _paired_section(pairs: pd.DataFrame) -> list[str]:
         "",
         "Cells of one arm, depth and seed start from the same weights, so each new cell is compared with "
         "each baseline optimizer seed by seed: the per-seed differences of test accuracy (new − baseline), "
-        "how many are above and below zero, and the two-sided paired t test (`tables/paired.csv`). A "
-        "difference is called resolved where p < 0.05.",
+        "how many are above and below zero, and a two-sided test by `study/report/stats.py` rule 3: the paired "
+        "t test, the exact sign test where a cell's seeds split, none where neither cell trained in any seed "
+        "(`tables/paired.csv`). A difference is called resolved where p < 0.05.",
         "",
     ]
     rows = []
     for r in pairs.itertuples():
-        resolved = "yes" if r.p_paired_t < 0.05 else "no" if r.p_paired_t == r.p_paired_t else "n/a"
-        rows.append(
-            (r.activation, r.depth, r.new, r.baseline, r.differences, f"{r.above} / {r.below}", fmt(r.p_paired_t, 2))
-            + (resolved,)
-        )
-    header = ["arm", "depth", "new", "baseline", "differences", "above / below", "paired t p", "resolved"]
+        resolved = "yes" if r.resolved else "no" if r.p == r.p else "n/a"
+        said = (r.activation, r.depth, r.new, r.baseline, r.differences, f"{r.above} / {r.below}", r.test, fmt(r.p, 2))
+        rows.append((*said, resolved))
+    header = ["arm", "depth", "new", "baseline", "differences", "above / below", "test", "p", "resolved"]
     return [*lines, md_table(header, rows), ""]
 
 
