@@ -227,12 +227,17 @@ def shares_weights(cells: pd.DataFrame, a: pd.Series, b: pd.Series, extra: tuple
     return all(str(a[k]) == str(b[k]) for k in keys if k not in PAIRED_AXES)
 
 
+def where(cells: pd.DataFrame, **values) -> pd.DataFrame:
+    """The runs whose columns equal `values` (compared as text: 8 and 8.0 and '8' alike)."""
+    sel = np.ones(len(cells), bool)
+    for k, v in values.items():
+        sel &= (cells[k].astype(str) == str(v)).to_numpy()
+    return cells[sel]
+
+
 def runs_of(cells: pd.DataFrame, row: pd.Series, extra: tuple[str, ...] = ()) -> pd.DataFrame:
     """The runs (rows of the cells table) of one cell, a row of `summary`."""
-    sel = np.ones(len(cells), bool)
-    for k in cell_axes(cells, extra):
-        sel &= (cells[k].astype(str) == str(row[k])).to_numpy()
-    return cells[sel]
+    return where(cells, **{k: row[k] for k in cell_axes(cells, extra)})
 
 
 @dataclass

@@ -38,13 +38,6 @@ def _trained(c: pd.DataFrame) -> pd.Series | None:
     return c.set_index("run_id")["trained"] if "trained" in c else None
 
 
-def _runs(c: pd.DataFrame, **where) -> pd.DataFrame:
-    sel = np.ones(len(c), bool)
-    for k, v in where.items():
-        sel &= (c[k].astype(str) == str(v)).to_numpy()
-    return c[sel]
-
-
 def _top_layer_means(steps: pd.DataFrame) -> pd.DataFrame:
     """Per run: the top hidden layer's mean activation at its first and last logged step."""
     a = steps[(steps["group"] == "act") & (steps["stat"] == "mean")]
@@ -74,11 +67,12 @@ def glorot_bengio_2010(s, view):
     means = collect.backprop_layer_means(s.histograms, ["activation", "init"])
     spread = {k: float(m.iloc[-1] - m.iloc[0]) for k, m in means.items()}  # decades, top minus bottom layer
     std, norm = spread.get(("tanh", "standard_uniform")), spread.get(("tanh", "glorot_uniform"))
-    table1 = {  # normalized minus standard init, paired by seed (stats.py rule 3)
-        a: stats.paired(_runs(c, activation=a, init="glorot_uniform"), _runs(c, activation=a, init="standard_uniform"))
+    pairs = {  # normalized and standard init of one activation: each seed's two nets share its draw
+        a: (stats.where(c, activation=a, init="glorot_uniform"), stats.where(c, activation=a, init="standard_uniform"))
         for a in ("tanh", "softsign")
-        if len(_runs(c, activation=a, init="glorot_uniform")) and len(_runs(c, activation=a, init="standard_uniform"))
     }
+    # normalized minus standard init, paired by seed (stats.py rule 3)
+    table1 = {a: stats.paired(norm_, std_) for a, (norm_, std_) in pairs.items() if len(norm_) and len(std_)}
     resolved = all(p.resolved and p.mean > 0 for p in table1.values()) if table1 else None
     claims = _claims(
         [
