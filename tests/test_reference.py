@@ -41,3 +41,5 @@ def test_optimizer_orders_say_per_arm_whether_the_budget_order_holds_at_the_end(
     )
     said = reference.optimizer_orders(t)
     assert "tanh: adam > sgd → sgd > adam." in said and "relu: adam > sgd → adam > sgd (same)" in said
+    tied = t.assign(val_acc_end=[0.8, 0.8, 0.9, 0.7])  # tanh's two end at the same accuracy
+    assert "tanh: adam > sgd → adam = sgd." in reference.optimizer_orders(tied)

@@ -57,12 +57,20 @@ def at_budget_and_end(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame
     return t.sort_values("rank_end").reset_index(drop=True)
 
 
+def _ranked(g: pd.DataFrame, col: str) -> str:
+    """`adam > momentum = sgd`: optimizers in order of `col`, equal values joined by `=`."""
+    out = str(g["optimizer"].iloc[0])
+    for prev, (_, r) in zip(g[col].iloc[:-1], g.iloc[1:].iterrows()):
+        out += (" = " if r[col] == prev else " > ") + str(r["optimizer"])
+    return out
+
+
 def optimizer_orders(t: pd.DataFrame) -> str:
     """Per arm, its optimizers ordered by validation accuracy after the budget and at the end (the
     grid's optimizer claims are claims about the first order; this says whether the second agrees)."""
     parts = []
     for arm, g in t.groupby("activation"):
-        order = lambda col, g=g: " > ".join(g.sort_values(col, ascending=False, kind="stable")["optimizer"])  # noqa: E731
+        order = lambda col, g=g: _ranked(g.sort_values(col, ascending=False, kind="stable"), col)  # noqa: E731
         a, b = order("val_acc_96"), order("val_acc_end")
         parts.append(f"{arm}: {a} → {b}" + (" (same)" if a == b else ""))
     return "Optimizers per arm by validation accuracy, at the budget → at the end: " + "; ".join(parts) + "."
