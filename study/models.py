@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from study import activations
+from study import activations, meanfield
 from study.errors import ConfigError, unknown
 
 INITIALIZERS = {  # name -> (spec -> initializer)
@@ -90,9 +90,7 @@ def _regularizer(spec: ModelSpec):
 
 
 def _stage_ends(depth: int, pools: int = MAX_POOLS) -> set[int]:
-    """Conv indices (1-based) after which a 2×2 max pool halves the resolution."""
-    stages = min(pools + 1, depth)
-    return {round(depth * s / stages) for s in range(1, stages)}
+    return meanfield.stage_ends(depth, pools)
 
 
 def _block(x, layer, name: str, spec: ModelSpec, skip: bool = False):

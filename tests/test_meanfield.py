@@ -61,3 +61,17 @@ def test_a_wide_mlp_at_initialisation_propagates_as_predicted(activation, sigma_
     rate = np.exp(np.mean(np.log((grad[:-1] / grad[1:]) ** 2)))
     assert rate == pytest.approx(np.exp(np.mean(np.log(pred["chi"][1:]))), rel=0.10)
     assert 0.8 <= rms[-1] / pred["rms"][-1] <= 1.25
+
+
+@pytest.mark.parametrize("depth, width, expected", [(22, 8, 1.594), (30, 8, 2.188), (30, 32, 0.547)])
+def test_inverse_width_sum_is_the_built_cnns_sum_over_its_conv_channels(depth, width, expected):
+    """he_2015's Σ 1/n_l, from the nets study.models builds (not from a second copy of its pool rule)."""
+    spec = models.ModelSpec(kind="cnn", depth=depth, width=width, activation="relu", init="he_normal")
+    net = models.build(spec, (28, 28, 1), 10)
+    convs = [l.filters for l in net.layers if isinstance(l, keras.layers.Conv2D)]
+    assert len(convs) == depth
+    assert (
+        meanfield.inverse_width_sum(depth, width)
+        == pytest.approx(sum(1 / n for n in convs))
+        == pytest.approx(expected, abs=1e-3)
+    )

@@ -1,7 +1,7 @@
 """Every study preset at `size=tiny`, end to end: the sweep, then its report with its own figures.
 
 Axes are cut to two to four cells each (command-line values override a preset's swept values), so
-the thirteen run in a few minutes; every preset-specific axis keeps at least two values, and
+all of them run in a few minutes; every preset-specific axis keeps at least two values, and
 `mitigations` keeps all four (each is its own code path). Sweeps and reports run in this process
 (helpers.commands.run_main, run_report): the same code as the commands, without their imports.
 """
@@ -29,6 +29,7 @@ PRESETS = {  # preset: the axis overrides of its tiny run (its figures: its regi
     "mitigations": ["model.activation=sigmoid", "model.depth=4"],
     "glorot_bengio_2010": ["model.activation=tanh", "seed=0"],
     "he_2015": ["model.depth=4", "seed=0"],
+    "he_2015_width": ["model.depth=4", "model.width=4,8", "seed=0"],
     "width": ["model.width=4,8", "model.activation=relu"],
     "second_order": ["optimizer=newton,sgd"],
     "edge_of_stability": ["optimizer.learning_rate=0.5,2.0", "seed=0,1"],

@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from study import contract
+from study import contract, verdicts
+from study.meanfield import inverse_width_sum
 from study.report import charts, collect, stats
 from study.report.md import md_table
-from study.report.sections.registry import Figure, register
+from study.report.sections.registry import Figure, criteria, register
 
 SATURATED_BELOW = 0.1  # sigmoid's top hidden layer "saturates at 0": mean activation below this at the end
 STALLS_ABOVE = 0.9  # a run "stalls" when its last training loss is above this fraction of its first
@@ -196,5 +197,94 @@ def he_2015(s, view):
                 for i, g in c.groupby("init")
             )
             + ".",
+        ),
+    ]
+
+
+WIDTH_DEFAULTS = {"stalls_above": STALLS_ABOVE}
+
+
+def width_table(c: pd.DataFrame, stalls_above: float) -> pd.DataFrame:
+    """Per width: Σ 1/n_l, seeds that train (last training loss <= stalls_above × first), seeds whose
+    verdict is `died`, and the medians of the gradient-norm growth, the deadest layer's dead
+    fraction at the end and the update ratio of the last epoch."""
+    rows = []
+    for width, g in c.groupby("width"):
+        depth = int(g["depth"].iloc[0])
+        trains = np.isfinite(g["last"]) & (g["last"] <= stalls_above * g["first"])
+        rows.append(
+            {
+                "width": int(width),
+                "depth": depth,
+                "inverse_width_sum": inverse_width_sum(depth, int(width)),
+                "runs": len(g),
+                "train": int(trains.sum()),
+                "died": int((g["verdict"] == "died").sum()),
+                "grad_growth": float(g[verdicts.GROWTH].median()),
+                "dead_frac_final": float(g[verdicts.DEAD_FINAL].median()),
+                "update_ratio_final": float(g[verdicts.UPDATE_RATIO].median()),
+                "test": _interval(g),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("width").reset_index(drop=True)
+
+
+@register("he_2015_width")
+def he_2015_width(s, view):
+    rules, said = criteria(s.info, WIDTH_DEFAULTS)
+    c, e = _done(s.cells), s.epochs
+    c = c.join(_losses(e), on="run_id")
+    t = width_table(c, float(rules["stalls_above"])) if len(c) else pd.DataFrame()
+    rows = []
+    if len(t):
+        widest = t.iloc[-1]
+        monotone = bool((np.diff(t["train"].to_numpy()) >= 0).all())
+        rows.append(
+            (
+                "wider He-initialised plain ReLU nets stop dying in training (finite-width fluctuations grow "
+                "with Σ 1/n_l; Hanin & Rolnick 2018)",
+                f"every seed at the widest width ({widest['width']}) trains (last training loss ≤ "
+                f"{rules['stalls_above']:g} × first), and the number that train never falls as the width grows",
+                ", ".join(f"width {r.width}: {r.train}/{r.runs} train, {r.died} died" for r in t.itertuples()),
+                bool(widest["train"] == widest["runs"] and monotone),
+            )
+        )
+    header = [
+        "width",
+        "Σ 1/n_l",
+        "seeds that train",
+        "`died`",
+        "gradient-norm growth (median)",
+        "deadest layer's dead fraction at the end (median)",
+        "update / weight, last epoch (median)",
+        "test accuracy",
+    ]
+    table = md_table(
+        header,
+        [
+            (
+                r.width,
+                f"{r.inverse_width_sum:.2f}",
+                f"{r.train}/{r.runs}",
+                f"{r.died}/{r.runs}",
+                f"{r.grad_growth:.3g}",
+                f"{r.dead_frac_final:.2f}",
+                f"{r.update_ratio_final:.2g}",
+                r.test,
+            )
+            for r in t.itertuples()
+        ],
+    )
+    metrics = [("train/loss", "training loss"), ("val/accuracy", "validation accuracy")]
+    return [
+        Figure(
+            "he_width_curves",
+            "Training curves of He-initialised plain ReLU nets by width",
+            lambda: charts.curves_vs(e, "width", "depth", metrics, trained=_trained(s.cells)),
+            (_claims(rows) + "\n\n" if rows else "")
+            + (table + "\n\n" if len(t) else "")
+            + f"Rules from {said}. Σ 1/n_l over the conv layers' channels (study.meanfield.inverse_width_sum); "
+            "gradient-norm growth: the largest global weight-gradient norm over its step-0 value "
+            "(`diag/grad_growth`); dead fraction: the signal probe's at the end.",
         ),
     ]
