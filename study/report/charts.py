@@ -29,6 +29,14 @@ from study.report.style import (
 )
 
 
+def _numeric_first(v) -> tuple:
+    """Sort key: numbers in numeric order, then everything else as text."""
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
 def curves_vs(
     epochs: pd.DataFrame,
     hue: str,
@@ -45,7 +53,7 @@ def curves_vs(
     (solid) and those that did not (dashed), each with its own mean and band, never one mean across
     both. `x` is `epoch` or `time/elapsed_s` (wall time)."""
     e = epochs[np.isfinite(epochs["value"])].copy()
-    facets = sorted(e[facet].dropna().unique(), key=str)
+    facets = sorted(e[facet].dropna().unique(), key=_numeric_first)  # width 8 before 16, not after
     if e.empty or not facets:
         return None
     e[hue] = e[hue].astype(str)

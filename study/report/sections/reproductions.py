@@ -22,8 +22,8 @@ def _done(c: pd.DataFrame) -> pd.DataFrame:
     return c[c[contract.OUTCOME].isin(contract.RAN)]
 
 
-def _claims(rows: list[tuple[str, str, str, bool | None]]) -> str:
-    header = ["published claim", "criterion (fixed before running)", "measured", "reproduced"]
+def _claims(rows: list[tuple[str, str, str, bool | None]], claim: str = "published claim") -> str:
+    header = [claim, "criterion (fixed before running)", "measured", "reproduced"]
     said = lambda ok: "n/a" if ok is None else "yes" if ok else "no"  # noqa: E731
     return md_table(header, [(claim, criterion, measured, said(ok)) for claim, criterion, measured, ok in rows])
 
@@ -279,9 +279,9 @@ def he_2015_width(s, view):
     return [
         Figure(
             "he_width_curves",
-            "Training curves of He-initialised plain ReLU nets by width",
-            lambda: charts.curves_vs(e, "width", "depth", metrics, trained=_trained(s.cells)),
-            (_claims(rows) + "\n\n" if rows else "")
+            "Training curves of He-initialised 30-layer plain ReLU nets, a panel per width, a line per seed",
+            lambda: charts.curves_vs(e, "seed", "width", metrics, trained=_trained(s.cells)),
+            (_claims(rows, "prediction") + "\n\n" if rows else "")
             + (table + "\n\n" if len(t) else "")
             + f"Rules from {said}. Σ 1/n_l over the conv layers' channels (study.meanfield.inverse_width_sum); "
             "gradient-norm growth: the largest global weight-gradient norm over its step-0 value "
