@@ -66,6 +66,9 @@ FIRST_NONFINITE = "diag/first_nonfinite_step"  # when there was one
 GRAD_NOISE = "diag/grad_norm_noise"  # a description of the run, not used by the rules
 PROGRESS_PEAK = "diag/progress_peak"  # the best epoch's progress P (loss or accuracy)
 GROWTH_STEP = "diag/grad_peak_step"  # the step of the global gradient norm's largest value
+# 1 where the report backfilled GROWTH_STEP from its subsampled step table (runs recorded before the
+# step was): the sampled peak, which can lie tens of steps from the true one or miss it
+GROWTH_STEP_SAMPLED = "diag/grad_peak_step_sampled"
 EVIDENCE = (
     PROGRESS,
     RATIO_INIT,
@@ -342,8 +345,15 @@ def training_findings(ev: Mapping, th: Thresholds) -> list[tuple[str, str]]:
 def _turned(ev: Mapping) -> str:
     """Where a net that died turned: the step of the global gradient norm's peak, when recorded."""
     step, growth = _num(ev, GROWTH_STEP), _num(ev, GROWTH)
-    if not math.isfinite(step) or not math.isfinite(growth) or growth <= 1:
+    if not math.isfinite(growth) or growth <= 1:
         return ""
+    if not math.isfinite(step):
+        return f"the global gradient norm peaked at {_g(growth)}x its step-0 value (its step not recorded)"
+    if _num(ev, GROWTH_STEP_SAMPLED) == 1:
+        return (
+            f"the global gradient norm peaked at {_g(growth)}x its step-0 value (its step not recorded; the "
+            f"subsampled step table's highest norm is at step {int(step)})"
+        )
     return f"turned near step {int(step)}, where the global gradient norm peaked at {_g(growth)}x its step-0 value"
 
 

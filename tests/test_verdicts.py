@@ -181,3 +181,23 @@ def test_peak_progress_is_the_best_epoch():
     epochs = [{"val/loss": LN10, "val/accuracy": 0.1}, {"val/loss": 1.2, "val/accuracy": 0.6}, {"val/loss": LN10}]
     assert verdicts.peak_progress(epochs, 10) == pytest.approx(max(1 - 1.2 / LN10, (0.6 - 0.1) / 0.9))
     assert math.isnan(verdicts.peak_progress([], 10))
+
+
+def test_a_peak_step_backfilled_from_the_sampled_step_table_is_not_passed_off_as_recorded():
+    """he_2015's 60 sampled steps put one run's peak at step 26 where the recorded peak is at 89 (and
+    show 2.8x where it grew 35x): a backfilled step is flagged, and the reason says so."""
+    import pandas as pd
+
+    from study.report import collect
+
+    cells = pd.DataFrame({"run_id": ["old", "new"], verdicts.GROWTH: [35.4, 35.4], verdicts.GROWTH_STEP: [None, 89.0]})
+    cells[verdicts.PROGRESS_PEAK] = 0.0
+    steps = pd.DataFrame(
+        {"run_id": "old", "group": "global", "stat": "global_norm", "step": [0, 26, 52], "value": [1.0, 2.8, 1.5]}
+    )
+    filled = collect.backfill(cells, pd.DataFrame(), steps).set_index("run_id")
+    assert filled.loc["old", verdicts.GROWTH_STEP] == 26 and filled.loc["old", verdicts.GROWTH_STEP_SAMPLED] == 1
+    assert filled.loc["new", verdicts.GROWTH_STEP_SAMPLED] == 0
+    said = verdicts._turned(filled.loc["old"].to_dict())
+    assert "its step not recorded" in said and "step 26" in said and not said.startswith("turned")
+    assert verdicts._turned(filled.loc["new"].to_dict()).startswith("turned near step 89")

@@ -177,7 +177,8 @@ def judge(cells: pd.DataFrame, thresholds: verdicts.Thresholds | None = None) ->
 def backfill(cells: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     """Evidence that runs recorded before it existed get from the report's own tables: the best
     epoch's progress (`diag/progress_peak`, from the epoch metrics) and the step of the global
-    gradient norm's peak (`diag/grad_peak_step`, from the subsampled step table: approximate)."""
+    gradient norm's peak (`diag/grad_peak_step`, from the subsampled step table, flagged in
+    `diag/grad_peak_step_sampled`: the sampled peak can lie tens of steps from the true one)."""
     cells = cells.copy()
     for key in (verdicts.PROGRESS_PEAK, verdicts.GROWTH_STEP):
         if key not in cells:
@@ -197,6 +198,7 @@ def backfill(cells: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataFrame) -> 
                 e.to_dict("records"), row["num_classes"], row.get("loss_fn"), chance if np.isfinite(chance) else None
             )
     lacking = cells[verdicts.GROWTH_STEP].isna()
+    cells[verdicts.GROWTH_STEP_SAMPLED] = lacking.astype(float) if not steps.empty else 0.0
     if lacking.any() and not steps.empty:
         norm = steps[(steps["group"] == "global") & (steps["stat"] == "global_norm") & np.isfinite(steps["value"])]
         peak = norm.loc[norm.groupby("run_id")["value"].idxmax(), ["run_id", "step"]].set_index("run_id")["step"]
