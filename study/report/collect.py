@@ -198,7 +198,9 @@ def backfill(cells: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataFrame) -> 
                 e.to_dict("records"), row["num_classes"], row.get("loss_fn"), chance if np.isfinite(chance) else None
             )
     lacking = cells[verdicts.GROWTH_STEP].isna()
-    cells[verdicts.GROWTH_STEP_SAMPLED] = lacking.astype(float) if not steps.empty else 0.0
+    flagged = pd.to_numeric(cells.get(verdicts.GROWTH_STEP_SAMPLED, np.nan), errors="coerce")
+    # a folder's own flag stands (its steps were backfilled when it was written); else flag what is filled now
+    cells[verdicts.GROWTH_STEP_SAMPLED] = np.where(np.isfinite(flagged), flagged, lacking.astype(float))
     if lacking.any() and not steps.empty:
         norm = steps[(steps["group"] == "global") & (steps["stat"] == "global_norm") & np.isfinite(steps["value"])]
         peak = norm.loc[norm.groupby("run_id")["value"].idxmax(), ["run_id", "step"]].set_index("run_id")["step"]
