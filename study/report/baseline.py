@@ -103,14 +103,8 @@ def paired(cells: pd.DataFrame) -> pd.DataFrame:
                     "depth": depth,
                     "new": opt_new,
                     "baseline": opt_old,
-                    "seeds": len(p.differences),
                     "differences": " ".join(f"{x:+.3f}" for x in p.differences),
-                    "mean_difference": p.mean,
-                    "above": p.above,
-                    "below": p.below,
-                    "test": p.test,
-                    "p": p.p,
-                    "resolved": p.resolved,
+                    **p.row(),
                 }
             )
     return pd.DataFrame(rows)

@@ -259,6 +259,18 @@ class Paired:
     def resolved(self) -> bool:
         return bool(np.isfinite(self.p) and self.p < ALPHA)
 
+    def row(self) -> dict:
+        """The comparison's columns of a table row: seeds, mean difference, signs, test, p, resolved."""
+        return {
+            "seeds": len(self.differences),
+            "mean_difference": self.mean,
+            "above": self.above,
+            "below": self.below,
+            "test": self.test,
+            "p": self.p,
+            "resolved": self.resolved,
+        }
+
     def text(self, digits: int = 3) -> str:
         """`+0.012, +0.015, +0.010 (3 above, 0 below zero); paired t p = 0.016: resolved at 0.05`."""
         if not self.differences:
@@ -317,13 +329,7 @@ def contrasts(cells: pd.DataFrame, axis: str = "optimizer", metric: str = "test/
                         **dict(zip(keys, key if isinstance(key, tuple) else (key,))),
                         "a": a,
                         "b": b,
-                        "seeds": len(p.differences),
-                        "mean_difference": p.mean,
-                        "above": p.above,
-                        "below": p.below,
-                        "test": p.test,
-                        "p": p.p,
-                        "resolved": p.resolved,
+                        **p.row(),
                         "text": p.text(),
                     }
                 )
