@@ -90,21 +90,26 @@ def chi_at_fixed_point(activation: str, sigma_w2: float) -> float:
     return sigma_w2 * moments("tanh", tanh_fixed_point(sigma_w2))[1]
 
 
-def stage_ends(depth: int, pools: int) -> set[int]:
+def stage_ends(depth: int, pools: int, pool_after: list[int] | None = None) -> set[int]:
     """The CNN's conv indices (1-based) after which a 2×2 max pool halves the resolution and the
-    channels double (study.models builds its nets by this rule)."""
+    channels double (study.models builds its nets by this rule): `pool_after` where given, else
+    `pools` pools splitting the depth into equal stages."""
+    if pool_after is not None:
+        return set(pool_after)
     stages = min(pools + 1, depth)
     return {round(depth * s / stages) for s in range(1, stages)}
 
 
-def inverse_width_sum(depth: int, width: int, pools: int = 2) -> float:
-    """Σ 1/n_l over the CNN's conv layers, n_l its channels (`width`, doubled after each pool; the
-    models' default of 2 pools): the size of a deep ReLU net's finite-width fluctuations at
-    initialisation grows with it (Hanin & Rolnick 2018); 1.59 for he_2015's 22 layers of width 8,
-    2.19 for its 30."""
-    ends, filters, total = stage_ends(depth, pools), width, 0.0
+def inverse_width_sum(
+    depth: int, width: int, pools: int = 2, pool_after: list[int] | None = None, double: bool = True
+) -> float:
+    """Σ 1/n_l over the CNN's conv layers, n_l its channels (`width`, doubled after each pool unless
+    not `double`; the models' default of 2 pools, or those after `pool_after`): the size of a deep
+    ReLU net's finite-width fluctuations at initialisation grows with it (Hanin & Rolnick 2018); 1.59
+    for 22 layers of width 8, 2.19 for 30, 0.42 for 27 of a constant 64."""
+    ends, filters, total = stage_ends(depth, pools, pool_after), width, 0.0
     for j in range(1, depth + 1):
         total += 1.0 / filters
-        if j in ends:
+        if j in ends and double:
             filters *= 2
     return total

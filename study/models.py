@@ -46,6 +46,8 @@ class ModelSpec:
     init_scale: float = 1.0
     max_pools: int = MAX_POOLS
     pooling: str = "max"  # the CNN's 2×2 pools between stages: max or average
+    pool_after: list[int] | None = None  # the conv indices the pools follow (None: equal stages)
+    double_at_pool: bool = True  # the CNN's channels double after each pool
     batch_norm: bool = False
     bn_momentum: float = 0.99
     residual: bool = False
@@ -73,6 +75,13 @@ def check(spec: ModelSpec) -> None:
         raise unknown("model.pooling", spec.pooling, POOLS)
     if not isinstance(spec.max_pools, int) or not 0 <= spec.max_pools <= MAX_POOLS:
         raise ConfigError(f"model.max_pools={spec.max_pools!r} must be an integer from 0 to {MAX_POOLS}")
+    if spec.pool_after is not None:
+        after = list(spec.pool_after)
+        if len(after) > MAX_POOLS or after != sorted(set(after)) or any(not 1 <= i <= spec.depth for i in after):
+            raise ConfigError(
+                f"model.pool_after={after} must list at most {MAX_POOLS} increasing conv indices "
+                f"from 1 to model.depth={spec.depth} (or be null: pools split the depth into equal stages)"
+            )
     if not 0.0 <= spec.bn_momentum < 1.0:
         raise ConfigError(f"model.bn_momentum={spec.bn_momentum} must be in [0, 1) (Keras's default 0.99)")
     if not 0.0 <= spec.dropout < 1.0:
@@ -89,8 +98,8 @@ def _regularizer(spec: ModelSpec):
     return keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2)
 
 
-def _stage_ends(depth: int, pools: int = MAX_POOLS) -> set[int]:
-    return meanfield.stage_ends(depth, pools)
+def _stage_ends(spec: ModelSpec) -> set[int]:
+    return meanfield.stage_ends(spec.depth, spec.max_pools, spec.pool_after)
 
 
 def _block(x, layer, name: str, spec: ModelSpec, skip: bool = False):
@@ -124,14 +133,16 @@ def _head(x, spec: ModelSpec, num_classes: int):
 
 
 def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """`depth` conv layers ('same' padding) with `width` filters, doubled after each of at most
-    `max_pools` (default two) 2×2 pools, max or average (`pooling`), placed to split the depth into equal
-    stages; global average pooling;
+    """`depth` conv layers ('same' padding) with `width` filters, doubled (unless not
+    `double_at_pool`) after each of at most `max_pools` (default two) 2×2 pools, max or average
+    (`pooling`), placed to split the depth into equal stages or after the conv layers `pool_after`
+    names (e.g. [1, 2]: an early downsampled start, then most layers at a quarter of the side); global
+    average pooling;
     optional dense head layers with the same activation; a linear `logits` layer. With `residual`,
     every conv block whose input has as many channels as its output adds its input back (identity
     skip, `add_conv_NN`); the first conv and the first after each pool have none."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x, filters, ends = inputs, spec.width, _stage_ends(spec.depth, spec.max_pools)
+    x, filters, ends = inputs, spec.width, _stage_ends(spec)
     for i in range(1, spec.depth + 1):
         conv = keras.layers.Conv2D(
             filters,
@@ -144,7 +155,7 @@ def build_cnn(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -
         x = _block(x, conv, f"conv_{i:02d}", spec, skip=spec.residual and x.shape[-1] == filters)
         if i in ends:
             x = POOLS[spec.pooling](2, name=f"pool_{i:02d}")(x)
-            filters *= 2
+            filters *= 2 if spec.double_at_pool else 1
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, _head(x, spec, num_classes), name=f"cnn_d{spec.depth}")
 

@@ -17,7 +17,7 @@ from study.newton import Newton
 # `params` (conf/optimizer/<name>.yaml, the one place their values are set) go to Keras by name; a
 # parameter a YAML leaves out takes Keras's own default, except those REQUIRED (SGD's momentum is 0)
 OPTIMIZERS = {
-    "sgd": lambda lr, p, kw: keras.optimizers.SGD(lr, **kw),
+    "sgd": lambda lr, p, kw: keras.optimizers.SGD(lr, **p, **kw),
     "momentum": lambda lr, p, kw: keras.optimizers.SGD(lr, **p, **kw),
     "nesterov": lambda lr, p, kw: keras.optimizers.SGD(lr, nesterov=True, **p, **kw),
     "adagrad": lambda lr, p, kw: keras.optimizers.Adagrad(lr, **kw),
@@ -29,9 +29,10 @@ OPTIMIZERS = {
     "newton": lambda lr, p, kw: Newton(lr, **p),  # damped Newton-CG (study/newton.py), small models
 }
 REQUIRED = {"momentum": {"momentum"}, "nesterov": {"momentum"}}
-PARAMS = {
-    "momentum": {"momentum"},
-    "nesterov": {"momentum"},
+PARAMS = {  # weight_decay: Keras's decoupled w <- w - lr·λ·w each step (not an L2 term in the loss)
+    "sgd": {"weight_decay"},
+    "momentum": {"momentum", "weight_decay"},
+    "nesterov": {"momentum", "weight_decay"},
     "rmsprop": {"rho"},
     "adam": {"beta_1", "beta_2"},
     "lion": {"beta_1", "beta_2"},

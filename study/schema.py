@@ -174,6 +174,8 @@ SCHEMA: dict[str, Spec] = {
     "model.init_scale": number(gt=0),
     "model.max_pools": integer(0, MAX_POOLS),
     "model.pooling": STR,
+    "model.pool_after": listof(integer(1)).or_(None),
+    "model.double_at_pool": BOOL,
     "model.batch_norm": BOOL,
     "model.bn_momentum": FRACTION,
     "model.residual": BOOL,

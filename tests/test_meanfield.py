@@ -63,15 +63,27 @@ def test_a_wide_mlp_at_initialisation_propagates_as_predicted(activation, sigma_
     assert 0.8 <= rms[-1] / pred["rms"][-1] <= 1.25
 
 
-@pytest.mark.parametrize("depth, width, expected", [(22, 8, 1.594), (30, 8, 2.188), (30, 32, 0.547)])
-def test_inverse_width_sum_is_the_built_cnns_sum_over_its_conv_channels(depth, width, expected):
+@pytest.mark.parametrize(
+    "depth, width, layout, expected",
+    [
+        (22, 8, {}, 1.594),
+        (30, 8, {}, 2.188),
+        (30, 32, {}, 0.547),
+        (27, 64, {"pool_after": [1, 2], "double": False}, 0.422),
+    ],
+)
+def test_inverse_width_sum_is_the_built_cnns_sum_over_its_conv_channels(depth, width, layout, expected):
     """he_2015's Σ 1/n_l, from the nets study.models builds (not from a second copy of its pool rule)."""
-    spec = models.ModelSpec(kind="cnn", depth=depth, width=width, activation="relu", init="he_normal")
+    double = layout.get("double", True)
+    spec = models.ModelSpec(
+        kind="cnn", depth=depth, width=width, activation="relu", init="he_normal",
+        pool_after=layout.get("pool_after"), double_at_pool=double,
+    )  # fmt: skip
     net = models.build(spec, (28, 28, 1), 10)
     convs = [l.filters for l in net.layers if isinstance(l, keras.layers.Conv2D)]
     assert len(convs) == depth
     assert (
-        meanfield.inverse_width_sum(depth, width)
+        meanfield.inverse_width_sum(depth, width, pool_after=layout.get("pool_after"), double=double)
         == pytest.approx(sum(1 / n for n in convs))
         == pytest.approx(expected, abs=1e-3)
     )

@@ -61,6 +61,22 @@ def test_momentum_and_nesterov_take_their_momentum_from_their_yaml_and_refuse_no
             optimizers.check(name, 0.01, {}, "constant", None, None)
 
 
+@pytest.mark.parametrize("name", ["sgd", "momentum"])
+def test_sgd_weight_decay_is_keras_decoupled_decay(name):
+    """optimizer.params.weight_decay λ: with a zero gradient one step shrinks w by η·λ·w exactly
+    (not an L2 term in the loss, whose gradient momentum would carry on)."""
+    params = {"weight_decay": 0.5, **({"momentum": 0.9} if name == "momentum" else {})}
+    optimizers.check(name, 0.1, params, "constant", None, None)
+    opt = optimizers.build(name, 0.1, params)
+    v = keras.Variable(np.full(3, 2.0, np.float32))
+    opt.apply_gradients([(np.zeros(3, np.float32), v)])
+    np.testing.assert_allclose(v.numpy(), 2.0 * (1 - 0.1 * 0.5), rtol=1e-6)
+    from study.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="weight_decay"):
+        optimizers.check("adagrad", 0.1, {"weight_decay": 0.5}, "constant", None, None)
+
+
 def test_gradient_clipping_is_applied():
     opt = optimizers.build("sgd", 1.0, clipnorm=0.5)
     assert opt.clipnorm == 0.5
@@ -140,6 +156,21 @@ def test_standard_uniform_is_glorot_bengios_standard_init():
     w = m.get_layer("dense_02").kernel.numpy()  # fan_in 400: U[-1/20, 1/20], std 1/(20 sqrt 3)
     assert np.abs(w).max() <= 1 / 20 and np.abs(w).max() > 0.049
     assert w.std() == pytest.approx(1 / (20 * np.sqrt(3)), rel=0.01)
+
+
+def test_pool_after_places_the_pools_and_double_at_pool_false_keeps_the_width():
+    """he_2015's layout: pools after conv 1 and 2, then every conv at a quarter of the side, one width."""
+    spec = models.ModelSpec(depth=5, width=3, pool_after=[1, 2], double_at_pool=False)
+    m = models.build(spec, (12, 12, 1), 2)
+    convs = [layer for layer in m.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [3] * 5
+    assert [c.output.shape[1] for c in convs] == [12, 6, 3, 3, 3]
+    assert [layer.name for layer in m.layers if layer.name.startswith("pool_")] == ["pool_01", "pool_02"]
+    doubled = models.build(models.ModelSpec(depth=5, width=3, pool_after=[1, 2]), (12, 12, 1), 2)
+    assert [c.filters for c in doubled.layers if isinstance(c, keras.layers.Conv2D)] == [3, 6, 12, 12, 12]
+    for bad in ([2, 1], [1, 1], [0], [6], [1, 2, 3]):
+        with pytest.raises(models.ConfigError, match=r"model.pool_after=\[.*must list at most 2 increasing"):
+            models.check(models.ModelSpec(depth=5, pool_after=bad))
 
 
 @pytest.mark.parametrize("pooling", sorted(models.POOLS))

@@ -30,6 +30,8 @@ ADDED_KEYS = {
     "arm": "none",
     "model.init_scale": 1.0,
     "model.max_pools": 2,
+    "model.pool_after": None,
+    "model.double_at_pool": True,
     "train.loss": "cross_entropy",
     "data.standardize": False,
     "diagnostics.curvature.every_n_steps": 0,

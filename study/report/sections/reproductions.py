@@ -13,6 +13,7 @@ from study.meanfield import inverse_width_sum
 from study.report import charts, collect, stats
 from study.report.md import md_table
 from study.report.sections.registry import Figure, criteria, register
+from study.report.sections.second_order import sharpness_over_training
 
 SATURATED_BELOW = 0.1  # sigmoid's top hidden layer "saturates at 0": mean activation below this at the end
 STALLS_ABOVE = 0.9  # a run "stalls" when its last training loss is above this fraction of its first
@@ -139,53 +140,102 @@ def _losses(e: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"first": first, "last": last})
 
 
+HE_DEFAULTS = {"stalls_above": STALLS_ABOVE}
+
+
+def he_table(c: pd.DataFrame, curv: pd.DataFrame, stalls_above: float) -> pd.DataFrame:
+    """Per depth and init: seeds that train (last training loss <= stalls_above × first), the mean
+    first and last training loss, `died` verdicts, the medians of the gradient-norm growth and the
+    deadest layer's dead fraction at the end, and the largest λ_max measured in any seed over the
+    stability limit of the step (`curv/two_over_lr`: (2 + 2β)/η for momentum β)."""
+    rows = []
+    for (depth, init), g in c.groupby(["depth", "init"]):
+        trains = np.isfinite(g["last"]) & (g["last"] <= stalls_above * g["first"])
+        lam = curv[curv["run_id"].isin(g["run_id"])] if len(curv) else curv
+        peak = lam[lam["stat"] == "lambda_max"]["value"].max() if len(lam) else np.nan
+        limit = lam[lam["stat"] == "two_over_lr"]["value"].median() if len(lam) else np.nan
+        rows.append(
+            {
+                "depth": int(depth),
+                "init": init,
+                "runs": len(g),
+                "train": int(trains.sum()),
+                "first": float(g["first"].mean()),
+                "last": float(g["last"].mean()),
+                "died": int((g["verdict"] == "died").sum()),
+                "grad_growth": float(g[verdicts.GROWTH].median()),
+                "dead_frac_final": float(g[verdicts.DEAD_FINAL].median()),
+                "lambda_max_peak": float(peak),
+                "stability_limit": float(limit),
+                "test": _interval(g),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 @register("he_2015")
 def he_2015(s, view):
+    rules, said = criteria(s.info, HE_DEFAULTS)
+    stalls = float(rules["stalls_above"])
     c, e = _done(s.cells), s.epochs
-    loss = _losses(e)
-    c = c.join(loss, on="run_id")
-    c["trains"] = np.isfinite(c["last"]) & (c["last"] <= STALLS_ABOVE * c["first"])
-    rows, parts = [], []
-    inits = sorted(c["init"].unique())
-    xavier = next((i for i in inits if i != "he_normal"), None)
-    count = lambda g: f"{int(g['trains'].sum())}/{len(g)}"  # noqa: E731  (seeds that train)
-    for depth, g in c.groupby("depth"):
-        for init, gi in g.groupby("init"):
-            parts.append(
-                f"depth {depth} {init}: loss {gi['first'].mean():.3f} → {gi['last'].mean():.3f}, "
-                f"{int(gi['trains'].sum())} of {len(gi)} seeds train (last loss ≤ {STALLS_ABOVE} × first), "
-                f"test accuracy {_interval(gi)} (trained there: progress P ≥ the verdict's progress_min)"
-            )
-        he, xa = g[g["init"] == "he_normal"], g[g["init"] == xavier]
-        if depth == 22 and len(he) and len(xa):
+    c = c.join(_losses(e), on="run_id")
+    t = he_table(c, s.curvature, stalls) if len(c) else pd.DataFrame()
+    rows = []
+    for depth, g in t.groupby("depth") if len(t) else []:
+        he, xa = g[g["init"] == "he_normal"], g[g["init"] != "he_normal"]
+        if len(he) and len(xa):
+            he, xa = he.iloc[0], xa.iloc[0]
             rows.append(
                 (
-                    "Fig. 2: at 22 layers both converge, theirs faster",
-                    f"both inits train in every seed (last loss ≤ {STALLS_ABOVE} × first); theirs lower final loss",
-                    f"train: {xavier} {count(xa)}, he_normal {count(he)}; "
-                    f"final loss {xa['last'].mean():.3f} and {he['last'].mean():.3f}",
-                    bool(xa["trains"].all() and he["trains"].all() and he["last"].mean() < xa["last"].mean()),
+                    f'Fig. 3: a deep plain ReLU net ({depth} conv layers) stalls with "Xavier", trains with theirs',
+                    f"{xa['init']} stalls in every seed, he_normal trains in every seed "
+                    f"(a seed trains when its last training loss ≤ {stalls:g} × its first)",
+                    f"train: {xa['init']} {xa['train']}/{xa['runs']}, he_normal {he['train']}/{he['runs']}",
+                    bool(xa["train"] == 0 and he["train"] == he["runs"]),
                 )
             )
-        if depth == 30 and len(he) and len(xa):
-            rows.append(
-                (
-                    'Fig. 3: at 30 layers "Xavier" stalls, theirs converges',
-                    f"{xavier} stalls in every seed, he_normal trains in every seed",
-                    f"train: {xavier} {count(xa)}, he_normal {count(he)}",
-                    bool((~xa["trains"]).all() and he["trains"].all()),
-                )
+    header = [
+        "depth",
+        "init",
+        "seeds that train",
+        "training loss, first → last (mean)",
+        "`died`",
+        "gradient-norm growth (median)",
+        "deadest layer's dead fraction at the end (median)",
+        "largest λ_max / stability limit",
+        "test accuracy",
+    ]
+    table = md_table(
+        header,
+        [
+            (
+                r.depth,
+                r.init,
+                f"{r.train}/{r.runs}",
+                f"{r.first:.3f} → {r.last:.3f}",
+                f"{r.died}/{r.runs}",
+                f"{r.grad_growth:.3g}",
+                f"{r.dead_frac_final:.2f}",
+                f"{r.lambda_max_peak:.3g} / {r.stability_limit:.3g}" if np.isfinite(r.lambda_max_peak) else "n/a",
+                r.test,
             )
+            for r in t.itertuples()
+        ],
+    )
     metrics = [("train/loss", "training loss"), ("val/accuracy", "validation accuracy")]
-    return [
+    figures = [
         Figure(
             "he_curves",
-            "Training curves by initialisation (their Figs. 2–3: 22 and 30 layers)",
+            "Training curves by initialisation (their Fig. 3), a line per seed",
             lambda: charts.curves_vs(e, "init", "depth", metrics, trained=_trained(s.cells)),
             (_claims(rows) + "\n\n" if rows else "")
-            + "Per depth and init (mean over seeds): "
-            + "; ".join(parts)
-            + ".",
+            + (table + "\n\n" if len(t) else "")
+            + f"Rules from {said}. Gradient-norm growth: the largest global weight-gradient norm over its "
+            "step-0 value (`diag/grad_growth`); dead fraction: the signal probe's at the end; λ_max: the top "
+            "Hessian eigenvalue of the training loss (`curv/lambda_max`, on "
+            "`diagnostics.curvature.examples` examples), against the step's stability limit "
+            "(`curv/two_over_lr`, (2 + 2β)/η for momentum β). Test accuracy by the report's interval rules "
+            "(k/n where seeds split).",
         ),
         Figure(
             "he_ratio",
@@ -199,6 +249,16 @@ def he_2015(s, view):
             + ".",
         ),
     ]
+    if len(s.curvature) and (s.curvature["stat"] == "lambda_max").any():
+        figures.append(
+            Figure(
+                "he_sharpness",
+                "Sharpness λ_max of the training loss by initialisation (mean over seeds), with the stability limit",
+                lambda: sharpness_over_training(s.curvature, "init", None, True, "(2 + 2β)/η"),
+                "The dashed line is the step's stability limit (`curv/two_over_lr`: (2 + 2β)/η for momentum).",
+            )
+        )
+    return figures
 
 
 WIDTH_DEFAULTS = {"stalls_above": STALLS_ABOVE}

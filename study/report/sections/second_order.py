@@ -96,9 +96,12 @@ def loss_vs_steps_and_time(w: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def sharpness_over_training(curv: pd.DataFrame, hue: str, facet: str | None, two_over_lr: bool) -> plt.Figure | None:
+def sharpness_over_training(
+    curv: pd.DataFrame, hue: str, facet: str | None, two_over_lr: bool, limit: str = "2/η"
+) -> plt.Figure | None:
     """λ_max of the training loss against steps, a line per value of `hue`; with `two_over_lr`,
-    dashed lines at each run's 2/η in the same colour (the stability threshold of gradient descent)."""
+    dashed lines at each run's `curv/two_over_lr` in the same colour (the stability threshold of
+    gradient descent, 2/η; (2 + 2β)/η with momentum β: `limit` names it)."""
     lam = curv[curv["stat"] == "lambda_max"]
     if lam.empty:
         return None
@@ -113,7 +116,7 @@ def sharpness_over_training(curv: pd.DataFrame, hue: str, facet: str | None, two
             ax.plot(m.index, m.values, marker=".", color=pal[h], label=f"{ {'lr': 'η'}.get(hue, hue) } {h}")
             thr = curv[(curv["stat"] == "two_over_lr") & curv["run_id"].isin(g["run_id"])]["value"]
             if two_over_lr and len(thr):
-                ax.axhline(float(thr.median()), color=pal[h], ls="--", lw=1.2, label=f"2/η = {thr.median():.3g}")
+                ax.axhline(float(thr.median()), color=pal[h], ls="--", lw=1.2, label=f"{limit} = {thr.median():.3g}")
         ax.set(xlabel="train steps", ylabel="λ_max of the training loss (log scale)")
         ax.set_title(f or "")
         _plain_log(ax)
