@@ -3,7 +3,8 @@
 - a curvature measurement (`diagnostics.curvature`: λ_max by `--iterations` Lanczos HVPs on
   `--examples` training examples) against one train step of the same cell (batch `--batch-size`):
   the measurement in train steps, and the slow-down of a run measuring every N steps;
-- one Hessian-vector product against one gradient on the same examples;
+- one Hessian-vector product, and one loss evaluation (a forward pass), against one gradient on
+  the same examples (second_order counts a Newton step's gradient-equivalents by these);
 - one `optimizer=newton` step against one SGD step on the same full batch (`--newton-examples`).
 
 Models: the default grid's depth-8 ReLU CNN (width 8), the second_order preset's tanh MLP and CNN
@@ -70,12 +71,18 @@ def measure_model(name: str, spec, splits, args) -> dict:
     def grad_fn(a, b):
         return tf.gradients(m._compute_loss(x=a, y=b, y_pred=m(a, training=True), training=True), m.trainable_weights)
 
+    @tf.function
+    def loss_fn(a, b):
+        return m._compute_loss(x=a, y=b, y_pred=m(a, training=True), training=True)
+
     r = {"parameters": hvp.n}
     r["train_step_s"] = timed(lambda: m.train_on_batch(xb, yb), args.reps * 5)
     r["gradient_s"] = timed(lambda: [g.numpy() for g in grad_fn(xs, ys)], args.reps)
     r["hvp_s"] = timed(lambda: hvp(v), args.reps)
+    r["forward_s"] = timed(lambda: loss_fn(xs, ys).numpy(), args.reps)
     r["lambda_max_s"] = timed(lambda: curvature.measure(hvp, args.iterations, 1, 0, 0), args.reps)
     r["hvp_over_gradient"] = r["hvp_s"] / r["gradient_s"]
+    r["forward_over_gradient"] = r["forward_s"] / r["gradient_s"]
     r["lambda_max_in_train_steps"] = r["lambda_max_s"] / r["train_step_s"]
     r[f"slowdown_every_{args.every}_steps"] = 1 + r["lambda_max_s"] / (args.every * r["train_step_s"])
     if name.startswith("second_order"):

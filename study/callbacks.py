@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 class EpochLogger(keras.callbacks.Callback):
     """Logs `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy`, the learning rate of the
     epoch's first step `train/learning_rate` and the training time so far `time/elapsed_s` (step =
-    epoch) in one batch."""
+    epoch) in one batch; with a `StepTimer`, also `time/steps_s`, the seconds inside train steps so far."""
 
-    def __init__(self, run: tracking.RunLogger):
+    def __init__(self, run: tracking.RunLogger, timer: StepTimer | None = None):
         super().__init__()
-        self.run = run
+        self.run, self.timer = run, timer
         self.epochs_done = 0
         self.rows: list[dict] = []
         self._t0, self._lr = time.perf_counter(), float("nan")
@@ -47,6 +47,8 @@ class EpochLogger(keras.callbacks.Callback):
                 values[f"{split}/{name}"] = float(v)
         values["train/learning_rate"] = self._lr
         values["time/elapsed_s"] = time.perf_counter() - self._t0
+        if self.timer is not None:
+            values["time/steps_s"] = self.timer.total
         self.run.metrics(values, step=epoch)
         self.run.flush(wait=False)  # visible in the UI as the run goes (sent in the background)
         self.epochs_done = epoch + 1
@@ -59,6 +61,26 @@ class EpochLogger(keras.callbacks.Callback):
     def table(self) -> pd.DataFrame:
         """epoch, metric, value: the per-epoch curves (also in MLflow), one file for the report."""
         return pd.DataFrame(self.rows, columns=["epoch", "metric", "value"])
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Seconds inside the train steps (`train.time_steps`): from the last `on_train_batch_begin`
+    hook (it runs after every other callback's, e.g. a curvature measurement) to the batch's end,
+    where Keras has waited for the step's results (a batch-end hook makes its batch callbacks
+    synchronous: the reason this is not on by default). Leaves out validation, epoch-end logging
+    and reading the statistics. Must be the last callback."""
+
+    def __init__(self):
+        super().__init__()
+        self.total, self._t = 0.0, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._t is not None:
+            self.total += time.perf_counter() - self._t
+            self._t = None
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -307,9 +329,11 @@ class Recorders:
 def recorders(cfg, p: CellPlan, run, splits) -> Recorders:
     """Every callback of a cell, assembled in one place: diagnostics first (it reads the train step's
     statistics before the others see the epoch end), then the divergence guard of Keras's own train
-    step (diagnostics off), the epoch logger, histograms, curvature, and the user's `train.callbacks`."""
+    step (diagnostics off), the epoch logger, histograms, curvature, the user's `train.callbacks`,
+    and last the step timer (`train.time_steps`)."""
     dc, spe = p.diagnostics, p.steps_per_epoch
-    r = Recorders(EpochLogger(run))
+    timer = StepTimer() if cfg.train.get("time_steps", False) else None
+    r = Recorders(EpochLogger(run, timer))
     if dc.level == "off":  # else the train step stops itself
         r.guard = DivergenceGuard()
     else:
@@ -337,4 +361,5 @@ def recorders(cfg, p: CellPlan, run, splits) -> Recorders:
     import hydra.utils  # the user's `train.callbacks`, each {_target_: module.Class, ...}
 
     r.all += [hydra.utils.instantiate(cb) for cb in (cfg.train.callbacks or [])]
+    r.all += [timer] if timer is not None else []
     return r

@@ -149,6 +149,14 @@ SCHEMA: dict[str, Spec] = {
     "tuned_lr_scale.*": MAP,
     "tuned_lr_scale.*.*": MAP,
     "tuned_lr_scale.*.*.*": number(gt=0),
+    "lr_ceiling": MAP,  # second_order: each optimizer's learning-rate ceiling per model kind
+    "lr_ceiling.*": MAP,
+    "lr_ceiling.*.*": number(gt=0),
+    "so_lr_scale": MAP,  # second_order: the pilot's multiple of that ceiling per optimizer and model kind
+    "so_lr_scale.*": MAP,
+    "so_lr_scale.*.*": number(gt=0),
+    "so_steps": MAP,  # second_order: full-batch steps per optimizer
+    "so_steps.*": integer(1),
     "data": MAP,
     "data.name": STR,
     "data.val_fraction": FRACTION,
@@ -236,6 +244,7 @@ SCHEMA: dict[str, Spec] = {
     "train.batch_size": integer(1, note="'full': batch gradient descent, 1: stochastic, N: mini-batch").or_("full"),
     "train.loss": STR,
     "train.deterministic": BOOL,
+    "train.time_steps": BOOL,
     "train.mixed_precision": BOOL,
     "train.verbose": integer(0, 2).or_("auto"),
     "train.steps_per_execution": integer(1),

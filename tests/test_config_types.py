@@ -95,7 +95,7 @@ def test_every_value_a_union_or_a_nullable_key_accepts_passes(make_cfg, override
 def test_every_key_of_every_optimizer_refuses_a_wrong_type_naming_that_key(make_cfg):
     """Every node of the composed default config, with each optimizer (its own params), each
     schedule, the synthetic data's options and the presets' own tables (experiment=grid, the
-    decision rules of edge_of_stability and he_2015_width): a value of
+    decision rules of edge_of_stability and he_2015_width, second_order's rate tables): a value of
     each wrong kind ends in a ConfigError naming that key and that value, and nothing else."""
     configs = [make_cfg(f"optimizer={name}", tiny=False) for name in optimizers.OPTIMIZERS]
     configs += [make_cfg(f"schedule={s}", tiny=False) for s in optimizers.SCHEDULES]
@@ -104,6 +104,7 @@ def test_every_key_of_every_optimizer_refuses_a_wrong_type_naming_that_key(make_
         make_cfg("experiment=grid", "size=tiny"),
         make_cfg("experiment=edge_of_stability", "size=tiny"),
         make_cfg("experiment=he_2015_width", "size=tiny"),
+        make_cfg("experiment=second_order", "size=tiny"),
     ]
     walked = set()
     for cfg in configs:

@@ -32,6 +32,7 @@ PRESETS = {  # preset: the axis overrides of its tiny run (its figures: its regi
     "he_2015_width": ["model.depth=4", "model.width=4,8", "seed=0"],
     "width": ["model.width=4,8", "model.activation=relu"],
     "second_order": ["optimizer=newton,sgd"],
+    "second_order_pilot": ["optimizer=sgd,adam", "optimizer.lr_scale=0.25,1"],
     "edge_of_stability": ["optimizer.learning_rate=0.5,2.0", "seed=0,1"],
     "grid_pilot": ["arm=relu_he", "optimizer=sgd", "optimizer.lr_scale=1,30", "model.depth=8", "seed=100"],
     "grid_reference": ["arm=relu_he,tanh_glorot", "optimizer=adam", "train.epochs=7"],

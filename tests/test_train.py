@@ -206,3 +206,20 @@ def test_a_sweep_cell_shows_the_sweeps_progress_in_its_parent_runs_description(m
     elapsed, left = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
     assert elapsed >= 10 and abs(left - elapsed * 3 / 5) <= 1, line  # 5 cells of cost 1 begun, 3 to go
     assert note.startswith("**Sweep of preset `smoke`**: 8 cells") and "**Question.** Why?" in note
+
+
+def test_timed_steps_leave_out_curvature_measurements_validation_and_logging(make_cfg, store):
+    """train.time_steps: time/steps_s grows each epoch and, with λ_max measured before every step
+    (a batch-start hook that runs before the timer's), stays below the training time minus those
+    measurements (a timer that started before them would not)."""
+    train(make_cfg("train.epochs=2", "train.time_steps=true", "diagnostics.curvature.every_n_steps=1"))
+    _, client = store
+    (run,) = runs(client)
+    rid = run.info.run_id
+    steps_s = [h.value for h in client.get_metric_history(rid, "time/steps_s")]
+    elapsed = [h.value for h in client.get_metric_history(rid, "time/elapsed_s")]
+    assert len(steps_s) == 2 and 0 < steps_s[0] < steps_s[1]
+    curv = client.get_metric_history(rid, "curv/seconds")
+    spent = sum(h.value for h in curv if h.step < int(run.data.params["train.steps_per_epoch"]) * 2)
+    assert len(curv) > 2 and spent > 0
+    assert steps_s[1] + spent <= elapsed[1]

@@ -62,7 +62,7 @@ def curves_vs(
     fig, axes = plt.subplots(
         len(metrics),
         len(facets),
-        figsize=(3.8 * len(facets), 2.9 * len(metrics)),
+        figsize=((3.8 if len(facets) > 1 else 5.0) * len(facets) + 2.4, 2.9 * len(metrics)),  # + the legend
         squeeze=False,
         sharex="col",
         layout="constrained",

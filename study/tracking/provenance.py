@@ -20,6 +20,7 @@ NON_SEMANTIC = (
     "train.callbacks",
     "train.threads",
     "train.steps_per_execution",  # the same steps, several per call into TensorFlow
+    "train.time_steps",  # the same steps, timed
     "diagnostics.verdict",
     "question",  # the preset's question, a description
     "criteria",  # the preset's decision rules, read by its report

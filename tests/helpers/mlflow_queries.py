@@ -16,6 +16,8 @@ def assert_no_healthy_at_chance(uri: str) -> int:
 
     from mlflow.tracking import MlflowClient
 
+    from study import verdicts
+
     client = MlflowClient(tracking_uri=uri)
     checked = 0
     for r in runs(client):
@@ -28,7 +30,8 @@ def assert_no_healthy_at_chance(uri: str) -> int:
         if math.isfinite(loss) and loss >= 0.99 * math.log(k) and abs(acc - 1 / k) <= 0.02:
             assert r.data.tags["gradient_verdict"] != "healthy", said
         chance = r.data.metrics.get("diag/chance_accuracy", 1 / k)  # the majority class's share
-        if r.data.tags.get("outcome") == "finished" and (acc - chance) / (1 - chance) >= 0.25:
+        # (NaN where one class fills the validation set, e.g. a tiny preset's 2 examples: not checked)
+        if r.data.tags.get("outcome") == "finished" and verdicts.accuracy_progress(acc, k, chance) >= 0.25:
             assert r.data.tags["gradient_verdict"] in ("healthy", "exploding"), said
         checked += 1
     assert_one_initial_finding_per_initial_weights(runs(client))

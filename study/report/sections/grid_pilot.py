@@ -29,30 +29,35 @@ KEYS = ["activation", "optimizer", "depth"]
 FLAT_ABOVE = 0.97  # best mean validation loss above this × ln K: no multiple trains
 
 
-def choose(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per arm, optimizer, depth and scale: the mean over seeds of the final validation loss (inf
-    where a seed diverged, failed or is missing), the seeds, the effective learning rate; per arm,
-    optimizer and depth which scale is chosen and why (`note`: interior, edge, or flat)."""
-    c = cells.assign(loss=np.where(cells[contract.OUTCOME] == contract.FINISHED, cells["val/loss"], np.inf))
+def choose(
+    cells: pd.DataFrame, keys: list[str] = KEYS, metric: str = "val/loss", top: str = "edge: widen the range"
+) -> pd.DataFrame:
+    """Per `keys` (arm, optimizer, depth) and scale: the mean over seeds of the final `metric` (inf
+    where a seed diverged, failed or is missing), the seeds, the effective learning rate; per `keys`
+    which scale is chosen and why (`note`: interior, edge, or flat; `top` is the note of a choice at
+    the largest multiple, for a range whose top is a bound by design)."""
+    c = cells.assign(loss=np.where(cells[contract.OUTCOME] == contract.FINISHED, cells[metric], np.inf))
     c["loss"] = c["loss"].fillna(np.inf)
-    g = c.groupby([*KEYS, "lr_scale"], as_index=False).agg(
+    g = c.groupby([*keys, "lr_scale"], as_index=False).agg(
         loss=("loss", "mean"), seeds=("seed", "nunique"), lr=("lr", "first"), classes=("num_classes", "first")
     )
     g["chosen"], g["note"] = False, ""
-    for _, sub in g.groupby(KEYS):
+    for _, sub in g.groupby(keys):
         finite = sub[np.isfinite(sub["loss"])]
         if not len(finite):
             continue
         best = finite["loss"].idxmin()
         chance = math.log(float(sub["classes"].iloc[0])) if np.isfinite(sub["classes"].iloc[0]) else math.log(10)
+        scale = g.at[best, "lr_scale"]
         if g.at[best, "loss"] > FLAT_ABOVE * chance:
             ones = sub.index[sub["lr_scale"] == 1]
             pick, note = (ones[0] if len(ones) else best), "flat: no multiple trains, ×1 kept"
+        elif scale == sub["lr_scale"].max():
+            pick, note = best, top
         else:
-            edge = g.at[best, "lr_scale"] in (sub["lr_scale"].min(), sub["lr_scale"].max())
-            pick, note = best, "edge: widen the range" if edge else "interior"
+            pick, note = best, "edge: widen the range" if scale == sub["lr_scale"].min() else "interior"
         g.loc[pick, "chosen"], g.loc[pick, "note"] = True, note
-    return g.sort_values([*KEYS, "lr_scale"]).reset_index(drop=True)
+    return g.sort_values([*keys, "lr_scale"]).reset_index(drop=True)
 
 
 def table(chosen: pd.DataFrame) -> dict:

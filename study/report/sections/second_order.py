@@ -5,13 +5,17 @@ captions and the edge-of-stability table carry the measured numbers.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from study import contract
+from study import contract, tracking
 from study.report.md import md_table
+from study.report.sections.grid_pilot import choose
 from study.report.sections.registry import Figure, criteria, register
 from study.report.style import palette
 
@@ -37,14 +41,20 @@ def curvature_seconds(curv: pd.DataFrame) -> pd.DataFrame:
 def loss_by_step(epochs: pd.DataFrame, curv: pd.DataFrame) -> pd.DataFrame:
     """Per run and epoch: the epoch's training loss (Keras's mean over its steps, each computed
     before its update), `step` the mean number of updates done when those losses were computed
-    (full batch: the epoch itself), and `seconds` of training at the epoch's end without the
-    curvature measurements."""
-    e = epochs[epochs["metric"].isin(["train/loss", "time/elapsed_s"])]
+    (full batch: the epoch itself), and `seconds` of training at the epoch's end: the seconds
+    inside the train steps where the run timed them (`time/steps_s`, `train.time_steps`), else the
+    training time without the curvature measurements (which then includes each epoch's validation
+    and logging)."""
+    e = epochs[epochs["metric"].isin(["train/loss", "time/elapsed_s", "time/steps_s"])]
     w = e.pivot_table(index=["run_id", "epoch"], columns="metric", values="value").reset_index()
     spe = epochs.drop_duplicates("run_id").set_index("run_id")["steps_per_epoch"].astype(float)
     w["step"] = w["epoch"] * w["run_id"].map(spe) + (w["run_id"].map(spe) - 1) / 2
     end = (w["epoch"] + 1) * w["run_id"].map(spe)  # steps taken at the epoch's end
     w["seconds"] = w["time/elapsed_s"]
+    if "time/steps_s" in w:
+        timed = w["time/steps_s"].notna()
+        w.loc[timed, "seconds"] = w.loc[timed, "time/steps_s"]
+        curv = curv[~curv["run_id"].isin(w.loc[timed, "run_id"])] if not curv.empty else curv
     if not curv.empty:
         cs = curvature_seconds(curv)
         spent = [
@@ -73,35 +83,49 @@ def _plain_log(ax, axis: str = "y") -> None:
     one.set_minor_formatter(_PLAIN if lo > 0 and hi / lo < 20 else NullFormatter())
 
 
-def loss_vs_steps_and_time(w: pd.DataFrame) -> plt.Figure | None:
-    """Training loss (log scale) against steps (top row) and against seconds of training without
-    curvature measurements (bottom row); a column per model, a line per optimizer (mean over seeds)."""
+def loss_vs_budget(w: pd.DataFrame) -> plt.Figure | None:
+    """Training loss (log scale) against steps (top row), gradient-equivalents (middle) and seconds
+    after the first step without curvature measurements (bottom); a column per model, a line per
+    optimizer (mean over seeds)."""
     if w.empty:
         return None
     kinds = sorted(w["model"].astype(str).unique())
     pal = palette(w["optimizer"])
-    fig, axes = plt.subplots(2, len(kinds), figsize=(4.6 * len(kinds), 6.2), squeeze=False, layout="constrained")
+    rows = [
+        ("step", "train steps"),
+        ("ge", "gradient-equivalents (log scale)"),
+        ("after", "seconds (log; step 1 at step 2's length)"),
+    ]
+    fig, axes = plt.subplots(3, len(kinds), figsize=(4.6 * len(kinds), 9.0), squeeze=False, layout="constrained")
     for c, kind in enumerate(kinds):
         sub = w[w["model"].astype(str) == kind]
+        drawn = [False] * len(rows)
         for opt, g in sub.groupby(sub["optimizer"].astype(str)):
-            m = g.groupby("epoch")[["step", "loss", "seconds"]].mean()
-            axes[0, c].plot(m["step"], m["loss"], marker=".", color=pal[opt], label=opt)
-            axes[1, c].plot(m["seconds"], m["loss"], marker=".", color=pal[opt], label=opt)
-        axes[0, c].set(title=f"{kind}", xlabel="train steps", ylabel="training loss")
-        axes[1, c].set(xlabel="seconds of training (curvature excluded; log scale)", ylabel="training loss")
-        for ax in axes[:, c]:
+            m = g.groupby("epoch")[["step", "ge", "after", "loss"]].mean()
+            for r, (col, _) in enumerate(rows):
+                mm = m if r == 0 else m[m[col] > 0]  # log axes: from the first update counted
+                axes[r, c].plot(mm[col], mm["loss"], marker=".", color=pal[opt], label=opt)
+                drawn[r] |= bool(len(mm))
+        for r, (_, label) in enumerate(rows):
+            ax = axes[r, c]
+            ax.set(title=kind if r == 0 else "", xlabel=label, ylabel="training loss")
+            if not drawn[r]:
+                ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center")
+                continue
             _plain_log(ax)
-        _plain_log(axes[1, c], "x")
+            if r:
+                _plain_log(ax, "x")
     axes[0, -1].legend(title="optimizer", fontsize=8)
     return fig
 
 
 def sharpness_over_training(
-    curv: pd.DataFrame, hue: str, facet: str | None, two_over_lr: bool, limit: str = "2/η"
+    curv: pd.DataFrame, hue: str, facet: str | None, two_over_lr: bool, limit: str = "2/η", per_run: bool = False
 ) -> plt.Figure | None:
-    """λ_max of the training loss against steps, a line per value of `hue`; with `two_over_lr`,
-    dashed lines at each run's `curv/two_over_lr` in the same colour (the stability threshold of
-    gradient descent, 2/η; (2 + 2β)/η with momentum β: `limit` names it)."""
+    """λ_max of the training loss against steps, a line per value of `hue` (the mean over its runs;
+    with `per_run`, each run as a thin line too); with `two_over_lr`, dashed lines at each run's
+    `curv/two_over_lr` in the same colour (one grey line where every `hue` shares it): the stability
+    threshold of gradient descent, 2/η; (2 + 2β)/η with momentum β: `limit` names it."""
     lam = curv[curv["stat"] == "lambda_max"]
     if lam.empty:
         return None
@@ -111,12 +135,19 @@ def sharpness_over_training(
     for c, f in enumerate(facets):
         ax = axes[0, c]
         sub = lam if f is None else lam[lam[facet].astype(str) == f]
+        limits = {}
         for h, g in sub.groupby(sub[hue].astype(str)):
             m = g.groupby("step")["value"].mean()
             ax.plot(m.index, m.values, marker=".", color=pal[h], label=f"{ {'lr': 'η'}.get(hue, hue) } {h}")
+            if per_run:
+                for _, one in g.groupby("run_id"):
+                    ax.plot(one["step"], one["value"], lw=0.6, alpha=0.45, color=pal[h])
             thr = curv[(curv["stat"] == "two_over_lr") & curv["run_id"].isin(g["run_id"])]["value"]
             if two_over_lr and len(thr):
-                ax.axhline(float(thr.median()), color=pal[h], ls="--", lw=1.2, label=f"{limit} = {thr.median():.3g}")
+                limits[h] = float(thr.median())
+        shared = len(limits) > 1 and np.allclose(list(limits.values()), next(iter(limits.values())))
+        for h, v in ({"": next(iter(limits.values()))} if shared else limits).items():
+            ax.axhline(v, color="0.4" if shared else pal[h], ls="--", lw=1.2, label=f"{limit} = {v:.3g}")
         ax.set(xlabel="train steps", ylabel="λ_max of the training loss (log scale)")
         ax.set_title(f or "")
         _plain_log(ax)
@@ -344,58 +375,208 @@ def _eos_loss(w: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def reach(w: pd.DataFrame, target: float) -> tuple[float, float]:
-    """(steps, seconds) at which a run's mean-over-seeds training loss first reaches `target`."""
-    m = w.groupby("epoch")[["step", "loss", "seconds"]].mean()
-    hit = m[m["loss"] <= target]
-    return (float(hit["step"].iloc[0]), float(hit["seconds"].iloc[0])) if len(hit) else (np.nan, np.nan)
+BENCH = tracking.REPO_ROOT / "reports" / "benchmarks" / "curvature.json"
+
+
+def step_costs(bench: Path = BENCH) -> dict[str, dict[str, float]]:
+    """Per model kind, the measured cost of a Hessian-vector product and of a loss evaluation in
+    gradients (scripts/bench_curvature.py's `hvp_over_gradient`, `forward_over_gradient` of its
+    `second_order_<kind>` models), with the file's commit; {} when it is missing."""
+    if not bench.exists():
+        return {}
+    b = json.loads(bench.read_text())
+    out = {}
+    for name, r in b.get("results", {}).items():
+        if name.startswith("second_order_") and "hvp_over_gradient" in r and "forward_over_gradient" in r:
+            out[name.removeprefix("second_order_")] = {
+                "hvp": float(r["hvp_over_gradient"]),
+                "forward": float(r["forward_over_gradient"]),
+                "commit": str(b.get("machine", {}).get(contract.GIT_COMMIT, "unknown"))[:7],
+            }
+    return out
+
+
+def gradient_equivalents(steps: pd.DataFrame, w: pd.DataFrame, costs: dict, backtracks: int = 8) -> pd.Series:
+    """Per row of `w` (run, epoch: the loss after `epoch` updates), the gradient-equivalents spent on
+    those updates: a first-order step is one gradient; a Newton step is its gradient, its CG
+    iterations' Hessian-vector products and its loss evaluations (1 for a full step, k + 1 for the
+    step halved k times, `backtracks` (Newton's default 8) when none lowered the loss), each at its
+    measured cost in gradients (`costs[kind]`). NaN for a Newton run of a kind without measured
+    costs, or whose per-step record (`newton/cg_iterations`, `newton/step_scale`) misses a step."""
+    o = steps[(steps["group"] == "optimizer") & steps["stat"].isin(["cg_iterations", "step_scale"])]
+    per = o.pivot_table(index=["run_id", "step"], columns="stat", values="value")
+    ge = pd.Series(w["epoch"].astype(float).to_numpy(), index=w.index)
+    newton = w["optimizer"].astype(str) == "newton"
+    for run in w.loc[newton, "run_id"].unique():
+        rows = w.index[w["run_id"] == run]
+        kind = str(w.loc[rows[0], "model"])
+        n = int(w.loc[rows, "epoch"].max())  # updates before the last logged loss
+        g = per.loc[run] if run in per.index.get_level_values(0) else None
+        if kind not in costs or g is None or not set(range(n)) <= set(g.index.astype(int)):
+            ge[rows] = np.nan
+            continue
+        g = g.reindex(range(n))
+        scale = g["step_scale"].to_numpy()
+        tries = np.where(scale > 0, np.log2(1.0 / np.where(scale > 0, scale, 1.0)) + 1, backtracks)
+        cost = 1.0 + g["cg_iterations"].to_numpy() * costs[kind]["hvp"] + tries * costs[kind]["forward"]
+        spent = np.concatenate([[0.0], np.cumsum(cost)])  # before update k: the first k updates
+        ge[rows] = [spent[int(e)] for e in w.loc[rows, "epoch"]]
+    return ge
+
+
+def seconds_after_first_step(w: pd.DataFrame) -> pd.Series:
+    """Per row of `w` (the loss after `epoch` full-batch updates): the seconds those updates took,
+    curvature measurements excluded, with the first epoch's tracing taken out: that epoch counted at
+    the second's length (t_k at the end of epoch k: t_(e-1) - t_0 + (t_1 - t_0) for e >= 1; 0 at e = 0).
+    Each epoch's validation pass is included."""
+    w = w.sort_values(["run_id", "epoch"])
+    t = w.groupby("run_id")["seconds"]
+    t0 = w["run_id"].map(w[w["epoch"] == 0].set_index("run_id")["seconds"])
+    t1 = w["run_id"].map(w[w["epoch"] == 1].set_index("run_id")["seconds"])
+    typical = (t1 - t0).fillna(t0)  # a run of one epoch: its only epoch
+    after = t.shift(1) - t0 + typical
+    return after.where(w["epoch"] > 0, 0.0).clip(lower=0.0).reindex(w.index)
+
+
+def at_budget(w: pd.DataFrame, col: str, budget: float) -> pd.Series:
+    """Per run: the training loss after the most updates whose `col` (gradient-equivalents,
+    seconds) is within `budget`; a loss that turned non-finite stays infinite from there (a run
+    that diverged is worse than any finite loss, not its last finite one)."""
+    w = w.sort_values(["run_id", "epoch"]).copy()
+    bad = ~np.isfinite(w["loss"].astype(float))
+    w["loss"] = w["loss"].where(~bad.groupby(w["run_id"]).cummax(), np.inf)
+    within = w[w[col] <= budget * (1 + 1e-9)]
+    return within.groupby("run_id")["loss"].last()
+
+
+def budget_table(w: pd.DataFrame, finished: set | None = None) -> pd.DataFrame:
+    """Per model and optimizer: the learning rate, seeds, and the mean training loss after its steps,
+    at the equal gradient-equivalent budget and at the equal seconds budget (each the smallest any
+    run of that model that finished spent: runs that stopped early do not set it); and Newton
+    against each first-order optimizer paired by seed (the seeds draw the same initial weights for
+    every optimizer): in how many seeds Newton's loss is lower at each budget (a diverged run's loss
+    counts as infinite)."""
+    rows = []
+    for kind, sub in w.groupby(w["model"].astype(str)):
+        sub = sub.copy()
+        last = sub[sub["epoch"] == sub.groupby("run_id")["epoch"].transform("max")]
+        done = last[last["run_id"].isin(finished)] if finished is not None else last
+        done = done if len(done) else last
+        ge_budget, t_budget = float(done["ge"].min()), float(done["after"].min())
+        at_ge, at_t = at_budget(sub, "ge", ge_budget), at_budget(sub, "after", t_budget)
+        at_end = at_budget(sub, "epoch", float(sub["epoch"].max()))
+        seed = sub.drop_duplicates("run_id").set_index("run_id")["seed"]
+        by = {}
+        for opt, g in sub.groupby(sub["optimizer"].astype(str)):
+            runs = pd.Index(g["run_id"].unique())
+            by[opt] = {k: v.reindex(runs) for k, v in (("steps", at_end), ("ge", at_ge), ("t", at_t))}
+        for opt, g in sub.groupby(sub["optimizer"].astype(str)):
+            mine = last[last["optimizer"].astype(str) == opt]
+            row = {
+                "model": kind,
+                "optimizer": opt,
+                "lr": float(g["lr"].astype(float).iloc[0]) if "lr" in g else np.nan,
+                "seeds": int(g["run_id"].nunique()),
+                "steps": int(mine["epoch"].max()),
+                "ge_budget": ge_budget,
+                "t_budget": t_budget,
+                "loss_steps": float(by[opt]["steps"].mean()),
+                "loss_ge": float(by[opt]["ge"].mean()),
+                "loss_t": float(by[opt]["t"].mean()),
+                "ge_total": float(mine["ge"].mean()),
+                "newton_lower": "",
+            }
+            if opt != "newton" and "newton" in by:
+                said = []
+                for name, key in (("steps", "steps"), ("gradient-equivalents", "ge"), ("seconds", "t")):
+                    a = by["newton"][key].groupby(seed).first()  # one run per seed (a rerun: the first)
+                    b = by[opt][key].groupby(seed).first()
+                    both = a.index.intersection(b.index)
+                    both = both[a[both].notna().to_numpy() & b[both].notna().to_numpy()]  # unmeasured: left out
+                    said.append(f"{name} {int((a[both] < b[both]).sum())}/{len(both)}" if len(both) else f"{name} n/a")
+                row["newton_lower"] = ", ".join(said)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _budget_md(t: pd.DataFrame) -> str:
+    header = [
+        "model",
+        "optimizer",
+        "learning rate",
+        "seeds",
+        "loss after the steps",
+        "loss at equal gradient-equivalents",
+        "loss at equal seconds",
+        "gradient-equivalents spent",
+        "Newton lower, seeds (steps, gradient-eq., seconds)",
+    ]
+    return md_table(
+        header,
+        [
+            (
+                r.model,
+                r.optimizer,
+                f"{r.lr:.3g}",
+                r.seeds,
+                f"{r.loss_steps:.3f} ({r.steps})",
+                f"{r.loss_ge:.3f} ({r.ge_budget:.3g})",
+                f"{r.loss_t:.3f} ({r.t_budget:.3g} s)",
+                f"{r.ge_total:.4g}",
+                r.newton_lower or "—",
+            )
+            for r in t.itertuples()
+        ],
+    )
 
 
 @register("second_order")
 def second_order(s, view):
-    c = _done(s.cells)
     w = loss_by_step(s.epochs, s.curvature)
-    parts, step_cost = [], {}
-    for (kind, opt), g in w.groupby([w["model"].astype(str), w["optimizer"].astype(str)]):
-        m = g.groupby("epoch")[["step", "seconds"]].mean()
-        # seconds a step after the first epoch (which also traces the train step)
-        step_cost[kind, opt] = (
-            (m["seconds"].iloc[-1] - m["seconds"].iloc[0]) / (m["step"].iloc[-1] - m["step"].iloc[0])
-            if len(m) > 1
-            else m["seconds"].iloc[0] / m["step"].iloc[0]
-        )
-    for kind, sub in w.groupby(w["model"].astype(str)):
-        finals = sub[sub["epoch"] == sub.groupby("run_id")["epoch"].transform("max")]
-        by_opt = finals.groupby(finals["optimizer"].astype(str))
-        final_loss = by_opt["loss"].mean()
-        target = float(final_loss.max())
-        per = []
-        for opt in final_loss.index:
-            n, t = reach(sub[sub["optimizer"].astype(str) == opt], target)
-            acc = c[(c["model"].astype(str) == kind) & (c["optimizer"].astype(str) == opt)]["test/accuracy"].mean()
-            reached = f"reached at step {n:.0f} after {t:.3g} s" if np.isfinite(n) else "not reached"
-            per.append(
-                f"{opt}: final loss {final_loss[opt]:.3f}, test accuracy {acc:.3f}, "
-                f"{step_cost[kind, opt] * 1000:.3g} ms a step; loss {target:.3f} {reached}"
-            )
-        parts.append(f"**{kind}** — " + "; ".join(per) + ".")
-    kinds = sorted({k for k, o in step_cost if o == "newton"} & {k for k, o in step_cost if o == "sgd"})
-    cost = (
-        " A Newton epoch takes "
-        + ", ".join(f"{k} {step_cost[k, 'newton'] / step_cost[k, 'sgd']:.3g}×" for k in kinds)
-        + " the wall time of an SGD epoch (after the first; an epoch is one full-batch step and its validation"
-        " pass, curvature measurements excluded): an epoch-time ratio, not the cost of the step alone, which"
-        " scripts/bench_curvature.py measures (reports/benchmarks/curvature.json)."
-        if kinds
-        else ""
+    costs = step_costs()
+    if not w.empty:
+        w["ge"] = gradient_equivalents(s.steps, w, costs)
+        w["after"] = seconds_after_first_step(w)
+    finished = set(s.cells.loc[s.cells[contract.OUTCOME] == contract.FINISHED, "run_id"])
+    t = budget_table(w, finished) if not w.empty else pd.DataFrame()
+    quoted = "; ".join(
+        f"{k}: a Hessian-vector product {v['hvp']:.2f} gradients, a loss evaluation {v['forward']:.2f}"
+        for k, v in sorted(costs.items())
+    )
+    commit = next(iter(costs.values()))["commit"] if costs else None
+    cost_note = (
+        f"Costs per step from scripts/bench_curvature.py (reports/benchmarks/curvature.json, commit {commit}): "
+        f"{quoted}. "
+        if costs
+        else "reports/benchmarks/curvature.json has no measured HVP and loss-evaluation costs: Newton's "
+        "gradient-equivalents are not counted (run `make bench`). "
+    )
+    timed = "time/steps_s" in set(s.epochs["metric"])
+    seconds = (
+        "the seconds inside the train steps (`time/steps_s`: no validation, logging or curvature measurement)"
+        if timed
+        else "seconds of training, curvature measurements excluded, each epoch's validation and logging included"
+    )
+    caption = (
+        (_budget_md(t) + "\n\n" if len(t) else "")
+        + "Loss after the steps: the training loss after the last epoch's update count (in brackets); at "
+        "equal gradient-equivalents: after the most updates within the smallest budget any finished run of "
+        f"that model spent (in brackets); at equal seconds: likewise in {seconds}, the first step "
+        "(which traces the train step) counted at the second's length. A diverged run's loss counts as infinite. "
+        "A first-order step is one gradient; "
+        "a Newton step its gradient, its CG iterations' Hessian-vector products and its loss evaluations "
+        "(backtracking). " + cost_note + "Learning rates: second_order_pilot's choice on seed 100 (the lowest "
+        "final training loss on a log grid up to each step's stability limit; `lr_ceiling`, `so_lr_scale` "
+        "in conf/experiment/second_order.yaml); Newton's damped full step η = 1. Newton lower: in how many "
+        "seeds Newton's loss is below the optimizer's at that budget, paired by seed (a seed draws the same "
+        "initial weights for every optimizer)."
     )
     return [
         Figure(
             "so_loss",
-            "Training loss against steps and against wall time",
-            lambda: loss_vs_steps_and_time(w),
-            "\n\n".join(parts) + cost + " One seed per cell; learning rates are each optimizer's default, "
-            "Newton's step is the damped full step (η = 1).",
+            "Training loss against steps, gradient-equivalents and wall time",
+            lambda: loss_vs_budget(w),
+            caption,
         ),
         Figure(
             "so_sharpness",
@@ -406,3 +587,73 @@ def second_order(s, view):
             "momentum, the step sizes' stability thresholds.",
         ),
     ]
+
+
+AT_LIMIT = "at the stability limit (the grid's top)"
+BOUNDED = ("sgd", "momentum")  # optimizers whose ceiling is a stability limit; Adam's top is a choice
+
+
+def pilot_choice(cells: pd.DataFrame) -> pd.DataFrame:
+    """grid_pilot.choose per model × optimizer on the final training loss; a choice at the top of the
+    grid is at the stability limit for SGD and momentum (by design), an edge to widen for Adam."""
+    chosen = choose(cells, keys=["model", "optimizer"], metric="train/loss", top=AT_LIMIT)
+    unbounded = chosen["chosen"] & (chosen["note"] == AT_LIMIT) & ~chosen["optimizer"].astype(str).isin(BOUNDED)
+    chosen.loc[unbounded, "note"] = "edge: widen the range"
+    return chosen
+
+
+@register("second_order_pilot")
+def second_order_pilot(s, view):
+    c = s.cells
+    chosen = pilot_choice(c)
+    rows, block = [], {}
+    for (kind, opt), sub in chosen.groupby(["model", "optimizer"]):
+        pick = sub[sub["chosen"]]
+        losses = ", ".join(f"×{r.lr_scale:g} {r.loss:.3f}" for r in sub.itertuples())
+        if pick.empty:
+            rows.append((kind, opt, "none", "n/a", "every multiple diverged", losses))
+            continue
+        p = pick.iloc[0]
+        block.setdefault(opt, {})[kind] = float(p["lr_scale"])
+        rows.append((kind, opt, f"×{p['lr_scale']:g}", f"{p['lr']:.3g}", p["note"], losses))
+    snippet = "so_lr_scale:\n" + "\n".join(
+        f"  {opt}: {{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(kinds.items(), reverse=True)) + "}"
+        for opt, kinds in sorted(
+            block.items(),
+            key=lambda kv: ["sgd", "momentum", "adam"].index(kv[0]) if kv[0] in ("sgd", "momentum", "adam") else 9,
+        )
+    )
+    table = md_table(
+        ["model", "optimizer", "chosen", "learning rate", "note", "final training loss per multiple"], rows
+    )
+    return [
+        Figure(
+            "so_pilot_loss",
+            "Final training loss against the learning rate (multiple of the stability ceiling)",
+            lambda: _pilot_figure(c, chosen),
+            table
+            + "\n\nChosen per model and optimizer on seed(s) "
+            + ", ".join(map(str, sorted(c["seed"].unique())))
+            + " (lowest final training loss; inf: diverged). The block conf/experiment/second_order.yaml "
+            "commits:\n\n```yaml\n" + snippet + "\n```",
+        )
+    ]
+
+
+def _pilot_figure(cells: pd.DataFrame, chosen: pd.DataFrame) -> plt.Figure | None:
+    """Final training loss against the multiple of the ceiling, a panel per model, a line per optimizer."""
+    if cells.empty:
+        return None
+    kinds = sorted(cells["model"].astype(str).unique())
+    pal = palette(cells["optimizer"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.6), squeeze=False, layout="constrained")
+    for j, kind in enumerate(kinds):
+        ax = axes[0, j]
+        for opt, g in cells[cells["model"].astype(str) == kind].groupby("optimizer"):
+            m = g.groupby("lr_scale")["train/loss"].mean()
+            ax.plot(m.index, m.values, "o-", ms=3, color=pal[opt], label=opt)
+        best = chosen[(chosen["model"].astype(str) == kind) & chosen["chosen"]]
+        ax.plot(best["lr_scale"], best["loss"].where(np.isfinite(best["loss"])), "*", ms=12, color="k")
+        ax.set(title=kind, xlabel="learning rate / ceiling", ylabel="final training loss", xscale="log")
+    axes[0, -1].legend(title="optimizer (★ chosen)", fontsize=8)
+    return fig
