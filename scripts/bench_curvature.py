@@ -4,7 +4,9 @@
   `--examples` training examples) against one train step of the same cell (batch `--batch-size`):
   the measurement in train steps, and the slow-down of a run measuring every N steps;
 - one Hessian-vector product, and one loss evaluation (a forward pass), against one gradient on
-  the same examples (second_order counts a Newton step's gradient-equivalents by these);
+  the same examples: inside one traced loop, as in a Newton step's CG iterations
+  (`hvp_over_gradient`, `forward_over_gradient`: second_order counts a Newton step's
+  gradient-equivalents by these), and as single calls from the host (`*_call_over_gradient_call`);
 - one `optimizer=newton` step against one SGD step on the same full batch (`--newton-examples`).
 
 Models: the default grid's depth-8 ReLU CNN (width 8), the second_order preset's tanh MLP and CNN
@@ -58,6 +60,59 @@ def timed(fn, reps: int) -> float:
     return statistics.median(out)
 
 
+def in_graph(m, xs, ys, reps: int, k: int = 16) -> dict:
+    """Seconds of one gradient, one Hessian-vector product (the double tape of study/newton.py) and
+    one loss evaluation, each the median of `reps` calls of a traced loop of `k` chained ones, / k."""
+    weights = m.trainable_weights
+    shapes = [tuple(w.shape) for w in weights]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def loss_at(a):
+        return m._compute_loss(x=a, y=ys, y_pred=m(a, training=True), training=True)
+
+    def flat(ts):
+        return tf.concat([tf.reshape(t, [-1]) for t in ts], 0)
+
+    def nudge(i):  # a loop-dependent input: no iteration can be hoisted out of the loop
+        return xs + tf.cast(i, xs.dtype) * 1e-12
+
+    @tf.function
+    def gradients():
+        def body(i, acc):
+            with tf.GradientTape() as t:
+                loss = loss_at(nudge(i))
+            return i + 1, acc + tf.reduce_sum(flat(t.gradient(loss, weights)))
+
+        return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), tf.constant(0.0)))[1]
+
+    @tf.function
+    def hvps(v0):
+        def body(i, v):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    loss = loss_at(xs)
+                gs = inner.gradient(loss, weights)
+                gv = tf.add_n([tf.reduce_sum(g * tf.reshape(u, s)) for g, u, s in zip(gs, tf.split(v, sizes), shapes)])
+            hv = flat(outer.gradient(gv, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            return i + 1, hv / (tf.norm(hv) + 1e-12)
+
+        return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), v0))[1]
+
+    @tf.function
+    def forwards():
+        def body(i, acc):
+            return i + 1, acc + loss_at(nudge(i))
+
+        return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), tf.constant(0.0)))[1]
+
+    v0 = tf.random.stateless_normal([sum(sizes)], seed=[0, 0])
+    return {
+        "in_graph_gradient_s": timed(lambda: gradients().numpy(), reps) / k,
+        "in_graph_hvp_s": timed(lambda: hvps(v0).numpy(), reps) / k,
+        "in_graph_forward_s": timed(lambda: forwards().numpy(), reps) / k,
+    }
+
+
 def measure_model(name: str, spec, splits, args) -> dict:
     """The timings of one model (see the module's docstring)."""
     x, y = splits.x_train[: args.examples], splits.y_train[: args.examples]
@@ -81,8 +136,14 @@ def measure_model(name: str, spec, splits, args) -> dict:
     r["hvp_s"] = timed(lambda: hvp(v), args.reps)
     r["forward_s"] = timed(lambda: loss_fn(xs, ys).numpy(), args.reps)
     r["lambda_max_s"] = timed(lambda: curvature.measure(hvp, args.iterations, 1, 0, 0), args.reps)
-    r["hvp_over_gradient"] = r["hvp_s"] / r["gradient_s"]
-    r["forward_over_gradient"] = r["forward_s"] / r["gradient_s"]
+    # one call each from the host (curvature.measure's HVPs are such calls)
+    r["hvp_call_over_gradient_call"] = r["hvp_s"] / r["gradient_s"]
+    r["forward_call_over_gradient_call"] = r["forward_s"] / r["gradient_s"]
+    # inside one traced function, as in a Newton step's CG loop: what second_order counts by
+    inside = in_graph(m, xs, ys, args.reps)
+    r |= inside
+    r["hvp_over_gradient"] = inside["in_graph_hvp_s"] / inside["in_graph_gradient_s"]
+    r["forward_over_gradient"] = inside["in_graph_forward_s"] / inside["in_graph_gradient_s"]
     r["lambda_max_in_train_steps"] = r["lambda_max_s"] / r["train_step_s"]
     r[f"slowdown_every_{args.every}_steps"] = 1 + r["lambda_max_s"] / (args.every * r["train_step_s"])
     if name.startswith("second_order"):
