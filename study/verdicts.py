@@ -31,7 +31,7 @@ The verdict, in this order:
                weight-gradient ratio outside [vanishing_below, exploding_above] in the last epoch,
                forward spread collapsed, at least `dead_above` of the worst layer's channels dead, or
                updates frozen (median update/weight ratio below `frozen_below`); the reason gives
-               the step where it turned (the global gradient norm's peak) when recorded;
+               the global gradient norm's peak and its step when recorded;
 7. `stalled`   none of these: no progress and no gradient pathology.
 `unknown`: no loss recorded (diagnostics off and no validation data, or a failed run).
 Every rule that matched is in `verdict_reason`, and a value within `near_factor` of its threshold
@@ -343,7 +343,8 @@ def training_findings(ev: Mapping, th: Thresholds) -> list[tuple[str, str]]:
 
 
 def _turned(ev: Mapping) -> str:
-    """Where a net that died turned: the step of the global gradient norm's peak, when recorded."""
+    """The global gradient norm's peak in a net that died, and its step when recorded (not called
+    the step where it turned: a net can go on learning for hundreds of steps after that peak)."""
     step, growth = _num(ev, GROWTH_STEP), _num(ev, GROWTH)
     if not math.isfinite(growth) or growth <= 1:
         return ""
@@ -354,7 +355,7 @@ def _turned(ev: Mapping) -> str:
             f"the global gradient norm peaked at {_g(growth)}x its step-0 value (its step not recorded; the "
             f"subsampled step table's highest norm is at step {int(step)})"
         )
-    return f"turned near step {int(step)}, where the global gradient norm peaked at {_g(growth)}x its step-0 value"
+    return f"the global gradient norm peaked at step {int(step)}, at {_g(growth)}x its step-0 value"
 
 
 def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
@@ -409,8 +410,8 @@ def decide(ev: Mapping, th: Thresholds | None = None) -> tuple[str, str]:
 
 
 def _rest(in_training: list[tuple[str, str]], ev: Mapping, turned: bool = False) -> list[str]:
-    """The reason's parts after the initial finding: what the end of training showed, and where
-    the net turned."""
+    """The reason's parts after the initial finding: what the end of training showed, and the
+    gradient norm's peak."""
     parts = ["in training: " + "; ".join(f"{lab} ({t})" for lab, t in in_training)] if in_training else []
     if turned and _turned(ev):
         parts.append(_turned(ev))

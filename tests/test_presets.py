@@ -30,6 +30,7 @@ PRESETS = {  # preset: the axis overrides of its tiny run (its figures: its regi
     "glorot_bengio_2010": ["model.activation=tanh", "seed=0"],
     "he_2015": ["model.depth=4", "seed=0"],
     "he_2015_width": ["model.depth=4", "model.width=4,8", "seed=0"],
+    "he_2015_fig2": ["model.depth=3,4", "seed=0", "train.epochs=2"],
     "width": ["model.width=4,8", "model.activation=relu"],
     "second_order": ["optimizer=newton,sgd"],
     "second_order_pilot": ["optimizer=sgd,adam", "optimizer.lr_scale=0.25,1"],

@@ -66,7 +66,7 @@ def ev(val_loss=LN10, **kw):
                 "in training: collapsed (",
                 "dead (",
                 "frozen (update/weight in the last epoch 2e-08 < 1e-05)",
-                "near step 169",
+                "peaked at step 169",
                 "104x",
             ],
         ),
@@ -200,4 +200,4 @@ def test_a_peak_step_backfilled_from_the_sampled_step_table_is_not_passed_off_as
     assert filled.loc["new", verdicts.GROWTH_STEP_SAMPLED] == 0
     said = verdicts._turned(filled.loc["old"].to_dict())
     assert "its step not recorded" in said and "step 26" in said and not said.startswith("turned")
-    assert verdicts._turned(filled.loc["new"].to_dict()).startswith("turned near step 89")
+    assert verdicts._turned(filled.loc["new"].to_dict()).startswith("the global gradient norm peaked at step 89")

@@ -2,7 +2,8 @@
 captions, tables) with `@register`: `grid` (the generic report: grid, smoke, paper and any preset
 without its own), `grid_pilot`, `reference` (grid_reference), `optimization` (gd_variants,
 lr_schedules, optimizers_tuned), `architecture` (init, regularization, mitigations, width),
-`reproductions` (glorot_bengio_2010, he_2015), `signal_propagation`, `second_order` (second_order,
+`reproductions` (glorot_bengio_2010, he_2015, he_2015_width), `he_fig2`
+(he_2015_fig2), `signal_propagation`, `second_order` (second_order,
 edge_of_stability). A new family is a module here and a line below.
 """
 
@@ -10,6 +11,7 @@ from study.report.sections import (  # noqa: F401  (each module registers its se
     architecture,
     grid,
     grid_pilot,
+    he_fig2,
     optimization,
     reference,
     reproductions,

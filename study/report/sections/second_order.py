@@ -85,14 +85,14 @@ def _plain_log(ax, axis: str = "y") -> None:
 
 def loss_vs_budget(w: pd.DataFrame) -> plt.Figure | None:
     """Training loss (log scale) against steps (top row), gradient-equivalents (middle) and seconds
-    after the first step without curvature measurements (bottom); a column per model, a line per
-    optimizer (mean over seeds)."""
+    (bottom; seconds_after_first_step), all on log axes from the first update (Newton's 10 steps
+    beside the others' 400); a column per model, a line per optimizer (mean over seeds)."""
     if w.empty:
         return None
     kinds = sorted(w["model"].astype(str).unique())
     pal = palette(w["optimizer"])
     rows = [
-        ("step", "train steps"),
+        ("step", "train steps (log scale)"),
         ("ge", "gradient-equivalents (log scale)"),
         ("after", "seconds (log; step 1 at step 2's length)"),
     ]
@@ -103,7 +103,7 @@ def loss_vs_budget(w: pd.DataFrame) -> plt.Figure | None:
         for opt, g in sub.groupby(sub["optimizer"].astype(str)):
             m = g.groupby("epoch")[["step", "ge", "after", "loss"]].mean()
             for r, (col, _) in enumerate(rows):
-                mm = m if r == 0 else m[m[col] > 0]  # log axes: from the first update counted
+                mm = m[m[col] > 0]  # log axes: from the first update counted
                 axes[r, c].plot(mm[col], mm["loss"], marker=".", color=pal[opt], label=opt)
                 drawn[r] |= bool(len(mm))
         for r, (_, label) in enumerate(rows):
@@ -113,8 +113,7 @@ def loss_vs_budget(w: pd.DataFrame) -> plt.Figure | None:
                 ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center")
                 continue
             _plain_log(ax)
-            if r:
-                _plain_log(ax, "x")
+            _plain_log(ax, "x")
     axes[0, -1].legend(title="optimizer", fontsize=8)
     return fig
 
