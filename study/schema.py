@@ -140,6 +140,7 @@ SCHEMA: dict[str, Spec] = {
     "criteria.reach": number(gt=0, le=1),  # edge_of_stability: at the edge from reach · 2/η
     "criteria.band": listof(number(gt=0)),  # edge_of_stability: [low, high] × 2/η
     "criteria.controls": listof(number(gt=0)),  # edge_of_stability: step sizes that must not reach the edge
+    "criteria.decide_share": number(gt=0.5, le=1),  # second_order: share of seed pairs that decides
     "criteria.reach_below": number(gt=0, lt=1),  # he_2015_fig2: converged when an epoch's loss <= this × ln K
     "criteria.stalls_above": number(gt=0, lt=1),  # he_2015_width: trains when last loss <= this × first
     "arm": STR,

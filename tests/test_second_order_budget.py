@@ -144,3 +144,21 @@ def test_adams_top_multiple_is_an_edge_and_unmeasured_pairs_are_not_counted():
     w["after"] = so.seconds_after_first_step(w)
     said = so.budget_table(w).set_index("optimizer").loc["sgd", "newton_lower"]
     assert said == "steps 1/1, gradient-equivalents n/a, seconds 0/1"
+
+
+def test_newton_is_called_lower_only_where_the_share_of_seed_pairs_the_rule_fixes_agrees():
+    assert so.decide(3, 3, 1.0) == "Newton lower (3/3)"
+    assert so.decide(0, 3, 1.0) == "Newton not lower (0/3)"
+    assert so.decide(2, 3, 1.0) == "split (2/3)"
+    assert so.decide(2, 3, 0.6) == "Newton lower (2/3)"
+    assert so.decide(0, 0, 1.0) == "not measured"
+    runs = {
+        "n0": ("newton", 0, [2.3, 0.9], [30, 32]),
+        "n1": ("newton", 1, [2.3, 1.9], [30, 32]),
+        "s0": ("sgd", 0, [2.3, 1.2], [1, 2]),
+        "s1": ("sgd", 1, [2.3, 1.1], [1, 2]),
+    }
+    w = _w(runs)
+    w["ge"], w["after"] = w["epoch"].astype(float), w["epoch"].astype(float)
+    md = so.verdicts_md(so.budget_table(w), 1.0)
+    assert "| cnn | sgd | split (1/2) | split (1/2) | split (1/2) |" in md

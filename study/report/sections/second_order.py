@@ -493,9 +493,48 @@ def budget_table(w: pd.DataFrame, finished: set | None = None) -> pd.DataFrame:
                     both = a.index.intersection(b.index)
                     both = both[a[both].notna().to_numpy() & b[both].notna().to_numpy()]  # unmeasured: left out
                     said.append(f"{name} {int((a[both] < b[both]).sum())}/{len(both)}" if len(both) else f"{name} n/a")
+                    row[f"lower_{key}"], row[f"pairs_{key}"] = int((a[both] < b[both]).sum()), len(both)
                 row["newton_lower"] = ", ".join(said)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+SO_DEFAULTS = {"decide_share": 1.0}  # Newton lower (or higher) in at least this share of seed pairs decides
+
+
+def decide(lower: float, pairs: float, share: float) -> str:
+    """Newton against one optimizer at one budget, from the seed pairs where Newton's loss is lower:
+    `lower` when at least `share` of them are, `higher` when at least `share` are not, else split."""
+    if not pairs or not np.isfinite(pairs):
+        return "not measured"
+    k, n = int(lower), int(pairs)
+    if k >= share * n:
+        return f"Newton lower ({k}/{n})"
+    if n - k >= share * n:
+        return f"Newton not lower ({k}/{n})"
+    return f"split ({k}/{n})"
+
+
+def verdicts_md(t: pd.DataFrame, share: float) -> str:
+    """Per model and first-order optimizer: the decision at equal gradient-equivalents and at equal
+    seconds (and, for reference, after the steps each ran)."""
+    rows = [
+        (
+            r.model,
+            r.optimizer,
+            *(decide(getattr(r, f"lower_{k}"), getattr(r, f"pairs_{k}"), share) for k in ("ge", "t", "steps")),
+        )
+        for r in t.itertuples()
+        if r.optimizer != "newton" and hasattr(r, "pairs_ge")
+    ]
+    header = [
+        "model",
+        "Newton against",
+        "at equal gradient-equivalents",
+        "at equal seconds",
+        "after the steps each ran",
+    ]
+    return md_table(header, rows) if rows else ""
 
 
 def _budget_md(t: pd.DataFrame) -> str:
@@ -556,8 +595,17 @@ def second_order(s, view):
         if timed
         else "seconds of training, curvature measurements excluded, each epoch's validation and logging included"
     )
+    rules, said = criteria(s.info, SO_DEFAULTS)
+    share = float(rules["decide_share"])
+    decided = verdicts_md(t, share) if len(t) else ""
     caption = (
-        (_budget_md(t) + "\n\n" if len(t) else "")
+        (
+            decided + f"\n\nDecided where Newton's loss is lower (or not lower) in at least {share:.0%} of the "
+            f"seed pairs, else split. Rules from {said}.\n\n"
+            if decided
+            else ""
+        )
+        + (_budget_md(t) + "\n\n" if len(t) else "")
         + "Loss after the steps: the training loss after the last epoch's update count (in brackets); at "
         "equal gradient-equivalents: after the most updates within the smallest budget any finished run of "
         f"that model spent (in brackets); at equal seconds: likewise in {seconds}, the first step "
@@ -653,6 +701,8 @@ def _pilot_figure(cells: pd.DataFrame, chosen: pd.DataFrame) -> plt.Figure | Non
             ax.plot(m.index, m.values, "o-", ms=3, color=pal[opt], label=opt)
         best = chosen[(chosen["model"].astype(str) == kind) & chosen["chosen"]]
         ax.plot(best["lr_scale"], best["loss"].where(np.isfinite(best["loss"])), "*", ms=12, color="k")
-        ax.set(title=kind, xlabel="learning rate / ceiling", ylabel="final training loss", xscale="log")
+        ax.set(title=kind, xlabel="learning rate / ceiling", ylabel="final training loss (log scale)")
+        _plain_log(ax, "x")
+        _plain_log(ax)  # the losses span 0.005-2: on a linear axis the best ones overlap at 0
     axes[0, -1].legend(title="optimizer (★ chosen)", fontsize=8)
     return fig
