@@ -117,7 +117,7 @@ def curves_vs(
     )
     split_note = "\n(dashed: seeds that did not train)" if split_any else ""
     legend(fig, list(axes.flat), hue + seeds_note + split_note)
-    fig.suptitle(f"Per-epoch curves by {hue}")
+    fig.suptitle(f"Per-epoch curves by {hue}", x=0.02, ha="left")  # clear of the legend on the right
     return fig
 
 
