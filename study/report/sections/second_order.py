@@ -636,13 +636,14 @@ def second_order(s, view):
     ]
 
 
-AT_LIMIT = "at the stability limit (the grid's top)"
+AT_LIMIT = "at the grid's top (the ceiling: a stability limit at lr_ceiling's λ_max)"
 BOUNDED = ("sgd", "momentum")  # optimizers whose ceiling is a stability limit; Adam's top is a choice
 
 
 def pilot_choice(cells: pd.DataFrame) -> pd.DataFrame:
     """grid_pilot.choose per model × optimizer on the final training loss; a choice at the top of the
-    grid is at the stability limit for SGD and momentum (by design), an edge to widen for Adam."""
+    grid is at the ceiling for SGD and momentum (the stability limit at the λ_max(0) lr_ceiling was
+    computed from, by design), an edge to widen for Adam."""
     chosen = choose(cells, keys=["model", "optimizer"], metric="train/loss", top=AT_LIMIT)
     unbounded = chosen["chosen"] & (chosen["note"] == AT_LIMIT) & ~chosen["optimizer"].astype(str).isin(BOUNDED)
     chosen.loc[unbounded, "note"] = "edge: widen the range"
