@@ -271,7 +271,14 @@ def test_sigterm_and_sighup_end_the_run_and_its_sweep_killed_in_one_line(tmp_pat
     ]
     if sweep:
         args = ["-m", "experiment=smoke", "model.depth=2", f"hydra.sweep.dir={tmp_path}/sweep", *args]
-    proc = run_main(args, tmp_path)
+    # a suite started under `nohup` inherits SIGHUP ignored, which the harness rightly leaves ignored:
+    # the test is of a process with the default disposition
+    inherited = signal.signal(getattr(signal, sig), signal.SIG_DFL)
+    try:
+        proc = run_main(args, tmp_path)
+        restored = signal.getsignal(getattr(signal, sig))
+    finally:
+        signal.signal(getattr(signal, sig), inherited)
     code = 128 + getattr(signal, sig)
     assert proc.returncode == code, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and f"interrupted ({sig}): stopped" in proc.stderr
@@ -279,7 +286,7 @@ def test_sigterm_and_sighup_end_the_run_and_its_sweep_killed_in_one_line(tmp_pat
     done = runs(MlflowClient(tracking_uri=uri))
     assert len(done) == (2 if sweep else 1)  # the first cell, and the sweep's parent run
     assert all(r.info.status == "KILLED" and r.data.tags["outcome"] == "killed" for r in done)
-    assert signal.getsignal(getattr(signal, sig)) is signal.SIG_DFL  # handlers restored
+    assert restored is signal.SIG_DFL  # handlers restored
 
 
 def test_sigterm_to_a_joblib_sweep_ends_its_running_cells_and_parent_killed(tmp_path, store):
