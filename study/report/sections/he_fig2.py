@@ -4,16 +4,14 @@ and the two claims decided by the rule fixed in the preset's `criteria`, paired 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
-from study import contract
+from study import contract, verdicts
 from study.report import charts
 from study.report.md import md_table
 from study.report.sections.registry import Figure, criteria, register
-from study.report.sections.reproductions import _claims
+from study.report.sections.reproductions import _claims, _losses
 
 FIG2_DEFAULTS = {"reach_below": 0.9}  # converged: an epoch's mean training loss <= this × ln K
 HE, XAVIER = "he_normal", "lecun_normal"
@@ -28,13 +26,10 @@ def steps_to_converge(epochs: pd.DataFrame, cells: pd.DataFrame, reach_below: fl
     for run, g in loss.groupby("run_id"):
         if run not in info.index:
             continue
-        k = (
-            float(info.at[run, "num_classes"])
-            if "num_classes" in info and np.isfinite(info.at[run, "num_classes"])
-            else 10
-        )
+        k = float(info.at[run, "num_classes"]) if "num_classes" in info else 10.0
+        chance = verdicts.chance_loss(k if np.isfinite(k) else 10.0)  # ln K
         spe = int(g["steps_per_epoch"].iloc[0]) if "steps_per_epoch" in g else 1
-        hit = g[g["value"] <= reach_below * math.log(k)]
+        hit = g[g["value"] <= reach_below * chance]
         out[run] = float((int(hit["epoch"].iloc[0]) + 1) * spe) if len(hit) else np.nan
     return pd.Series(out, dtype=float)
 
@@ -107,8 +102,7 @@ def he_2015_fig2(s, view):
     c = s.cells[s.cells[contract.OUTCOME].isin(contract.RAN)].copy()
     e = s.epochs
     c["steps_to"] = c["run_id"].map(steps_to_converge(e, c, reach))
-    last = e[(e["metric"] == "train/loss") & (e["epoch"] == e.groupby("run_id")["epoch"].transform("max"))]
-    c["last_loss"] = c["run_id"].map(last.set_index("run_id")["value"])
+    c["last_loss"] = c["run_id"].map(_losses(e)["last"])
     t = fig2_table(c) if len(c) else pd.DataFrame()
     rows = claims(c, reach) if len(c) else []
     table = md_table(
